@@ -1,0 +1,1 @@
+"""Model providers. Only ``litellm_provider`` imports litellm, and only when first used."""

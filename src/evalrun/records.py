@@ -1,0 +1,132 @@
+"""Core record types that flow between stages: one model call, its checks, its score.
+
+Plain dataclasses (not pydantic) because tens of thousands of them are built per run.
+Each has ``to_dict``/``from_dict`` so the journal (JSONL) round-trips exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Side = Literal["baseline", "candidate"]
+SIDES: tuple[Side, Side] = ("baseline", "candidate")
+
+# Error kinds a failed call is recorded with (after the harness's retries ran out).
+ERROR_KINDS = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection",
+    "auth",
+    "bad_request",
+    "content_policy",
+    "context_window",
+    "malformed_response",
+    "missing_dependency",
+    "budget_exceeded",
+    "cache_miss",
+    "unknown",
+)
+
+# How a call's cost was established.
+CostStatus = Literal["priced", "config", "local", "unpriced"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One tool call the model asked for; ``arguments`` is the raw string the model wrote."""
+
+    name: str
+    arguments: str
+    id: str | None = None
+
+
+@dataclass(slots=True)
+class CallResult:
+    """Everything recorded about one (case, side, sample) call, success or failure."""
+
+    case_id: str
+    side: Side
+    sample: int
+    model: str
+    output: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    refusal: str | None = None  # the message's `refusal` field, when the provider sets one
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_estimated: bool = False  # usage was absent; counted locally with tiktoken
+    latency_s: float | None = None  # wall time of the whole call incl. retries and waits
+    attempt_latencies_s: list[float] = field(default_factory=list)
+    cost_usd: float | None = None
+    cost_status: CostStatus = "unpriced"
+    attempts: int = 0
+    error_kind: str | None = None
+    error_message: str | None = None  # already scrubbed of secrets
+    cached: bool = False
+    request_key: str = ""  # canonical hash of the request (cache key, resume identity)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallResult:
+        data = dict(data)
+        data["tool_calls"] = [ToolCall(**tc) for tc in data.get("tool_calls") or []]
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(slots=True)
+class CheckOutcome:
+    """The result of one check on one call.
+
+    ``facts`` carries structured findings the comparator aggregates, e.g. the json check
+    sets ``{"strict": bool, "lenient": bool, "failure_class": str | None}``.
+    """
+
+    check: str
+    passed: bool
+    detail: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckOutcome:
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Score:
+    """Scored view of one call: check outcomes and the flags metrics are built from.
+
+    ``None`` means "not applicable to this case" (e.g. no format expectation), so the
+    metric's denominator excludes it.
+    """
+
+    checks: list[CheckOutcome]
+    passed: bool
+    parse_strict: bool | None = None
+    parse_lenient: bool | None = None
+    parse_failure: str | None = None  # fenced | embedded | truncated | refused | invalid
+    schema_valid: bool | None = None
+    tool_valid: bool | None = None
+    refused: bool = False
+    refusal_source: str | None = None  # content_policy | content_filter | refusal_field | phrase
+    should_refuse: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Score:
+        data = dict(data)
+        data["checks"] = [CheckOutcome.from_dict(c) for c in data.get("checks") or []]
+        return cls(**data)
