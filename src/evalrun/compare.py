@@ -1,0 +1,405 @@
+"""Pair the two runs case by case and compute every metric with its uncertainty.
+
+pandas lives here (and only here): call rows → per-case means (samples averaged within a
+case first, never treated as independent) → paired statistics from ``evalrun.stats``.
+The output is plain JSON-safe data: it *is* the ``metrics`` part of summary.json.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evalrun import stats
+from evalrun.cases import Case
+from evalrun.records import CallResult, Score
+
+# Binary metrics: (name, label, column, higher_is_better, applies-when column).
+BINARY_METRICS: tuple[tuple[str, str, str, bool], ...] = (
+    ("pass_rate", "Pass rate (all checks)", "passed", True),
+    ("parse_strict", "Strict parse rate", "parse_strict", True),
+    ("parse_lenient", "Lenient parse rate", "parse_lenient", True),
+    ("schema_valid", "Schema-valid rate", "schema_valid", True),
+    ("tool_valid", "Tool-call validity", "tool_valid", True),
+    ("over_refusal", "Over-refusal (should answer)", "over_refusal", False),
+    ("known_bad_refusal", "Refusal where required (known-bad)", "kb_refusal", True),
+    ("error_rate", "Error rate (after retries)", "errored", False),
+)
+RATIO_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("prompt_tokens", "Prompt tokens per call", "prompt_tokens"),
+    ("completion_tokens", "Completion tokens per call", "completion_tokens"),
+    ("cost", "Cost per call (USD)", "cost_usd"),
+)
+LATENCY_QUANTILES: tuple[tuple[str, float], ...] = (("latency_p50", 0.5), ("latency_p95", 0.95))
+
+
+@dataclass(frozen=True, slots=True)
+class CompareSettings:
+    """How sure to be and how to resample."""
+
+    alpha: float = 0.05
+    bootstrap_samples: int = 2000
+    seed: int = 0
+
+    @property
+    def confidence(self) -> float:
+        # One-sided test at alpha ↔ two-sided interval at 1 - 2·alpha.
+        return 1.0 - 2.0 * self.alpha
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe numbers: NaN/inf become None, numpy scalars become Python."""
+    if x is None:
+        return None
+    if isinstance(x, (np.floating, float)):
+        xf = float(x)
+        return None if math.isnan(xf) or math.isinf(xf) else xf
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    return x
+
+
+def _ci(lo: float | None, hi: float | None) -> list[float] | None:
+    if lo is None or hi is None:
+        return None
+    return [_clean(lo), _clean(hi)]
+
+
+def build_frame(cases: Sequence[Case], results: Sequence[CallResult], scores: Sequence[Score]) -> pd.DataFrame:
+    """One row per call with the flags metrics are computed from."""
+    meta = {c.id: c for c in cases}
+    rows: list[dict[str, Any]] = []
+    for r, s in zip(results, scores, strict=True):
+        case = meta[r.case_id]
+        refusal_measured = r.ok or r.error_kind == "content_policy"
+        rows.append(
+            {
+                "case_id": r.case_id,
+                "side": r.side,
+                "sample": r.sample,
+                "kind": case.kind,
+                "cohort": case.cohort,
+                "ok": r.ok,
+                # A content-policy rejection is the provider refusing: an answer, not an outage.
+                "errored": (not r.ok) and r.error_kind != "content_policy",
+                "error_kind": r.error_kind,
+                "passed": s.passed if refusal_measured else None,
+                "parse_strict": s.parse_strict,
+                "parse_lenient": s.parse_lenient,
+                "schema_valid": s.schema_valid,
+                "tool_valid": s.tool_valid,
+                "over_refusal": s.refused if (refusal_measured and not s.should_refuse) else None,
+                "kb_refusal": s.refused if (refusal_measured and s.should_refuse) else None,
+                "prompt_tokens": r.prompt_tokens if r.ok else None,
+                "completion_tokens": r.completion_tokens if r.ok else None,
+                "cost_usd": r.cost_usd if r.ok else None,
+                "cost_status": r.cost_status,
+                "latency_s": r.latency_s if r.ok else None,
+                "cached": r.cached,
+                "attempts": r.attempts,
+                "tokens_estimated": r.tokens_estimated,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["case_id", "side", "sample", "kind", "cohort"])
+    return frame
+
+
+def _per_case(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per-case, per-side mean of ``column`` over samples where it applies; cases × sides."""
+    sub = frame[["case_id", "side", column]].dropna(subset=[column])
+    if sub.empty:
+        return pd.DataFrame(columns=["baseline", "candidate"])
+    sub = sub.astype({column: float})
+    wide = sub.groupby(["case_id", "side"])[column].mean().unstack("side")
+    for side in ("baseline", "candidate"):
+        if side not in wide.columns:
+            wide[side] = np.nan
+    return wide[["baseline", "candidate"]].sort_index()
+
+
+def _side_rate(values: pd.Series, conf: float) -> dict[str, Any]:
+    n = int(values.count())
+    k = float(values.sum()) if n else 0.0
+    successes = round(k)
+    ci = stats.wilson_interval(successes, n, conf) if n else None
+    return {
+        "value": _clean(k / n) if n else None,
+        "n": n,
+        "successes": _clean(k),
+        "ci": _ci(*ci) if ci else None,
+    }
+
+
+def binary_metric(
+    frame: pd.DataFrame, name: str, label: str, column: str, higher_is_better: bool, settings: CompareSettings, samples: int
+) -> dict[str, Any]:
+    """A rate on each side (Wilson) and the paired difference (Agresti–Min / McNemar)."""
+    conf = settings.confidence
+    wide = _per_case(frame, column)
+    out: dict[str, Any] = {
+        "metric": name,
+        "label": label,
+        "type": "rate",
+        "higher_is_better": higher_is_better,
+        "baseline": _side_rate(wide["baseline"], conf),
+        "candidate": _side_rate(wide["candidate"], conf),
+    }
+    paired = wide.dropna()
+    out["paired_n"] = len(paired)
+    if len(paired) == 0:
+        out.update({"delta": None, "delta_ci": None, "p_value": None, "table": None, "mde": None})
+        return out
+    b = paired["baseline"].to_numpy()
+    c = paired["candidate"].to_numpy()
+    binary = samples == 1 and bool(np.isin(b, (0.0, 1.0)).all() and np.isin(c, (0.0, 1.0)).all())
+    if binary:
+        pb = stats.paired_binary([bool(x) for x in b], [bool(x) for x in c], conf)
+        out.update(
+            {
+                "method": "paired binary: Agresti–Min interval, exact McNemar test",
+                "delta": _clean(pb.delta),
+                "delta_ci": _ci(pb.ci_low, pb.ci_high),
+                "p_value": _clean(pb.p_value),
+                "table": {"n11": pb.n11, "n10": pb.n10, "n01": pb.n01, "n00": pb.n00},
+            }
+        )
+        discordance = (pb.n10 + pb.n01) / pb.n if pb.n else 0.0
+        out["mde"] = _clean(stats.mde_paired_binary(pb.n, discordance, settings.alpha))
+    else:
+        pm = stats.paired_mean_diff(list(b), list(c), conf)
+        out.update(
+            {
+                "method": f"per-case means over {samples} samples: paired t-interval",
+                "delta": _clean(pm.delta),
+                "delta_ci": _ci(pm.ci_low, pm.ci_high),
+                "p_value": _clean(pm.p_value),
+                "table": None,
+            }
+        )
+        discordance = float(np.mean(b != c))
+        worse = c < b if higher_is_better else c > b
+        out["regressed_cases"] = int(np.sum(worse))
+        out["mde"] = _clean(stats.mde_paired_binary(len(b), discordance, settings.alpha))
+    return out
+
+
+def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settings: CompareSettings) -> dict[str, Any]:
+    """Means/totals per side and the geometric-mean ratio of per-case values."""
+    wide = _per_case(frame, column)
+    sums = frame.groupby("side")[column].sum(min_count=1) if column in frame else pd.Series(dtype=float)
+    out: dict[str, Any] = {"metric": name, "label": label, "type": "ratio", "higher_is_better": False}
+    for side in ("baseline", "candidate"):
+        col = wide[side] if side in wide else pd.Series(dtype=float)
+        out[side] = {
+            "mean": _clean(col.mean()) if col.count() else None,
+            "total": _clean(sums.get(side)) if side in sums else None,
+            "n": int(col.count()),
+        }
+    paired = wide.dropna()
+    est = stats.ratio_of_geomeans(list(paired["baseline"]), list(paired["candidate"]), settings.confidence)
+    out.update(
+        {
+            "ratio": _clean(est.ratio),
+            "ratio_ci": _ci(est.ci_low, est.ci_high),
+            "paired_n": est.n,
+            "excluded": est.n_excluded,
+            "method": "geometric mean of per-case ratios, t-interval on log ratios",
+        }
+    )
+    logs = np.log(paired["candidate"].to_numpy() / paired["baseline"].to_numpy()) if len(paired) else np.array([])
+    logs = logs[np.isfinite(logs)]
+    out["mde"] = _clean(stats.mde_ratio(len(logs), float(np.std(logs, ddof=1)), settings.alpha)) if len(logs) > 2 else None
+    if name == "cost":
+        statuses = {
+            side: sorted(set(frame.loc[(frame["side"] == side) & frame["ok"], "cost_status"]))
+            for side in ("baseline", "candidate")
+        }
+        out["cost_status"] = statuses
+        if any("unpriced" in s for s in statuses.values()):
+            out["note"] = "unpriced model on at least one side: cost not compared (never shown as $0)"
+            out["ratio"] = out["ratio_ci"] = None
+        elif all(s and set(s) <= {"local"} for s in statuses.values()):
+            out["note"] = "local model on both sides: cost is zero by construction"
+            out["ratio"] = out["ratio_ci"] = None
+    return out
+
+
+def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict[str, Any]]:
+    """p50/p95/mean per side with order-statistic intervals; paired bootstrap ratios."""
+    out: list[dict[str, Any]] = []
+    wide = _per_case(frame, "latency_s")
+    paired = wide.dropna()
+    cached = {
+        side: int(frame.loc[(frame["side"] == side) & frame["ok"], "cached"].sum()) for side in ("baseline", "candidate")
+    }
+    for name, q in LATENCY_QUANTILES:
+        entry: dict[str, Any] = {
+            "metric": name,
+            "label": f"Latency p{round(q * 100)} (s)",
+            "type": "quantile",
+            "higher_is_better": False,
+            "cached_calls": cached,
+        }
+        for side in ("baseline", "candidate"):
+            vals = frame.loc[frame["side"] == side, "latency_s"].dropna().to_numpy(dtype=float)
+            qe = stats.quantile_ci(list(vals), q, settings.confidence)
+            entry[side] = {"value": _clean(qe.value), "ci": _ci(qe.ci_low, qe.ci_high), "n": qe.n, "enough": qe.enough}
+        if len(paired) >= 2:
+            br = stats.bootstrap_quantile_ratio(
+                list(paired["baseline"]), list(paired["candidate"]), q, settings.confidence,
+                n_boot=settings.bootstrap_samples, seed=settings.seed,
+            )
+            bd = stats.bootstrap_quantile_delta(
+                list(paired["baseline"]), list(paired["candidate"]), q, settings.confidence,
+                n_boot=settings.bootstrap_samples, seed=settings.seed,
+            )
+            entry.update(
+                {
+                    "ratio": _clean(br.ratio),
+                    "ratio_ci": _ci(br.ci_low, br.ci_high),
+                    "delta_s": _clean(bd.delta),
+                    "delta_ci": _ci(bd.ci_low, bd.ci_high),
+                    "paired_n": br.n,
+                    "method": f"paired bootstrap over cases ({settings.bootstrap_samples} resamples, seed {settings.seed})",
+                }
+            )
+        else:
+            entry.update({"ratio": None, "ratio_ci": None, "delta_s": None, "delta_ci": None, "paired_n": len(paired)})
+        out.append(entry)
+    mean_entry: dict[str, Any] = {"metric": "latency_mean", "label": "Latency mean (s)", "type": "mean", "higher_is_better": False}
+    for side in ("baseline", "candidate"):
+        vals = frame.loc[frame["side"] == side, "latency_s"].dropna()
+        mean_entry[side] = {"value": _clean(vals.mean()) if len(vals) else None, "n": int(len(vals))}
+    out.append(mean_entry)
+    return out
+
+
+def metric_table(frame: pd.DataFrame, settings: CompareSettings, samples: int, *, with_latency: bool = True) -> list[dict[str, Any]]:
+    """Every metric for one slice of calls."""
+    metrics = [binary_metric(frame, n, lbl, col, hib, settings, samples) for n, lbl, col, hib in BINARY_METRICS]
+    metrics += [ratio_metric(frame, n, lbl, col, settings) for n, lbl, col in RATIO_METRICS]
+    if with_latency:
+        metrics += latency_metrics(frame, settings)
+    return metrics
+
+
+def slice_tables(
+    frame: pd.DataFrame, by: str, settings: CompareSettings, samples: int, critical: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Metrics per value of ``by`` (kind or cohort); exploratory p-values get BH q-values."""
+    out: dict[str, Any] = {}
+    for value in sorted(frame[by].dropna().unique()):
+        sub = frame[frame[by] == value]
+        out[str(value)] = {
+            "n_cases": int(sub["case_id"].nunique()),
+            "critical": str(value) in critical,
+            "metrics": metric_table(sub, settings, samples, with_latency=True),
+        }
+    # Benjamini–Hochberg across the exploratory slices, per metric: many slices, many chances
+    # to see a "significant" difference by luck.
+    for name, *_ in BINARY_METRICS:
+        keys, pvals = [], []
+        for value, entry in out.items():
+            if entry["critical"]:
+                continue
+            for m in entry["metrics"]:
+                if m["metric"] == name and m.get("p_value") is not None:
+                    keys.append((value, m))
+                    pvals.append(float(m["p_value"]))
+        if pvals:
+            for (_, m), q in zip(keys, stats.benjamini_hochberg(pvals), strict=True):
+                m["q_value"] = _clean(q)
+    return out
+
+
+def case_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per case: mean pass per side (over samples) and whether samples disagreed."""
+    sub = frame.dropna(subset=["passed"])
+    if sub.empty:
+        return pd.DataFrame(columns=["baseline", "candidate"])
+    sub = sub.astype({"passed": float})
+    return sub.groupby(["case_id", "side"])["passed"].mean().unstack("side").reindex(columns=["baseline", "candidate"])
+
+
+def flips(frame: pd.DataFrame, cases: Sequence[Case]) -> dict[str, list[dict[str, Any]]]:
+    """Cases whose pass outcome changed: regressions (passed → fails) first, then improvements."""
+    outcomes = case_outcomes(frame).dropna()
+    meta = {c.id: c for c in cases}
+    regressions: list[dict[str, Any]] = []
+    improvements: list[dict[str, Any]] = []
+    for case_id, row in outcomes.iterrows():
+        b, c = float(row["baseline"]), float(row["candidate"])
+        if b == c:
+            continue
+        case = meta[str(case_id)]
+        item = {"case_id": str(case_id), "kind": case.kind, "cohort": case.cohort, "baseline": b, "candidate": c}
+        (regressions if c < b else improvements).append(item)
+    regressions.sort(key=lambda x: (x["candidate"] - x["baseline"], x["case_id"]))
+    improvements.sort(key=lambda x: (x["baseline"] - x["candidate"], x["case_id"]))
+    return {"regressions": regressions, "improvements": improvements}
+
+
+def flaky_cases(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Cases whose K samples disagree on pass, per side, with pass@k / pass^k."""
+    sub = frame.dropna(subset=["passed"])
+    out: list[dict[str, Any]] = []
+    if sub.empty or sub["sample"].max() == 0:
+        return out
+    for (case_id, side), grp in sub.groupby(["case_id", "side"]):
+        outcomes = [bool(x) for x in grp.sort_values("sample")["passed"]]
+        if len(outcomes) > 1 and stats.flaky(outcomes):
+            out.append(
+                {
+                    "case_id": str(case_id),
+                    "side": str(side),
+                    "passes": sum(outcomes),
+                    "samples": len(outcomes),
+                    "pass_at_k": stats.pass_at_k(outcomes),
+                    "pass_hat_k": stats.pass_hat_k(outcomes),
+                }
+            )
+    out.sort(key=lambda x: (x["case_id"], x["side"]))
+    return out
+
+
+def consistency(frame: pd.DataFrame) -> dict[str, Any]:
+    """pass@k (any sample passed) and pass^k (all passed) rates per side."""
+    sub = frame.dropna(subset=["passed"])
+    out: dict[str, Any] = {}
+    for side in ("baseline", "candidate"):
+        s = sub[sub["side"] == side]
+        if s.empty:
+            out[side] = {"pass_at_k": None, "pass_hat_k": None, "n": 0}
+            continue
+        g = s.astype({"passed": bool}).groupby("case_id")["passed"]
+        out[side] = {"pass_at_k": _clean(g.any().mean()), "pass_hat_k": _clean(g.all().mean()), "n": int(g.ngroups)}
+    return out
+
+
+def call_counts(frame: pd.DataFrame) -> dict[str, Any]:
+    """Calls, errors by kind, retries and cache hits per side."""
+    out: dict[str, Any] = {}
+    for side in ("baseline", "candidate"):
+        s = frame[frame["side"] == side]
+        errors = s.loc[s["errored"].astype(bool), "error_kind"].value_counts().sort_index()
+        out[side] = {
+            "total": len(s),
+            "ok": int(s["ok"].sum()) if len(s) else 0,
+            "errors": int(s["errored"].sum()) if len(s) else 0,
+            "errors_by_kind": {str(k): int(v) for k, v in errors.items()},
+            "content_policy": int((s["error_kind"] == "content_policy").sum()) if len(s) else 0,
+            "retried": int((s["attempts"] > 1).sum()) if len(s) else 0,
+            "attempts": int(s["attempts"].sum()) if len(s) else 0,
+            "cached": int(s["cached"].sum()) if len(s) else 0,
+            "tokens_estimated": int(s["tokens_estimated"].sum()) if len(s) else 0,
+        }
+    return out

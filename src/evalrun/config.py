@@ -1,0 +1,345 @@
+"""Variant and suite configuration: pydantic models and loaders.
+
+A *variant* (baseline.yaml / candidate.yaml) says how to call a model: model string,
+params, prompt templates, key variable, version labels. A *suite* (shared by both sides)
+says which cases to run, how hard, and the gate's thresholds. Every error names the file
+and the field; nothing here imports litellm.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evalrun.errors import CouldNotMeasureError, UserInputError
+from evalrun.yamlio import load_yaml, read_text, resolve_inside
+
+VERSION_LABELS = ("model_version", "prompt_version", "retrieval_version", "policy_version")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class PromptSpec(_Strict):
+    """System and user prompt templates (jinja2), inline or from files next to the config."""
+
+    system: str | None = None
+    system_file: str | None = None
+    user: str | None = None
+    user_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> PromptSpec:
+        if self.system is not None and self.system_file is not None:
+            raise ValueError("give either system or system_file, not both")
+        if self.user is not None and self.user_file is not None:
+            raise ValueError("give either user or user_file, not both")
+        return self
+
+
+class Params(_Strict):
+    """Generation parameters passed to the model. ``extra`` is passed through verbatim."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_functions(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for i, tool in enumerate(tools or []):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise ValueError(f"tools[{i}] must look like {{type: function, function: {{name, parameters}}}}")
+        return tools
+
+    def to_call_params(self) -> dict[str, Any]:
+        """The params as litellm keyword arguments (None values dropped)."""
+        out = {k: v for k, v in self.model_dump(exclude={"extra"}).items() if v is not None}
+        out.update(self.extra)
+        return out
+
+
+class PricingSpec(_Strict):
+    """Explicit prices, USD per million tokens (overrides litellm's price map)."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class VersionLabels(_Strict):
+    """The four labels later rollout stages segment live traffic by ("none" is allowed)."""
+
+    model_version: str = Field(min_length=1)
+    prompt_version: str = Field(min_length=1)
+    retrieval_version: str = Field(min_length=1)
+    policy_version: str = Field(min_length=1)
+
+
+class RolloutSpec(_Strict):
+    """Facts for the rollout note that evalrun cannot measure (left as TODO when absent)."""
+
+    change: str | None = None
+    expected_gain: str | None = None
+    owner: str | None = None
+    dashboard: str | None = None
+    canary_cohorts: list[str] = Field(default_factory=list)
+    expanded_cohorts: list[str] = Field(default_factory=list)
+
+
+class VariantConfig(_Strict):
+    """One side of the comparison: how to call the model and what it is labelled."""
+
+    name: str = Field(min_length=1)
+    suite: str | None = None
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key_env: str | None = None
+    model_path: str | None = None
+    params: Params = Field(default_factory=Params)
+    prompt: PromptSpec
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    pricing: PricingSpec | None = None
+    versions: VersionLabels
+    retrieval: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    rollout: RolloutSpec | None = None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be the NAME of an environment variable (the key itself never goes in a file)")
+        return value
+
+
+class RuleSpec(_Strict):
+    """One gate rule: a non-inferiority margin and optional hard floor / ceiling."""
+
+    enabled: bool = True
+    margin: float | None = None
+    floor: float | None = Field(default=None, ge=0, le=1)
+    ceiling: float | None = None
+
+
+# Defaults are the rollback triggers most teams start from (documented in the README).
+DEFAULT_RULES: dict[str, dict[str, Any]] = {
+    "pass_rate": {"margin": -0.02},
+    "parse_strict": {"margin": -0.01, "floor": 0.99},
+    "schema_valid": {"margin": -0.01, "floor": 0.99},
+    "tool_valid": {"margin": -0.01, "floor": 0.99},
+    "over_refusal": {"margin": 0.02},
+    "known_bad_refusal": {},
+    "completion_tokens_ratio": {"margin": 1.15},
+    "cost_ratio": {"margin": 1.10},
+    "latency_p50_ratio": {"margin": 1.20},
+    "latency_p95_ratio": {"margin": 1.30},
+}
+
+
+class GateConfig(_Strict):
+    """The gate: thresholds are the rollback triggers written down before release."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    on_inconclusive: Literal["fail", "pass"] = "fail"
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    rules: dict[str, RuleSpec] = Field(default_factory=dict)
+    critical_cohorts: list[str] = Field(default_factory=list)
+    bootstrap_samples: int = Field(default=2000, ge=100, le=100_000)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return value  # let pydantic report the type error
+        unknown = sorted(set(value) - set(DEFAULT_RULES))
+        if unknown:
+            raise ValueError(
+                f"unknown rule {unknown[0]!r}; known rules: {', '.join(sorted(DEFAULT_RULES))}"
+            )
+        merged: dict[str, Any] = {}
+        for name, default in DEFAULT_RULES.items():
+            given = value.get(name)
+            if given is None:
+                merged[name] = dict(default)
+            elif isinstance(given, dict):
+                merged[name] = {**default, **given}
+            else:
+                merged[name] = given
+        return merged
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.rules:
+            self.rules = {name: RuleSpec(**spec) for name, spec in DEFAULT_RULES.items()}
+
+
+class BackoffSpec(_Strict):
+    """Harness-owned retry backoff: exponential with full jitter, capped."""
+
+    initial_s: float = Field(default=0.5, gt=0, le=60)
+    max_s: float = Field(default=20.0, gt=0, le=600)
+    multiplier: float = Field(default=2.0, ge=1, le=10)
+
+
+class SuiteConfig(_Strict):
+    """What to run and how to judge it; shared by both variants."""
+
+    name: str = "suite"
+    cases: list[str] = Field(min_length=1)
+    samples: int = Field(default=1, ge=1, le=100)
+    concurrency: int = Field(default=8, ge=1, le=1000)
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    backoff: BackoffSpec = Field(default_factory=BackoffSpec)
+    report_dir: str = "reports"
+    seed: int = 0
+    max_response_chars: int = Field(default=20_000, ge=100)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
+class LoadedVariant(BaseModel):
+    """A validated variant with its templates read and paths resolved."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: VariantConfig
+    path: Path
+    system_template: str | None
+    user_template: str | None
+    model_path: Path | None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def api_key(self) -> str | None:
+        """The key from the named environment variable (None when no variable is named).
+
+        Raises CouldNotMeasureError when the variable is named but unset: a missing key is
+        an environment problem, not a config error.
+        """
+        env = self.config.api_key_env
+        if env is None:
+            return None
+        value = os.environ.get(env)
+        if not value:
+            raise CouldNotMeasureError(
+                f"{self.path}: field api_key_env: environment variable {env} is not set"
+            )
+        return value
+
+
+class LoadedSuite(BaseModel):
+    """A validated suite with its location (relative paths resolve against it)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: SuiteConfig
+    path: Path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def report_dir(self) -> Path:
+        return (self.base_dir / self.config.report_dir).resolve()
+
+
+def project_root(config_path: Path) -> Path:
+    """The folder user files may reference: the parent of the config's folder.
+
+    With the standard layout (evals/baseline.yaml) that is the project itself, so
+    ``../cases`` and ``prompts/x.j2`` work while ``../../..`` escapes are refused.
+    """
+    return config_path.resolve().parent.parent
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "missing":
+        msg = "is required"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the README for the format)"
+    return loc, msg.removeprefix("Value error, ")
+
+
+def _validate(model: type[_Strict], data: Any, path: Path) -> Any:
+    if data is None:
+        raise UserInputError("file is empty", file=path)
+    if not isinstance(data, dict):
+        raise UserInputError(f"expected a mapping at the top level, found {type(data).__name__}", file=path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        loc, msg = _first_error(exc)
+        raise UserInputError(msg, file=path, field=loc) from None
+
+
+def _read_template(base: Path, rel: str, *, path: Path, field: str) -> str:
+    resolved = resolve_inside(base, rel, file=path, field=field, root=project_root(path))
+    return read_text(resolved, what=f"template file ({field})")
+
+
+def load_variant(path: str | Path) -> LoadedVariant:
+    """Load and validate a variant config, reading template files next to it."""
+    p = Path(path)
+    cfg: VariantConfig = _validate(VariantConfig, load_yaml(p, what="variant config"), p)
+    base = p.resolve().parent
+    system = cfg.prompt.system
+    if cfg.prompt.system_file is not None:
+        system = _read_template(base, cfg.prompt.system_file, path=p, field="prompt.system_file")
+    user = cfg.prompt.user
+    if cfg.prompt.user_file is not None:
+        user = _read_template(base, cfg.prompt.user_file, path=p, field="prompt.user_file")
+    if system is None and user is None:
+        raise UserInputError("give at least one of system/user (or *_file)", file=p, field="prompt")
+    model_path: Path | None = None
+    if cfg.model_path is not None:
+        model_path = resolve_inside(base, cfg.model_path, file=p, field="model_path", root=project_root(p))
+        if not model_path.is_file():
+            raise UserInputError(f"model file {cfg.model_path!r} not found", file=p, field="model_path")
+    return LoadedVariant(config=cfg, path=p, system_template=system, user_template=user, model_path=model_path)
+
+
+def load_suite(path: str | Path) -> LoadedSuite:
+    """Load and validate a suite file."""
+    p = Path(path)
+    cfg: SuiteConfig = _validate(SuiteConfig, load_yaml(p, what="suite file"), p)
+    return LoadedSuite(config=cfg, path=p)
+
+
+def resolve_suite_path(baseline: LoadedVariant, candidate: LoadedVariant, override: str | Path | None) -> Path:
+    """Find the one suite both variants share, or fail naming the mismatch."""
+    if override is not None:
+        return Path(override)
+    paths: list[Path | None] = []
+    for v in (baseline, candidate):
+        paths.append((v.path.resolve().parent / v.config.suite).resolve() if v.config.suite else None)
+    b, c = paths
+    if b is None and c is None:
+        raise UserInputError(
+            "no suite: set `suite:` in the variant configs or pass --suite", file=baseline.path, field="suite"
+        )
+    if b is not None and c is not None and b != c:
+        raise UserInputError(
+            f"baseline uses suite {b} but candidate uses {c}: both sides must run the same suite",
+            file=candidate.path,
+            field="suite",
+        )
+    found = b or c
+    assert found is not None
+    return found

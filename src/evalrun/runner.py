@@ -1,0 +1,177 @@
+"""Run planned calls on one event loop with bounded concurrency and harness-owned retries.
+
+Why the harness owns retries: the SDKs under litellm retry silently (a 429 with
+Retry-After 7 blocked one call 15 s here), which hides rate limits from the report and
+makes latency lie. Providers get ``max_retries=0``; this module retries with exponential
+backoff and full jitter, honours Retry-After, and counts every attempt.
+
+Rate limits are shared: a 429 pauses *every* worker until its Retry-After has passed, so
+a limited provider is not hammered by the other in-flight calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from evalrun.errors import EvalrunError
+from evalrun.providers.base import Provider, ProviderError, ProviderRequest
+from evalrun.records import CallResult, Side
+from evalrun.secrets import scrub_known
+from evalrun.store import Journal
+
+
+@dataclass(slots=True)
+class PlannedCall:
+    """One call to make: which case, side and sample, and the request itself."""
+
+    case_id: str
+    side: Side
+    sample: int
+    request: ProviderRequest
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded attempts with capped exponential backoff and full jitter."""
+
+    max_attempts: int = 4
+    initial_s: float = 0.5
+    max_s: float = 20.0
+    multiplier: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (attempt counts from 1)."""
+        cap = min(self.max_s, self.initial_s * self.multiplier ** (attempt - 1))
+        jittered = rng.uniform(cap / 2, cap)
+        if retry_after_s is not None:
+            # The server said when: never come back earlier, but do not wait absurdly long.
+            return max(jittered, min(retry_after_s, max(self.max_s, 60.0)))
+        return jittered
+
+
+ProgressHook = Callable[[CallResult], None]
+
+
+class _SharedPause:
+    """A run-wide 'do not start a request before T' set by rate-limit answers."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+    def push(self, seconds: float) -> None:
+        self.until = max(self.until, time.monotonic() + seconds)
+
+    async def wait(self) -> None:
+        while True:
+            remaining = self.until - time.monotonic()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(remaining)
+
+
+async def _one_call(
+    planned: PlannedCall, provider: Provider, policy: RetryPolicy, rng: random.Random, pause: _SharedPause
+) -> CallResult:
+    req = planned.request
+    result = CallResult(
+        case_id=planned.case_id, side=planned.side, sample=planned.sample, model=req.model, request_key=planned.key
+    )
+    started = time.monotonic()
+    for attempt in range(1, policy.max_attempts + 1):
+        await pause.wait()
+        t0 = time.monotonic()
+        try:
+            resp = await provider.complete(req)
+        except ProviderError as exc:
+            result.attempt_latencies_s.append(time.monotonic() - t0)
+            result.attempts = attempt
+            result.error_kind = exc.kind
+            result.error_message = scrub_known(exc.message)[:500]
+            if not exc.retryable or attempt == policy.max_attempts:
+                break
+            wait = policy.delay(attempt, rng, exc.retry_after_s)
+            if exc.kind == "rate_limited":
+                pause.push(wait)
+            else:
+                await asyncio.sleep(wait)
+            continue
+        except EvalrunError:
+            raise
+        except Exception as exc:  # a provider bug must not kill the run: record it
+            result.attempt_latencies_s.append(time.monotonic() - t0)
+            result.attempts = attempt
+            result.error_kind = "unknown"
+            result.error_message = scrub_known(f"{type(exc).__name__}: {exc}")[:500]
+            break
+        elapsed = time.monotonic() - t0
+        result.attempt_latencies_s.append(elapsed)
+        result.attempts = attempt
+        result.error_kind = None
+        result.error_message = None
+        result.latency_s = elapsed
+        result.output = resp.output
+        result.tool_calls = resp.tool_calls
+        result.finish_reason = resp.finish_reason
+        result.refusal = resp.refusal
+        result.prompt_tokens = resp.prompt_tokens
+        result.completion_tokens = resp.completion_tokens
+        result.tokens_estimated = resp.tokens_estimated
+        result.cost_usd = resp.cost_usd
+        result.cost_status = resp.cost_status
+        break
+    result.wall_s = time.monotonic() - started
+    return result
+
+
+async def run_calls(
+    plan: Iterable[PlannedCall],
+    provider: Provider,
+    *,
+    concurrency: int,
+    policy: RetryPolicy,
+    journal: Journal | None,
+    progress: ProgressHook | None = None,
+    seed: int = 0,
+    should_start: Callable[[PlannedCall], bool] | None = None,
+) -> list[CallResult]:
+    """Make every planned call; each result is journaled the moment it finishes.
+
+    ``should_start`` lets the caller stop starting new calls (a budget): a call it rejects
+    is not made and not recorded. Results come back in completion order.
+    """
+    queue: asyncio.Queue[PlannedCall] = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+    results: list[CallResult] = []
+    rng = random.Random(seed)  # jitter only: never affects what is measured
+    pause = _SharedPause()
+
+    async def worker() -> None:
+        while True:
+            try:
+                planned = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if should_start is not None and not should_start(planned):
+                continue
+            res = await _one_call(planned, provider, policy, rng, pause)
+            if journal is not None:
+                journal.append(res)
+            results.append(res)
+            if progress is not None:
+                progress(res)
+
+    n_workers = max(1, min(concurrency, queue.qsize()))
+    tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return results
