@@ -34,7 +34,16 @@ from evalrun.prompts import PromptRenderer
 from evalrun.providers.base import Pricing, Provider, ProviderRequest
 from evalrun.records import SIDES, CallResult, Score, Side
 from evalrun.runner import PlannedCall, ProgressHook, RetryPolicy, run_calls
-from evalrun.store import FORMAT_VERSION, JOURNAL, MANIFEST, Journal, read_journal, request_key, stable_hash, write_json
+from evalrun.store import (
+    FORMAT_VERSION,
+    JOURNAL,
+    MANIFEST,
+    Journal,
+    read_journal,
+    request_key,
+    stable_hash,
+    write_json,
+)
 
 
 @dataclass

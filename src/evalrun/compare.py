@@ -277,8 +277,8 @@ def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict
         out.append(entry)
     mean_entry: dict[str, Any] = {"metric": "latency_mean", "label": "Latency mean (s)", "type": "mean", "higher_is_better": False}
     for side in ("baseline", "candidate"):
-        vals = frame.loc[frame["side"] == side, "latency_s"].dropna()
-        mean_entry[side] = {"value": _clean(vals.mean()) if len(vals) else None, "n": int(len(vals))}
+        lat = frame.loc[frame["side"] == side, "latency_s"].dropna()
+        mean_entry[side] = {"value": _clean(lat.mean()) if len(lat) else None, "n": len(lat)}
     out.append(mean_entry)
     return out
 

@@ -1,0 +1,814 @@
+"""Pure statistics for the paired baseline-vs-candidate gate.
+
+Everything here is side-effect free and depends only on numpy and scipy.
+
+Conventions used throughout:
+
+* A gate is a one-sided non-inferiority test at level ``alpha`` (default 0.05). A one-sided
+  test at ``alpha`` is equivalent to checking one end of a two-sided interval at confidence
+  ``1 - 2*alpha``, so every interval used for gating is a two-sided 90 % interval by default
+  (see :func:`confidence_for_alpha`). Every estimator takes ``confidence`` explicitly.
+* Outcomes are paired by case index: ``base[i]`` and ``cand[i]`` are the same test case.
+* Deltas are always ``candidate - baseline`` and ratios ``candidate / baseline``.
+* Results are frozen dataclasses whose ``to_dict()`` is JSON-safe: non-finite floats become
+  ``None`` (JSON has no NaN or infinity).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "BootstrapDelta",
+    "BootstrapRatio",
+    "Decision",
+    "PairedBinary",
+    "PairedMean",
+    "QuantileEstimate",
+    "RatioEstimate",
+    "benjamini_hochberg",
+    "bootstrap_quantile_delta",
+    "bootstrap_quantile_ratio",
+    "cases_needed",
+    "confidence_for_alpha",
+    "decide",
+    "flaky",
+    "mde_paired_binary",
+    "mde_ratio",
+    "min_cases_for_quantile_ci",
+    "order_statistic_ranks",
+    "paired_binary",
+    "paired_mean_diff",
+    "pass_at_k",
+    "pass_hat_k",
+    "quantile_ci",
+    "ratio_of_geomeans",
+    "wilson_interval",
+]
+
+Decision = Literal["pass", "fail", "inconclusive"]
+
+FloatArray = npt.NDArray[np.float64]
+
+# Upper bound on the number of elements in one bootstrap chunk (replicates x cases). A chunk
+# holds ~6 arrays of this size (indices, two gathered samples, partition copies, ...) at
+# 8 bytes each, so 2.5M elements keeps peak memory near 120 MB whatever n is.
+_MAX_CHUNK_ELEMENTS = 2_500_000
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """Convert numpy scalars to Python ones and non-finite floats to None."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """Return ``value`` as a Python float, or None when it is None, NaN or infinite."""
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+class _Result:
+    """Mixin giving frozen result dataclasses a JSON-safe ``to_dict``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-safe dict (floats, ints, bools, None; never NaN/inf)."""
+        return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+
+
+def _check_q(q: float) -> None:
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q!r}")
+
+
+def _check_same_length(base: Sequence[Any], cand: Sequence[Any]) -> None:
+    if len(base) != len(cand):
+        raise ValueError(
+            f"base and cand must be paired by case (same length), got {len(base)} and {len(cand)}"
+        )
+
+
+def _finite_array(name: str, values: Sequence[float]) -> FloatArray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _z_two_sided(confidence: float) -> float:
+    """Standard-normal quantile for a two-sided interval: z = Phi^-1(1/2 + confidence/2)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(0.5 + 0.5 * confidence))
+
+
+def _t_two_sided(confidence: float, df: int) -> float:
+    """Student-t quantile for a two-sided interval: t_{df}^-1(1/2 + confidence/2)."""
+    from scipy.stats import t as t_dist
+
+    return float(t_dist.ppf(0.5 + 0.5 * confidence, df))
+
+
+def confidence_for_alpha(alpha: float) -> float:
+    """Two-sided confidence whose one end is a one-sided test at level ``alpha``: 1 - 2*alpha.
+
+    The gate's non-inferiority test at alpha = 0.05 therefore uses 90 % intervals.
+    """
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+    return 1.0 - 2.0 * alpha
+
+
+# --------------------------------------------------------------------------------------------
+# proportions
+# --------------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion; None when ``n == 0``.
+
+    Uses Newcombe's (1998) closed form: centre = (2np + z^2) / (2(n + z^2)),
+    half-width = z * sqrt(4np(1-p) + z^2) / (2(n + z^2)). The bounds are exactly 0 when
+    ``successes == 0`` and exactly 1 when ``successes == n`` (the limits of the formula),
+    which avoids rounding just outside [0, 1].
+    """
+    _check_confidence(confidence)
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return None
+    z = _z_two_sided(confidence)
+    p = successes / n
+    denom = 2.0 * (n + z * z)
+    centre = (2.0 * n * p + z * z) / denom
+    half = z / denom * math.sqrt(4.0 * n * p * (1.0 - p) + z * z)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
+
+
+@dataclass(frozen=True)
+class PairedBinary(_Result):
+    """Paired comparison of pass/fail outcomes (one sample per case).
+
+    ``n10`` counts cases the baseline passed and the candidate failed; ``n01`` the reverse.
+    ``delta = p_cand - p_base``. ``ci_low``/``ci_high`` is the Agresti-Min interval for the
+    paired difference; ``p_value`` is the exact two-sided McNemar test.
+    """
+
+    n: int
+    n11: int
+    n10: int
+    n01: int
+    n00: int
+    p_base: float | None
+    p_cand: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    confidence: float
+
+
+def paired_binary(base: Sequence[bool], cand: Sequence[bool], confidence: float) -> PairedBinary:
+    """Compare paired binary outcomes: Agresti-Min interval and exact McNemar p-value.
+
+    Interval (Agresti & Min 2005, add 1/2 to each cell of the 2x2 table):
+    D = (n01 - n10) / (n + 2),
+    SE = sqrt((n10 + n01 + 1) - (n01 - n10)^2 / (n + 2)) / (n + 2),
+    D +/- z * SE, clipped to [-1, 1]. Unlike the Wald interval it keeps a positive width when
+    there are no discordant pairs, so a run compared with itself is never "certain".
+
+    p-value: exact McNemar, i.e. a two-sided binomial test of n10 out of n10 + n01 discordant
+    pairs against 1/2; 1.0 when there are no discordant pairs. With ``n == 0`` all rates and
+    the interval are None and the p-value is 1.0.
+    """
+    _check_confidence(confidence)
+    _check_same_length(base, cand)
+    b = np.asarray(base, dtype=bool).reshape(-1)
+    c = np.asarray(cand, dtype=bool).reshape(-1)
+    n = int(b.size)
+    n11 = int(np.count_nonzero(b & c))
+    n10 = int(np.count_nonzero(b & ~c))
+    n01 = int(np.count_nonzero(~b & c))
+    n00 = n - n11 - n10 - n01
+    if n == 0:
+        return PairedBinary(0, 0, 0, 0, 0, None, None, None, None, None, 1.0, confidence)
+
+    discordant = n10 + n01
+    if discordant == 0:
+        p_value = 1.0
+    else:
+        from scipy.stats import binomtest
+
+        p_value = min(1.0, float(binomtest(n10, discordant, 0.5).pvalue))
+
+    z = _z_two_sided(confidence)
+    m = n + 2
+    d_tilde = (n01 - n10) / m
+    se = math.sqrt(max(0.0, (discordant + 1) - (n01 - n10) ** 2 / m)) / m
+    ci_low = max(-1.0, d_tilde - z * se)
+    ci_high = min(1.0, d_tilde + z * se)
+    return PairedBinary(
+        n=n,
+        n11=n11,
+        n10=n10,
+        n01=n01,
+        n00=n00,
+        p_base=(n11 + n10) / n,
+        p_cand=(n11 + n01) / n,
+        # (n01 - n10)/n == p_cand - p_base, computed so that swapping sides negates it exactly.
+        delta=(n01 - n10) / n,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=p_value,
+        confidence=confidence,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# means and ratios (t-intervals)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedMean(_Result):
+    """Paired comparison of per-case mean outcomes (K > 1 samples per case).
+
+    ``delta = mean_cand - mean_base``; ``ci_low``/``ci_high`` is the paired t-interval and
+    ``p_value`` the two-sided paired t-test against a zero difference.
+    """
+
+    n: int
+    mean_base: float | None
+    mean_cand: float | None
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    confidence: float
+
+
+def _t_interval(
+    d: FloatArray, confidence: float
+) -> tuple[float | None, float | None, float | None, float]:
+    """Mean, t-interval and two-sided p-value (H0: mean 0) for a one-sample array.
+
+    Interval: mean +/- t_{n-1} * s / sqrt(n). With n < 2 there is no variance estimate, so
+    the interval is None and the p-value 1.0. When every value is identical the sample
+    variance is zero: the interval collapses onto that value and the p-value is 1.0 if it is
+    0, else 0.0 (the t statistic is infinite).
+    """
+    n = int(d.size)
+    if n == 0:
+        return None, None, None, 1.0
+    mean = float(np.mean(d))
+    if n < 2:
+        return mean, None, None, 1.0
+    if np.all(d == d[0]):
+        # Report the common value itself: np.mean of equal values can be off by an ulp.
+        mean, se = float(d[0]), 0.0
+    else:
+        se = float(np.std(d, ddof=1)) / math.sqrt(n)
+    if se == 0.0:
+        # Zero variance (exactly, or underflowed for subnormal spreads): collapse the interval
+        # onto the mean instead of dividing by zero.
+        return mean, mean, mean, 1.0 if mean == 0.0 else 0.0
+    half = _t_two_sided(confidence, n - 1) * se
+    from scipy.stats import t as t_dist
+
+    t_stat = mean / se
+    p_value = min(1.0, float(2.0 * t_dist.sf(abs(t_stat), n - 1)))
+    return mean, mean - half, mean + half, p_value
+
+
+def paired_mean_diff(base: Sequence[float], cand: Sequence[float], confidence: float) -> PairedMean:
+    """Paired t-interval for the mean per-case difference ``cand - base``.
+
+    Intended for per-case pass rates in [0, 1] when each case is sampled K > 1 times.
+    n < 2 gives a None interval (and p-value 1.0); when all differences are identical the
+    interval has zero width at that difference (p-value 1.0 if it is zero, else 0.0).
+    """
+    _check_confidence(confidence)
+    _check_same_length(base, cand)
+    b = _finite_array("base", base)
+    c = _finite_array("cand", cand)
+    n = int(b.size)
+    if n == 0:
+        return PairedMean(0, None, None, None, None, None, 1.0, confidence)
+    d = c - b
+    delta, low, high, p_value = _t_interval(d, confidence)
+    return PairedMean(
+        n=n,
+        mean_base=float(np.mean(b)),
+        mean_cand=float(np.mean(c)),
+        delta=delta,
+        ci_low=low,
+        ci_high=high,
+        p_value=p_value,
+        confidence=confidence,
+    )
+
+
+@dataclass(frozen=True)
+class RatioEstimate(_Result):
+    """Geometric mean of per-case ``cand / base`` ratios with its t-interval.
+
+    ``n`` counts the usable pairs; ``n_excluded`` the pairs dropped because a side was
+    missing, non-positive or non-finite.
+    """
+
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    n_excluded: int
+    confidence: float
+
+
+def ratio_of_geomeans(
+    base: Sequence[float | None], cand: Sequence[float | None], confidence: float
+) -> RatioEstimate:
+    """Candidate/baseline ratio as the geometric mean of per-case ratios.
+
+    Works on the log scale: r_i = log(cand_i) - log(base_i), ratio = exp(mean(r)), interval
+    exp(mean(r) +/- t_{n-1} * sd(r) / sqrt(n)). The log scale makes the estimate symmetric
+    (swapping sides gives exactly 1/ratio) and suits right-skewed quantities such as latency
+    or cost.
+
+    Pairs where either side is None, <= 0 or non-finite are excluded and counted in
+    ``n_excluded``: the log of zero or of a negative number is undefined, and a missing value
+    (e.g. an errored call) has no ratio. With n < 2 usable pairs the interval is None; with
+    n == 0 the ratio is None too.
+    """
+    _check_confidence(confidence)
+    _check_same_length(base, cand)
+    logs: list[float] = []
+    excluded = 0
+    for b, c in zip(base, cand, strict=True):
+        if b is None or c is None:
+            excluded += 1
+            continue
+        bf, cf = float(b), float(c)
+        if not (math.isfinite(bf) and math.isfinite(cf)) or bf <= 0.0 or cf <= 0.0:
+            excluded += 1
+            continue
+        # log(c) - log(b) rather than log(c / b): negates exactly when the sides are swapped.
+        logs.append(math.log(cf) - math.log(bf))
+    arr = np.asarray(logs, dtype=np.float64)
+    mean, low, high, _ = _t_interval(arr, confidence)
+
+    def _exp(x: float | None) -> float | None:
+        return None if x is None else _finite_or_none(math.exp(x))
+
+    return RatioEstimate(
+        ratio=_exp(mean),
+        ci_low=_exp(low),
+        ci_high=_exp(high),
+        n=int(arr.size),
+        n_excluded=excluded,
+        confidence=confidence,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# quantiles
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantileEstimate(_Result):
+    """Sample quantile with a distribution-free order-statistic interval.
+
+    ``enough`` is False when the sample is too small for an interval at this confidence to
+    exist; ``ci_low``/``ci_high`` are then None while ``value`` is still reported.
+    """
+
+    q: float
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    enough: bool
+    confidence: float
+
+
+def order_statistic_ranks(n: int, q: float, confidence: float) -> tuple[int, int] | None:
+    """1-based ranks (l, u) such that [X_(l), X_(u)] covers the q-quantile with prob >= confidence.
+
+    With B ~ Binomial(n, q) the number of observations below the true quantile of a
+    continuous distribution, P(X_(l) <= x_q < X_(u)) = P(l <= B <= u - 1)
+    = 1 - P(B <= l - 1) - P(B >= u). The construction is equal-tailed: each tail gets at most
+    (1 - confidence)/2, with l as large and u as small as possible. When one tail cannot
+    get that small even at the extreme rank (l = 1 or u = n; e.g. p95 with a small n), that
+    rank is used and its unavoidable tail mass is taken out of the other tail's budget.
+    Returns None when no ranks within 1..n work, i.e. when even [X_(1), X_(n)] has
+    coverage 1 - q^n - (1-q)^n below ``confidence`` (always for q = 0 or 1, n < 2).
+    """
+    _check_confidence(confidence)
+    _check_q(q)
+    if n < 2 or q <= 0.0 or q >= 1.0:
+        return None
+    from scipy.stats import binom
+
+    alpha = 1.0 - confidence
+    j = np.arange(n)
+    cdf = np.asarray(binom.cdf(j, n, q), dtype=np.float64)  # P(B <= j): lower tail of rank j+1
+    sf = np.asarray(binom.sf(j, n, q), dtype=np.float64)  # P(B > j): upper tail of rank j+1
+    min_lower = float(cdf[0])  # l = 1
+    min_upper = float(sf[n - 1])  # u = n
+    if min_lower + min_upper > alpha:
+        return None
+    if min_upper > alpha / 2:
+        lower_budget, upper_budget = alpha - min_upper, min_upper
+    elif min_lower > alpha / 2:
+        lower_budget, upper_budget = min_lower, alpha - min_lower
+    else:
+        lower_budget = upper_budget = alpha / 2
+    # Largest l with P(B <= l-1) <= budget (cdf is non-decreasing).
+    low = int(np.searchsorted(cdf, lower_budget, side="right"))
+    # Smallest u with P(B >= u) <= budget (sf is non-increasing, so search its negation).
+    up = int(np.searchsorted(-sf, -upper_budget, side="left")) + 1
+    low, up = max(low, 1), min(up, n)
+    if low >= up:
+        return None
+    return (low, up)
+
+
+def min_cases_for_quantile_ci(q: float, confidence: float, limit: int = 1_000_000) -> int | None:
+    """Smallest n for which :func:`order_statistic_ranks` gives an interval (None if > limit).
+
+    The widest possible interval [X_(1), X_(n)] has coverage 1 - q^n - (1-q)^n, which
+    increases with n, so the answer is the first n where that reaches ``confidence``
+    (45 for p95 at 90 %).
+    """
+    _check_confidence(confidence)
+    _check_q(q)
+    if q <= 0.0 or q >= 1.0:
+        return None
+    for n in range(2, limit + 1):
+        if 1.0 - q**n - (1.0 - q) ** n >= confidence and order_statistic_ranks(n, q, confidence):
+            return n
+    return None
+
+
+def quantile_ci(values: Sequence[float], q: float, confidence: float) -> QuantileEstimate:
+    """Sample q-quantile (numpy's default linear method) with an order-statistic interval.
+
+    The interval [X_(l), X_(u)] is distribution-free (see :func:`order_statistic_ranks`):
+    it needs only continuity and independence. When the sample is too small for such ranks
+    to exist, ``enough`` is False and the bounds are None; with no values ``value`` is None.
+    """
+    _check_confidence(confidence)
+    _check_q(q)
+    x = np.sort(_finite_array("values", values))
+    n = int(x.size)
+    if n == 0:
+        return QuantileEstimate(q, None, None, None, 0, False, confidence)
+    value = float(np.quantile(x, q))
+    ranks = order_statistic_ranks(n, q, confidence)
+    if ranks is None:
+        return QuantileEstimate(q, value, None, None, n, False, confidence)
+    low, up = ranks
+    return QuantileEstimate(q, value, float(x[low - 1]), float(x[up - 1]), n, True, confidence)
+
+
+# --------------------------------------------------------------------------------------------
+# paired bootstrap for quantile differences / ratios
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootstrapDelta(_Result):
+    """Paired-bootstrap percentile interval for quantile(cand) - quantile(base)."""
+
+    q: float
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    n_boot: int
+    seed: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class BootstrapRatio(_Result):
+    """Paired-bootstrap percentile interval for quantile(cand) / quantile(base)."""
+
+    q: float
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    n_boot: int
+    seed: int
+    confidence: float
+
+
+def _bootstrap_quantiles(
+    b: FloatArray,
+    c: FloatArray,
+    q: float,
+    n_boot: int,
+    seed: int,
+    max_chunk_elements: int = _MAX_CHUNK_ELEMENTS,
+) -> tuple[FloatArray, FloatArray]:
+    """Replicate quantiles (base, cand) from a paired bootstrap over case indices.
+
+    Each replicate draws one vector of n case indices and applies it to both sides, which
+    keeps the pairing (and so the between-side correlation) intact. Replicates are drawn in
+    chunks of at most ``max_chunk_elements`` indices to bound memory; the generator's stream
+    is consumed in the same order whatever the chunk size, so the result does not depend
+    on it.
+    """
+    n = int(b.size)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    rows = max(1, max_chunk_elements // n)
+    qb = np.empty(n_boot, dtype=np.float64)
+    qc = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, rows):
+        stop = min(n_boot, start + rows)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        qb[start:stop] = np.quantile(b[idx], q, axis=1)
+        qc[start:stop] = np.quantile(c[idx], q, axis=1)
+    return qb, qc
+
+
+def _bootstrap_inputs(
+    base: Sequence[float],
+    cand: Sequence[float],
+    q: float,
+    confidence: float,
+    n_boot: int,
+) -> tuple[FloatArray, FloatArray]:
+    _check_confidence(confidence)
+    _check_q(q)
+    _check_same_length(base, cand)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    return _finite_array("base", base), _finite_array("cand", cand)
+
+
+def _percentile_bounds(
+    replicates: FloatArray, confidence: float
+) -> tuple[float | None, float | None]:
+    """Percentile interval: the (1-c)/2 and (1+c)/2 quantiles of the replicates (NaN dropped)."""
+    finite = replicates[~np.isnan(replicates)]
+    if finite.size == 0:
+        return None, None
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(finite, [tail, 1.0 - tail])
+    return _finite_or_none(float(low)), _finite_or_none(float(high))
+
+
+def bootstrap_quantile_delta(
+    base: Sequence[float],
+    cand: Sequence[float],
+    q: float,
+    confidence: float,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> BootstrapDelta:
+    """Paired-bootstrap percentile interval for quantile(cand, q) - quantile(base, q).
+
+    The point estimate uses the full sample (numpy's linear quantile). Resampling draws case
+    indices with replacement, once per replicate, shared by both sides. The generator is
+    ``numpy.random.Generator(PCG64(seed))``, so equal inputs and seed give equal results.
+    With n < 2 there is nothing to resample and the interval is None.
+    """
+    b, c = _bootstrap_inputs(base, cand, q, confidence, n_boot)
+    n = int(b.size)
+    if n == 0:
+        return BootstrapDelta(q, None, None, None, 0, n_boot, seed, confidence)
+    delta = float(np.quantile(c, q)) - float(np.quantile(b, q))
+    if n < 2:
+        return BootstrapDelta(q, delta, None, None, n, n_boot, seed, confidence)
+    qb, qc = _bootstrap_quantiles(b, c, q, n_boot, seed)
+    low, high = _percentile_bounds(qc - qb, confidence)
+    return BootstrapDelta(q, delta, low, high, n, n_boot, seed, confidence)
+
+
+def bootstrap_quantile_ratio(
+    base: Sequence[float],
+    cand: Sequence[float],
+    q: float,
+    confidence: float,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> BootstrapRatio:
+    """Paired-bootstrap percentile interval for quantile(cand, q) / quantile(base, q).
+
+    Same resampling as :func:`bootstrap_quantile_delta` (same seed, same indices). The
+    percentile interval is taken on log(ratio) and exponentiated: percentile intervals
+    respect monotone transforms, and on the log scale swapping the sides gives exactly the
+    inverted interval. The ratio is None (and so is the interval) when the base quantile is
+    <= 0 or the candidate quantile is < 0, where a ratio is meaningless. Replicates whose
+    base quantile is 0 give an infinite ratio (an unbounded upper end becomes None); 0/0
+    replicates are undefined and dropped.
+    """
+    b, c = _bootstrap_inputs(base, cand, q, confidence, n_boot)
+    n = int(b.size)
+    if n == 0:
+        return BootstrapRatio(q, None, None, None, 0, n_boot, seed, confidence)
+    qb_hat, qc_hat = float(np.quantile(b, q)), float(np.quantile(c, q))
+    if qb_hat <= 0.0 or qc_hat < 0.0:
+        return BootstrapRatio(q, None, None, None, n, n_boot, seed, confidence)
+    ratio = qc_hat / qb_hat
+    if n < 2:
+        return BootstrapRatio(q, ratio, None, None, n, n_boot, seed, confidence)
+    qb, qc = _bootstrap_quantiles(b, c, q, n_boot, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratios = np.log(qc) - np.log(qb)
+        low, high = _percentile_bounds(log_ratios, confidence)
+    ci_low = None if low is None else _finite_or_none(math.exp(low))
+    ci_high = None if high is None else _finite_or_none(math.exp(high))
+    return BootstrapRatio(q, ratio, ci_low, ci_high, n, n_boot, seed, confidence)
+
+
+# --------------------------------------------------------------------------------------------
+# decisions, power, multiplicity
+# --------------------------------------------------------------------------------------------
+
+
+def decide(
+    ci_low: float | None, ci_high: float | None, margin: float, higher_is_better: bool
+) -> Decision:
+    """Non-inferiority decision from a two-sided interval and a margin.
+
+    The interval should be two-sided at confidence 1 - 2*alpha, so each check below is a
+    one-sided test at level alpha.
+
+    * ``higher_is_better`` (e.g. pass-rate delta, margin -0.02): "pass" when
+      ``ci_low > margin`` (the candidate is demonstrably no worse than the margin), "fail"
+      when ``ci_high < margin`` (demonstrably worse), otherwise "inconclusive".
+    * lower is better (e.g. latency ratio with margin 1.15, over-refusal delta with margin
+      +0.02): "pass" when ``ci_high < margin``, "fail" when ``ci_low > margin``, otherwise
+      "inconclusive".
+
+    A missing bound (None, NaN) means the interval is not available: "inconclusive".
+    Touching the margin exactly is "inconclusive".
+    """
+    if ci_low is None or ci_high is None or math.isnan(ci_low) or math.isnan(ci_high):
+        return "inconclusive"
+    if higher_is_better:
+        if ci_low > margin:
+            return "pass"
+        if ci_high < margin:
+            return "fail"
+        return "inconclusive"
+    if ci_high < margin:
+        return "pass"
+    if ci_low > margin:
+        return "fail"
+    return "inconclusive"
+
+
+def _z_power_sum(alpha: float, power: float) -> float:
+    """z_{1-alpha} + z_{power}: the one-sided test's critical value plus the power quantile."""
+    from scipy.special import ndtri
+
+    _check_probability("alpha", alpha)
+    _check_probability("power", power)
+    return float(ndtri(1.0 - alpha) + ndtri(power))
+
+
+def mde_paired_binary(n: int, discordance: float, alpha: float, power: float = 0.8) -> float | None:
+    """Minimum detectable paired difference in pass rate: (z_{1-a} + z_pow) * sqrt(psi / n).
+
+    For paired binary data Var(D_hat) ~= psi / n where psi is the discordant-pair
+    proportion (n10 + n01) / n (McNemar/Connor 1987 approximation with no difference).
+    psi is floored at 1/n so a suite with no observed discordance still gets a finite,
+    non-zero answer. None for n == 0.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= discordance <= 1.0:
+        raise ValueError(f"discordance must be in [0, 1], got {discordance!r}")
+    z = _z_power_sum(alpha, power)
+    if n == 0:
+        return None
+    psi = max(discordance, 1.0 / n)
+    return z * math.sqrt(psi / n)
+
+
+def cases_needed(current_n: int, ci_half_width: float, distance_to_margin: float) -> int | None:
+    """Total number of cases for the interval half-width to shrink to the estimate-margin distance.
+
+    Half-widths scale as 1/sqrt(n), so n_needed = ceil(current_n * (half_width / distance)^2).
+    This is the total suite size, not the number of extra cases (it can be below
+    ``current_n`` when the interval is already narrow enough). Returns None when
+    ``distance_to_margin <= 0`` (the estimate is on the wrong side of the margin: more cases
+    will not make it pass) or when ``current_n == 0`` (nothing to scale from).
+    """
+    if current_n < 0:
+        raise ValueError(f"current_n must be >= 0, got {current_n}")
+    if not (math.isfinite(ci_half_width) and ci_half_width >= 0.0):
+        raise ValueError(f"ci_half_width must be finite and >= 0, got {ci_half_width!r}")
+    if current_n == 0 or not distance_to_margin > 0.0:
+        return None
+    needed = current_n * (ci_half_width / distance_to_margin) ** 2
+    if not math.isfinite(needed):
+        return None
+    # Round away floating noise (e.g. 400.00000000000006) before taking the ceiling.
+    return math.ceil(round(needed, 9))
+
+
+def mde_ratio(n: int, log_sd: float, alpha: float, power: float = 0.8) -> float | None:
+    """Minimum detectable ratio: exp((z_{1-a} + z_pow) * log_sd / sqrt(n)).
+
+    ``log_sd`` is the standard deviation of the per-case log ratios (the scale on which
+    :func:`ratio_of_geomeans` works). None for n == 0.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not (math.isfinite(log_sd) and log_sd >= 0.0):
+        raise ValueError(f"log_sd must be finite and >= 0, got {log_sd!r}")
+    z = _z_power_sum(alpha, power)
+    if n == 0:
+        return None
+    return math.exp(z * log_sd / math.sqrt(n))
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values), returned in the input order.
+
+    With p_(1) <= ... <= p_(m) sorted, q_(i) = min_{j >= i} m * p_(j) / j, capped at 1
+    (Benjamini & Hochberg 1995). The running minimum makes q monotone in p, so ties get equal
+    q-values and the order of the p-values is preserved.
+    """
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    if p.size == 0:
+        return []
+    if np.any(np.isnan(p)) or np.any((p < 0.0) | (p > 1.0)):
+        raise ValueError("p-values must be in [0, 1]")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q_sorted = np.minimum.accumulate(ranked[::-1])[::-1]
+    # q >= p holds mathematically (m/j >= 1); enforce it against 1-ulp rounding.
+    q_sorted = np.clip(np.maximum(q_sorted, p[order]), 0.0, 1.0)
+    q = np.empty(m, dtype=np.float64)
+    q[order] = q_sorted
+    return [float(v) for v in q]
+
+
+# --------------------------------------------------------------------------------------------
+# per-case summaries of K samples
+# --------------------------------------------------------------------------------------------
+
+
+def flaky(outcomes: Sequence[bool]) -> bool:
+    """True when the K samples of one case disagree (not all equal); False for 0 or 1 sample."""
+    return len({bool(o) for o in outcomes}) > 1
+
+
+def pass_at_k(outcomes: Sequence[bool]) -> bool:
+    """pass@k for one case: True when any of the K samples passed.
+
+    Raises ValueError for an empty sequence (a case with no samples has no outcome).
+    """
+    if len(outcomes) == 0:
+        raise ValueError("pass_at_k needs at least one outcome")
+    return any(bool(o) for o in outcomes)
+
+
+def pass_hat_k(outcomes: Sequence[bool]) -> bool:
+    """pass^k for one case: True when all K samples passed (consistency).
+
+    Raises ValueError for an empty sequence rather than returning the vacuous True.
+    """
+    if len(outcomes) == 0:
+        raise ValueError("pass_hat_k needs at least one outcome")
+    return all(bool(o) for o in outcomes)
