@@ -165,9 +165,13 @@ def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_
 
 
 def default_provider() -> Provider:
-    """The litellm provider (imports litellm lazily, on first call)."""
-    from evalrun.providers.litellm_provider import LitellmProvider
+    """The litellm provider; litellm is imported here, before the event loop starts.
 
+    Importing it inside the first call would stall the loop for seconds.
+    """
+    from evalrun.providers.litellm_provider import LitellmProvider, import_litellm
+
+    import_litellm()
     return LitellmProvider()
 
 

@@ -74,8 +74,18 @@ class _SharedPause:
             await asyncio.sleep(remaining)
 
 
+def _is_in_process(model: str) -> bool:
+    """In-process models (llama.cpp) run one generation at a time."""
+    return model.startswith("local/")
+
+
 async def _one_call(
-    planned: PlannedCall, provider: Provider, policy: RetryPolicy, rng: random.Random, pause: _SharedPause
+    planned: PlannedCall,
+    provider: Provider,
+    policy: RetryPolicy,
+    rng: random.Random,
+    pause: _SharedPause,
+    serial: asyncio.Semaphore,
 ) -> CallResult:
     req = planned.request
     result = CallResult(
@@ -86,7 +96,15 @@ async def _one_call(
         await pause.wait()
         t0 = time.monotonic()
         try:
-            resp = await provider.complete(req)
+            if _is_in_process(req.model):
+                # The embedded model serialises generations; take the turn *before* starting
+                # the clock so latency measures generation, not time spent in the queue.
+                async with serial:
+                    t0 = time.monotonic()
+                    resp = await provider.complete(req)
+            else:
+                t0 = time.monotonic()
+                resp = await provider.complete(req)
         except ProviderError as exc:
             result.attempt_latencies_s.append(time.monotonic() - t0)
             result.attempts = attempt
@@ -150,6 +168,7 @@ async def run_calls(
     results: list[CallResult] = []
     rng = random.Random(seed)  # jitter only: never affects what is measured
     pause = _SharedPause()
+    serial = asyncio.Semaphore(1)
 
     async def worker() -> None:
         while True:
@@ -159,7 +178,7 @@ async def run_calls(
                 return
             if should_start is not None and not should_start(planned):
                 continue
-            res = await _one_call(planned, provider, policy, rng, pause)
+            res = await _one_call(planned, provider, policy, rng, pause, serial)
             if journal is not None:
                 journal.append(res)
             results.append(res)

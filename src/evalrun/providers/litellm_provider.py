@@ -1,0 +1,571 @@
+"""The litellm-backed provider: one attempt per call, errors classified, secrets scrubbed.
+
+This is the only module that imports litellm, and it does so lazily (``import_litellm``):
+the import costs seconds and ~200 MB, and `evalrun --help` / `evalrun validate` must not
+pay for it. Retries belong to the runner, so every hidden retry layer is switched off here
+(litellm's wrapper retries, the openai SDK's own retries).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib
+import importlib.util
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from evalrun.errors import EvalrunError
+from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from evalrun.records import CostStatus, ToolCall
+from evalrun.secrets import register_secret, scrub, scrub_known
+
+__all__ = [
+    "LOCAL_PREFIX",
+    "LitellmProvider",
+    "bundled_tiktoken_dir",
+    "classify_exception",
+    "import_litellm",
+    "litellm_import_seconds",
+    "parse_retry_after",
+]
+
+LOCAL_PREFIX = "local/"
+MAX_MESSAGE_CHARS = 300
+
+# Keys the provider sets itself; a value in ``request.params`` must not override them
+# (e.g. a config smuggling ``num_retries`` back in would re-enable hidden retries).
+_RESERVED_PARAMS = frozenset(
+    {
+        "model",
+        "messages",
+        "api_base",
+        "base_url",
+        "api_key",
+        "timeout",
+        "max_retries",
+        "num_retries",
+        "retry_policy",
+        "fallbacks",
+        "context_window_fallback_dict",
+        "stream",
+        "drop_params",
+    }
+)
+
+_litellm: ModuleType | None = None
+_import_seconds: float | None = None
+_import_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- import
+
+
+def bundled_tiktoken_dir() -> str | None:
+    """The folder of BPE files shipped inside the installed litellm (cl100k_base, o200k_base...).
+
+    Found via the package spec, so litellm itself is not imported.
+    """
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        folder = Path(root) / "litellm_core_utils" / "tokenizers"
+        # tiktoken names cache files by the sha1 of their URL: 40 hex characters.
+        if folder.is_dir() and any(re.fullmatch(r"[0-9a-f]{40}", p.name) for p in folder.iterdir()):
+            return str(folder)
+    return None
+
+
+def _prepare_environment() -> None:
+    # Forced, not setdefault: any other value (even "1" for OFFLINE_MODE, which must be
+    # the word "true") makes the import fetch the price map over the network and stall.
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    os.environ["LITELLM_OFFLINE_MODE"] = "true"
+    # litellm's stderr handler takes its level from LITELLM_LOG (default DEBUG): under a
+    # host app that lowers the root level, it would print request dumps incl. headers.
+    # A user who explicitly asked for a level keeps it.
+    if not os.environ.get("LITELLM_LOG"):
+        os.environ["LITELLM_LOG"] = "ERROR"
+    # tiktoken downloads BPE files on first use; litellm ships the common ones.
+    if not os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR"):
+        folder = bundled_tiktoken_dir()
+        if folder is not None:
+            os.environ["CUSTOM_TIKTOKEN_CACHE_DIR"] = folder
+    # litellm copies CUSTOM_ into TIKTOKEN_CACHE_DIR only when its tokenizer module first
+    # loads (lazily, at the first token count); plain tiktoken users need it right away.
+    custom = os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR")
+    if custom and not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        os.environ["TIKTOKEN_CACHE_DIR"] = custom
+
+
+def _quieten(litellm: ModuleType) -> None:
+    settings: dict[str, object] = {
+        "suppress_debug_info": True,
+        # Both log the raw request (Authorization header included) when enabled.
+        "set_verbose": False,
+        "log_raw_request_response": False,
+    }
+    if hasattr(litellm, "telemetry"):  # gone in recent versions; harmless when present
+        settings["telemetry"] = False
+    for name, value in settings.items():
+        setattr(litellm, name, value)
+
+
+def import_litellm() -> ModuleType:
+    """Import and configure litellm once per process (offline, quiet); return the module.
+
+    Thread-safe. Call it early (outside the event loop) to keep the multi-second import
+    out of the first call's latency.
+    """
+    global _litellm, _import_seconds
+    if _litellm is not None:
+        return _litellm
+    with _import_lock:
+        if _litellm is None:
+            _prepare_environment()
+            start = time.perf_counter()
+            module = importlib.import_module("litellm")
+            _import_seconds = time.perf_counter() - start
+            _quieten(module)
+            _litellm = module
+    return _litellm
+
+
+def litellm_import_seconds() -> float | None:
+    """Wall time the litellm import took in this process (None before ``import_litellm``)."""
+    return _import_seconds
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes/contexts, without cycles."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "original_exception", None),
+        ):
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+
+
+def _is_litellm_class(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("litellm")
+
+
+def _named(exc: BaseException, litellm: ModuleType | None, *names: str) -> bool:
+    """isinstance against litellm exception classes looked up by name."""
+    if litellm is None:
+        return type(exc).__name__ in names and _is_litellm_class(exc)
+    classes = tuple(c for n in names if isinstance(c := getattr(litellm, n, None), type))
+    return bool(classes) and isinstance(exc, classes)
+
+
+def _http_status(chain: list[BaseException]) -> int | None:
+    """The status of a real HTTP response in the chain (litellm's own classes carry synthesized ones)."""
+    import httpx
+    import openai
+
+    for exc in chain:
+        if isinstance(exc, httpx.HTTPStatusError):
+            return exc.response.status_code
+        if isinstance(exc, openai.APIStatusError) and not _is_litellm_class(exc):
+            return exc.status_code
+    return None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import httpx
+    import openai
+
+    # TimeoutError covers asyncio.TimeoutError and aiohttp's timeout errors on 3.11+.
+    return isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    import aiohttp
+    import httpx
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+        # litellm's own APIConnectionError is a catch-all for provider bugs; only trust the SDK's.
+        return not _is_litellm_class(exc)
+    return isinstance(
+        exc,
+        httpx.NetworkError  # ConnectError, ReadError, WriteError, CloseError
+        | httpx.RemoteProtocolError
+        | aiohttp.ClientConnectionError  # ClientConnectorError, ServerDisconnectedError, ClientOSError
+        | aiohttp.ClientPayloadError
+        | ConnectionError,  # ConnectionRefusedError, ConnectionResetError, BrokenPipeError
+    )
+
+
+def _is_malformed_body(exc: BaseException) -> bool:
+    import pydantic
+
+    if isinstance(exc, json.JSONDecodeError | pydantic.ValidationError):
+        return True
+    text = str(exc)
+    return "no 'choices'" in text or "Empty or invalid response" in text
+
+
+_POLICY_RE = re.compile(
+    r"content[ _-]?(?:policy|management|filter)|safety system|responsible ?ai", re.IGNORECASE
+)
+_PREFIX_RE = re.compile(r"^(?:(?:litellm\.)?[A-Za-z]*(?:Error|Exception|Timeout)\s*[:-]\s*)+")
+
+
+def parse_retry_after(
+    headers: Mapping[str, str] | None, *, now: float | None = None
+) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP-date)."""
+    if not headers:
+        return None
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    value = lowered.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else time.time()
+    return max(0.0, when.timestamp() - current)
+
+
+def _headers_of(chain: list[BaseException]) -> Mapping[str, str] | None:
+    for exc in chain:
+        for candidate in (
+            getattr(getattr(exc, "response", None), "headers", None),
+            getattr(exc, "headers", None),
+        ):
+            if isinstance(candidate, Mapping) and candidate:
+                return candidate
+            if candidate is not None and hasattr(candidate, "items"):
+                items = dict(candidate.items())
+                if items:
+                    return items
+    return None
+
+
+def _short_message(
+    exc: BaseException, secrets: tuple[str, ...], cause: BaseException | None
+) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = _PREFIX_RE.sub("", lines[0]) if lines else ""
+    message = f"{type(exc).__name__}: {text or 'no message'}"
+    if cause is not None and cause is not exc:
+        message += f" [{type(cause).__name__}]"
+    # Scrub before truncating, so a cut cannot leave half a secret unmatched.
+    return scrub_known(scrub(message, secrets))[:MAX_MESSAGE_CHARS]
+
+
+def classify_exception(
+    exc: BaseException,
+    *,
+    secrets: tuple[str, ...] = (),
+    litellm: ModuleType | None = None,
+) -> ProviderError:
+    """Map an exception raised by ``litellm.acompletion`` to a ``ProviderError`` kind.
+
+    ``litellm`` defaults to the imported module (classes are matched by identity); the
+    message is the first line, at most 300 characters, scrubbed of ``secrets`` and of every
+    registered secret.
+    """
+    if isinstance(exc, ProviderError):
+        return exc
+    lib = litellm if litellm is not None else _litellm
+    chain = list(_chain(exc))
+    status = _http_status(chain)
+
+    def error(kind: str, retryable: bool, cause: BaseException | None = None) -> ProviderError:
+        retry_after = parse_retry_after(_headers_of(chain)) if retryable else None
+        return ProviderError(
+            kind,
+            _short_message(exc, secrets, cause),
+            retryable=retryable,
+            retry_after_s=retry_after,
+        )
+
+    # Timeouts first: openai's APITimeoutError is a subclass of APIConnectionError.
+    if _named(exc, lib, "Timeout") or (status is None and any(_is_timeout(e) for e in chain)):
+        return error("timeout", True)
+    # Refused / reset / dropped connections arrive as InternalServerError(500); only the
+    # cause chain tells "server down" from "server answered 500".
+    if status is None:
+        network = next((e for e in chain if _is_network_error(e)), None)
+        if network is not None:
+            root = next((e for e in reversed(chain) if _is_network_error(e)), network)
+            return error("connection", True, root)
+    if _named(exc, lib, "RateLimitError") or status == 429:
+        return error("rate_limited", True)
+    if _named(exc, lib, "AuthenticationError", "PermissionDeniedError") or status in (401, 403):
+        return error("auth", False)
+    if _named(exc, lib, "ContextWindowExceededError"):
+        return error("context_window", False)
+    is_bad_request = _named(exc, lib, "BadRequestError") or status == 400
+    if _named(exc, lib, "ContentPolicyViolationError") or (
+        is_bad_request and _POLICY_RE.search(str(exc))
+    ):
+        return error("content_policy", False)
+    if status is None:
+        malformed = next((e for e in chain if _is_malformed_body(e)), None)
+        if malformed is not None:
+            return error("malformed_response", True, malformed)
+    if (
+        is_bad_request
+        or _named(exc, lib, "NotFoundError", "UnprocessableEntityError", "UnsupportedParamsError")
+        or status in (404, 409, 413, 422)
+    ):
+        return error("bad_request", False)
+    server_status = status if status is not None else getattr(exc, "status_code", None)
+    if _named(exc, lib, "InternalServerError", "ServiceUnavailableError", "BadGatewayError") or (
+        isinstance(server_status, int) and server_status >= 500
+    ):
+        return error("server_error", True)
+    return error("unknown", False)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):  # content parts
+        return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in value)
+    return str(value)
+
+
+def _tool_calls(message: Any) -> list[ToolCall]:
+    calls: list[ToolCall] = []
+    for call in getattr(message, "tool_calls", None) or []:
+        function = getattr(call, "function", None)
+        if function is None and isinstance(call, dict):
+            function = call.get("function")
+        name = (
+            getattr(function, "name", None)
+            if not isinstance(function, dict)
+            else function.get("name")
+        )
+        arguments = (
+            getattr(function, "arguments", None)
+            if not isinstance(function, dict)
+            else function.get("arguments")
+        )
+        call_id = call.get("id") if isinstance(call, dict) else getattr(call, "id", None)
+        if not isinstance(arguments, str):
+            arguments = "" if arguments is None else json.dumps(arguments)
+        calls.append(ToolCall(name=str(name or ""), arguments=arguments, id=call_id))
+    # The deprecated single function_call, still sent by some OpenAI-compatible servers.
+    legacy = getattr(message, "function_call", None)
+    if not calls and legacy is not None:
+        arguments = getattr(legacy, "arguments", None)
+        calls.append(
+            ToolCall(
+                name=str(getattr(legacy, "name", "") or ""),
+                arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
+            )
+        )
+    return calls
+
+
+def _count_tokens(litellm: ModuleType, model: str, **what: Any) -> int:
+    try:
+        return int(litellm.token_counter(model=model, **what))
+    except Exception:
+        # A tokenizer that cannot load offline: ~4 characters per token is the usual rule.
+        text = what.get("text") or json.dumps(what.get("messages"), default=str)
+        return max(1, len(str(text)) // 4)
+
+
+class LitellmProvider:
+    """``Provider`` backed by ``litellm.acompletion``; exactly one HTTP attempt per call.
+
+    ``drop_params=True`` makes litellm drop params a provider does not support (e.g.
+    ``seed``) instead of failing the call.
+    """
+
+    def __init__(self, *, drop_params: bool = True) -> None:
+        self.drop_params = drop_params
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        """Make one attempt; return a normalised response or raise ``ProviderError``.
+
+        ``EvalrunError``s (e.g. ``MissingExtraError`` from the local model provider)
+        propagate unchanged.
+        """
+        secrets = (request.api_key,) if request.api_key else ()
+        register_secret(request.api_key)
+        is_local = request.model.startswith(LOCAL_PREFIX)
+        if is_local:
+            from evalrun.providers.local import ensure_registered
+
+            ensure_registered(request.model, request.local_model_path)
+        litellm = import_litellm()
+
+        kwargs: dict[str, Any] = {
+            k: v for k, v in request.params.items() if v is not None and k not in _RESERVED_PARAMS
+        }
+        kwargs.update(
+            model=request.model,
+            messages=request.messages,
+            api_base=request.api_base,
+            api_key=request.api_key,
+            timeout=request.timeout_s,
+            # max_retries -> the openai SDK client's own retries; num_retries -> litellm's
+            # wrapper retries (utils.client). Both default to retrying 429/5xx/timeouts.
+            max_retries=0,
+            num_retries=0,
+            drop_params=self.drop_params,
+        )
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except Exception as exc:
+            for inner in _chain(exc):
+                # Raised on purpose inside a custom handler (the local provider): a missing
+                # extra or a bad model path is the user's to fix, not an "unknown" error.
+                if isinstance(inner, ProviderError | EvalrunError):
+                    raise inner from None
+            # `from None`: the raw litellm exception may echo headers; don't print it.
+            raise classify_exception(exc, secrets=secrets, litellm=litellm) from None
+
+        try:
+            return self._normalise(litellm, request, response, is_local)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            message = scrub_known(
+                scrub(f"unreadable completion: {type(exc).__name__}: {exc}", secrets)
+            )
+            raise ProviderError(
+                "malformed_response", message.splitlines()[0][:MAX_MESSAGE_CHARS], retryable=True
+            ) from None
+
+    def _normalise(
+        self, litellm: ModuleType, request: ProviderRequest, response: Any, is_local: bool
+    ) -> ProviderResponse:
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise ProviderError("malformed_response", "completion has no choices", retryable=True)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        if message is None:
+            raise ProviderError("malformed_response", "choice has no message", retryable=True)
+
+        output = _text(getattr(message, "content", None))
+        tool_calls = _tool_calls(message)
+        refusal = getattr(message, "refusal", None)
+        refusal = refusal if isinstance(refusal, str) and refusal else None
+        finish_reason = getattr(choice, "finish_reason", None)
+
+        usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", None)
+        completion_tokens = getattr(usage, "completion_tokens", None)
+        estimated = False
+        # litellm turns a missing usage object into zeros; a zero next to real text is "missing".
+        if not prompt_tokens and request.messages:
+            prompt_tokens = _count_tokens(litellm, request.model, messages=request.messages)
+            estimated = True
+        completion_text = (output or "") + "".join(t.name + t.arguments for t in tool_calls)
+        completion_text += refusal or ""
+        if not completion_tokens and completion_text:
+            completion_tokens = _count_tokens(litellm, request.model, text=completion_text)
+            estimated = True
+        prompt_tokens = int(prompt_tokens or 0)
+        completion_tokens = int(completion_tokens or 0)
+
+        cost_usd: float | None
+        cost_status: CostStatus
+        if request.pricing is not None:  # explicit config prices win, local models included
+            cost_usd = (
+                prompt_tokens * request.pricing.input_per_mtok
+                + completion_tokens * request.pricing.output_per_mtok
+            ) / 1_000_000
+            cost_status = "config"
+        elif is_local:
+            cost_usd, cost_status = 0.0, "local"
+        else:
+            cost_usd = self._litellm_cost(
+                litellm, request.model, response, prompt_tokens, completion_tokens, estimated
+            )
+            cost_status = "priced" if cost_usd is not None else "unpriced"
+
+        return ProviderResponse(
+            output=output,
+            tool_calls=tool_calls,
+            finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+            refusal=refusal,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            tokens_estimated=estimated,
+            cost_usd=cost_usd,
+            cost_status=cost_status,
+        )
+
+    @staticmethod
+    def _litellm_cost(
+        litellm: ModuleType,
+        model: str,
+        response: Any,
+        prompt_tokens: int,
+        completion_tokens: int,
+        estimated: bool,
+    ) -> float | None:
+        # litellm priced the call from the usage it saw; with estimated tokens that usage
+        # was zero, so price the estimate instead.
+        if not estimated:
+            hidden = getattr(response, "_hidden_params", None)
+            if isinstance(hidden, dict) and "response_cost" in hidden:
+                cost = hidden["response_cost"]
+                # None: litellm looked the model up and has no price for it.
+                return float(cost) if isinstance(cost, int | float) else None
+        try:
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+            )
+            return float(prompt_cost) + float(completion_cost)
+        except Exception:  # not in litellm's price map: unpriced, never $0
+            return None
+
+    async def aclose(self) -> None:
+        """Close litellm's cached async HTTP clients (a no-op if litellm was never imported)."""
+        if _litellm is None:
+            return
+        close = getattr(_litellm, "close_litellm_async_clients", None)
+        if close is not None:
+            await close()
+        # close_litellm_async_clients closes the cached clients but leaves them cached:
+        # the next call on this loop would get "the client has been closed" (measured).
+        flush = getattr(getattr(_litellm, "in_memory_llm_clients_cache", None), "flush_cache", None)
+        if callable(flush):
+            flush()
