@@ -215,7 +215,8 @@ def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settin
             "method": "geometric mean of per-case ratios, t-interval on log ratios",
         }
     )
-    logs = np.log(paired["candidate"].to_numpy() / paired["baseline"].to_numpy()) if len(paired) else np.array([])
+    with np.errstate(divide="ignore", invalid="ignore"):  # zeros are excluded just below
+        logs = np.log(paired["candidate"].to_numpy() / paired["baseline"].to_numpy()) if len(paired) else np.array([])
     logs = logs[np.isfinite(logs)]
     out["mde"] = _clean(stats.mde_ratio(len(logs), float(np.std(logs, ddof=1)), settings.alpha)) if len(logs) > 2 else None
     if name == "cost":
@@ -225,7 +226,7 @@ def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settin
         }
         out["cost_status"] = statuses
         if any("unpriced" in s for s in statuses.values()):
-            out["note"] = "unpriced model on at least one side: cost not compared (never shown as $0)"
+            out["note"] = "unpriced model on at least one side: cost not compared"
             out["ratio"] = out["ratio_ci"] = None
         elif all(s and set(s) <= {"local"} for s in statuses.values()):
             out["note"] = "local model on both sides: cost is zero by construction"

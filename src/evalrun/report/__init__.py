@@ -1,0 +1,66 @@
+"""Reports of a run: summary.json, summary.md, report.html, junit.xml, terminal text.
+
+``write_reports`` is what ``evalrun.api.write_outputs`` calls; each format lives in its
+own module and renders from the same ``summary`` (and, for the HTML, the result rows), so
+the formats always agree. jinja2 is imported only when the HTML is rendered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evalrun.report.markdown import render_markdown
+from evalrun.report.sanitize import md_cell, strip_control, terminal_safe
+from evalrun.report.terminal import render_terminal
+
+if TYPE_CHECKING:
+    from evalrun.api import Project
+
+__all__ = [
+    "md_cell",
+    "render_html",
+    "render_junit",
+    "render_markdown",
+    "render_terminal",
+    "strip_control",
+    "terminal_safe",
+    "write_reports",
+]
+
+
+def render_html(project: Project, summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """report.html's text (see ``evalrun.report.html``)."""
+    from evalrun.report.html import render_html as _render
+
+    return _render(project, summary, rows)
+
+
+def render_junit(summary: dict[str, Any]) -> str:
+    """junit.xml's text (see ``evalrun.report.junit``)."""
+    from evalrun.report.junit import render_junit as _render
+
+    return _render(summary)
+
+
+def write_reports(project: Project, summary: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path) -> dict[str, Path]:
+    """Write summary.json, summary.md, report.html and junit.xml into ``run_dir``.
+
+    Each file is written atomically (temp file + rename), so a crash never leaves a
+    half-written report that looks complete. Returns the paths by kind.
+    """
+    from evalrun.store import write_json, write_text
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "summary_json": run_dir / "summary.json",
+        "summary_md": run_dir / "summary.md",
+        "html": run_dir / "report.html",
+        "junit": run_dir / "junit.xml",
+    }
+    write_json(paths["summary_json"], summary)
+    write_text(paths["summary_md"], render_markdown(summary))
+    write_text(paths["html"], render_html(project, summary, rows))
+    write_text(paths["junit"], render_junit(summary))
+    return paths

@@ -1,0 +1,279 @@
+"""Number formatting shared by every report format, so HTML, markdown and terminal agree.
+
+Conventions: rates as percentages, differences of rates in percentage points ("pts"),
+ratios as multipliers ("×1.07"), latencies in seconds, cost in USD with 6 significant
+digits — and an unpriced cost is the word "unpriced", never "$0". ``ascii=True`` gives
+output for terminals whose encoding may lack "−" and "×".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+NA = "n/a"
+
+
+def _num(x: Any) -> float | None:
+    """A finite float, or None for anything else (None, NaN, strings)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    xf = float(x)
+    return xf if math.isfinite(xf) else None
+
+
+def _minus(s: str, ascii: bool) -> str:
+    return s if ascii else s.replace("-", "\u2212")
+
+
+def signed(x: Any, digits: int = 1, *, ascii: bool = False) -> str:
+    """``+1.2`` / ``−3.0`` (true minus sign unless ``ascii``)."""
+    v = _num(x)
+    if v is None:
+        return NA
+    if round(v, digits) == 0:
+        v = 0.0  # never "−0.0"
+    return _minus(f"{v:+.{digits}f}", ascii)
+
+
+def pct(x: Any, digits: int = 1) -> str:
+    """A rate as a percentage: ``0.875`` → ``87.5%``."""
+    v = _num(x)
+    return NA if v is None else f"{v * 100:.{digits}f}%"
+
+
+def pts(x: Any, *, ascii: bool = False) -> str:
+    """A difference of rates in percentage points: ``-0.03`` → ``−3.0 pts``."""
+    v = _num(x)
+    return NA if v is None else f"{signed(v * 100, 1, ascii=ascii)} pts"
+
+
+def pts_ci(ci: Any, *, ascii: bool = False) -> str:
+    """An interval of rate differences in points: ``[−7.1, +1.2]`` ("" when absent)."""
+    lo, hi = _pair(ci)
+    if lo is None or hi is None:
+        return ""
+    return f"[{signed(lo * 100, 1, ascii=ascii)}, {signed(hi * 100, 1, ascii=ascii)}]"
+
+
+def times(x: Any, *, ascii: bool = False) -> str:
+    """A ratio as a multiplier: ``1.0712`` → ``×1.07``."""
+    v = _num(x)
+    if v is None:
+        return NA
+    return f"{'x' if ascii else '×'}{v:.2f}"
+
+
+def times_ci(ci: Any, *, ascii: bool = False) -> str:
+    """An interval of ratios: ``[×0.98, ×1.15]`` ("" when absent)."""
+    lo, hi = _pair(ci)
+    if lo is None or hi is None:
+        return ""
+    return f"[{times(lo, ascii=ascii)}, {times(hi, ascii=ascii)}]"
+
+
+def rate_ci(ci: Any) -> str:
+    """An interval of rates: ``[76.5%, 93.8%]`` ("" when absent)."""
+    lo, hi = _pair(ci)
+    if lo is None or hi is None:
+        return ""
+    return f"[{pct(lo)}, {pct(hi)}]"
+
+
+def seconds(x: Any, *, unit: bool = True) -> str:
+    """A duration with sensible precision: ``1.27 s``, ``0.177 s``, ``123 s``."""
+    v = _num(x)
+    if v is None:
+        return NA
+    a = abs(v)
+    text = f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 1 else f"{v:.3f}"
+    return f"{text} s" if unit else text
+
+
+def seconds_ci(ci: Any) -> str:
+    """An interval of durations: ``[1.02, 1.47] s`` ("" when absent)."""
+    lo, hi = _pair(ci)
+    if lo is None or hi is None:
+        return ""
+    return f"[{seconds(lo, unit=False)}, {seconds(hi, unit=False)}] s"
+
+
+def signed_seconds_ci(ci: Any, *, ascii: bool = False) -> str:
+    """An interval of latency differences: ``[−0.55, +0.08] s`` ("" when absent)."""
+    lo, hi = _pair(ci)
+    if lo is None or hi is None:
+        return ""
+    ends = [signed_seconds(v, ascii=ascii).removesuffix(" s") for v in (lo, hi)]
+    return f"[{ends[0]}, {ends[1]}] s"
+
+
+def signed_seconds(x: Any, *, ascii: bool = False) -> str:
+    """A latency difference: ``+0.12 s``."""
+    v = _num(x)
+    if v is None:
+        return NA
+    s = seconds(v)
+    return _minus(s if v < 0 else "+" + s, ascii)
+
+
+def count(x: Any) -> str:
+    """An integer count with thousands separators."""
+    v = _num(x)
+    return NA if v is None else f"{round(v):,}"
+
+
+def tokens(x: Any) -> str:
+    """A mean token count: ``30.3``."""
+    v = _num(x)
+    return NA if v is None else f"{v:,.1f}"
+
+
+def usd(x: Any) -> str:
+    """USD with 6 significant digits, positional (``$0.0000123457``, never ``1.2e-05``)."""
+    v = _num(x)
+    if v is None:
+        return NA
+    return "$" + format(Decimal(f"{v:.6g}"), "f")
+
+
+def p_value(x: Any) -> str:
+    """A p- or q-value: 3 significant digits, ``<0.0001`` below that."""
+    v = _num(x)
+    if v is None:
+        return NA
+    return "<0.0001" if v < 0.0001 else f"{v:.3g}"
+
+
+def _pair(ci: Any) -> tuple[float | None, float | None]:
+    if not isinstance(ci, Sequence) or isinstance(ci, str) or len(ci) != 2:
+        return None, None
+    return _num(ci[0]), _num(ci[1])
+
+
+def cost_label(statuses: Sequence[str] | None, value: Any) -> str:
+    """One side's cost: "unpriced", "local (free)", "n/a" or dollars.
+
+    ``statuses`` are the cost statuses of that side's successful calls (summary
+    ``metrics[cost].cost_status[side]``); a value is shown in dollars only when every call
+    was priced, so an unpriced model never reads as free.
+    """
+    st = set(statuses or ())
+    if "unpriced" in st:
+        return "unpriced"
+    if st and st <= {"local"}:
+        return "local (free)"
+    if not st:
+        return NA
+    return usd(value)
+
+
+def call_cost(status: Any, value: Any) -> str:
+    """One call's cost (a results row's ``cost_status`` and ``cost_usd``)."""
+    if status == "unpriced":
+        return "unpriced"
+    if status == "local":
+        return "local (free)"
+    return usd(value)
+
+
+def rule_kind(rule: Mapping[str, Any]) -> str:
+    """How a gate rule's numbers read: ``delta`` (points), ``ratio``, ``rate`` or ``other``."""
+    from evalrun.gate import RULES
+
+    rd = RULES.get(str(rule.get("rule")))
+    if rd is not None:
+        return "ratio" if rd.kind == "ratio" else "delta"
+    if rule.get("rule") == "error_rate":
+        return "rate"  # observed = the worse side's error rate, margin = the tolerance
+    return "other"
+
+
+def rule_observed(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
+    """A rule's observed value and interval: ``−3.0 pts [−7.1, +1.2]`` / ``×1.07 [×0.98, ×1.17]``."""
+    kind = rule_kind(rule)
+    obs, ci = rule.get("observed"), rule.get("ci")
+    if _num(obs) is None:
+        return "—" if not ascii else "-"
+    if kind == "delta":
+        return f"{pts(obs, ascii=ascii)} {pts_ci(ci, ascii=ascii)}".strip()
+    if kind == "ratio":
+        return f"{times(obs, ascii=ascii)} {times_ci(ci, ascii=ascii)}".strip()
+    if kind == "rate":
+        return f"{pct(obs)} (worse side)"
+    return str(obs)
+
+
+def rule_margin(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
+    """A rule's margin and floor: ``−2.0 pts``, ``×1.15``, ``−1.0 pts, floor 99%``."""
+    kind = rule_kind(rule)
+    parts: list[str] = []
+    margin, floor = rule.get("margin"), rule.get("floor")
+    if _num(margin) is not None:
+        if kind == "delta":
+            parts.append(pts(margin, ascii=ascii))
+        elif kind == "ratio":
+            parts.append(times(margin, ascii=ascii))
+        elif kind == "rate":
+            parts.append(f"{'<=' if ascii else '≤'} {pct(margin, 1)}")
+        else:
+            parts.append(str(margin))
+    if _num(floor) is not None:
+        parts.append(f"floor {pct(floor, 1)}")
+    if not parts:
+        return "any" if rule.get("rule") == "known_bad_refusal" else ("—" if not ascii else "-")
+    return ", ".join(parts)
+
+
+def rule_mde(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
+    """Minimum detectable effect and, when inconclusive, the cases that would resolve it."""
+    kind = rule_kind(rule)
+    parts: list[str] = []
+    mde = _num(rule.get("mde"))
+    if mde is not None:
+        if kind == "ratio":
+            parts.append(f"MDE {times(mde, ascii=ascii)}")
+        else:
+            parts.append(f"MDE {abs(mde) * 100:.1f} pts")
+    needed = rule.get("cases_needed")
+    if isinstance(needed, int) and not isinstance(needed, bool):
+        parts.append(f"{'~' if ascii else '≈'}{needed:,} cases needed")
+    return "; ".join(parts)
+
+
+def metric_change(m: Mapping[str, Any], *, ascii: bool = False) -> str:
+    """A metric's change with its interval, in the metric's own units."""
+    typ = m.get("type")
+    if typ == "rate":
+        if _num(m.get("delta")) is None:
+            return NA
+        return f"{pts(m.get('delta'), ascii=ascii)} {pts_ci(m.get('delta_ci'), ascii=ascii)}".strip()
+    if typ in ("ratio", "quantile"):
+        if _num(m.get("ratio")) is None:
+            return str(m.get("note") or NA) if typ == "ratio" else NA
+        return f"{times(m.get('ratio'), ascii=ascii)} {times_ci(m.get('ratio_ci'), ascii=ascii)}".strip()
+    return ""
+
+
+def metric_side(m: Mapping[str, Any], side: str, *, with_ci: bool = True) -> str:
+    """One side's value of a metric, in its units (with its interval when it has one)."""
+    typ, name = m.get("type"), str(m.get("metric"))
+    s = m.get(side) or {}
+    if typ == "rate":
+        value = pct(s.get("value"))
+        ci = rate_ci(s.get("ci")) if with_ci else ""
+        return f"{value} {ci}".strip()
+    if typ == "ratio":
+        if name == "cost":
+            statuses = (m.get("cost_status") or {}).get(side)
+            return cost_label(statuses, s.get("mean"))
+        return tokens(s.get("mean"))
+    if typ == "quantile":
+        if s.get("enough") is False:
+            return f"{seconds(s.get('value'))} (not enough calls)"
+        ci = seconds_ci(s.get("ci")) if with_ci else ""
+        return f"{seconds(s.get('value'))} {ci}".strip()
+    if typ == "mean":
+        return seconds(s.get("value"))
+    return NA

@@ -1,0 +1,102 @@
+"""junit.xml: the gate as test results, for CI systems that render JUnit.
+
+One ``<testsuite name="evalrun">``: a testcase per gate rule (classname ``evalrun.gate``,
+name ``rule[scope]``) and one per regressed case (classname ``evalrun.cases``).
+
+* fail → ``<failure>``; not applicable → ``<skipped>``;
+* inconclusive → ``<failure>`` when the gate's ``on_inconclusive`` is "fail", otherwise
+  passing with the reason in ``<system-out>``.
+
+Built with ElementTree (which escapes markup); control characters are stripped first
+because XML 1.0 cannot carry most of them at all, escaped or not.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
+
+from evalrun.report import fmt
+from evalrun.report.sanitize import strip_control, truncate
+
+MAX_TEXT = 4000
+
+
+def _t(value: Any, limit: int = MAX_TEXT) -> str:
+    text, cut = truncate(strip_control("" if value is None else str(value)), limit)
+    return text + "…" if cut else text
+
+
+def _rule_details(r: Mapping[str, Any]) -> str:
+    lines = [
+        f"trigger: {r.get('trigger')}",
+        f"observed: {fmt.rule_observed(r, ascii=True)}",
+        f"margin: {fmt.rule_margin(r, ascii=True)}",
+        f"paired cases: {r.get('paired_n')}",
+        f"reason: {r.get('reason')}",
+    ]
+    mde = fmt.rule_mde(r, ascii=True)
+    if mde:
+        lines.append(mde)
+    return _t("\n".join(lines))
+
+
+def build_junit(summary: Mapping[str, Any]) -> ET.Element:
+    """The ``<testsuites>`` element (one ``<testsuite name="evalrun">`` inside)."""
+    verdict = summary.get("verdict") or {}
+    fail_inconclusive = verdict.get("on_inconclusive", "fail") == "fail"
+    suite = ET.Element("testsuite", {"name": "evalrun"})
+    props = ET.SubElement(suite, "properties")
+    run = summary.get("run") or {}
+    for key, value in (
+        ("verdict", verdict.get("status")),
+        ("exit_code", verdict.get("exit_code")),
+        ("suite", run.get("suite")),
+        ("fingerprint", run.get("fingerprint")),
+        ("created", summary.get("created")),
+    ):
+        ET.SubElement(props, "property", {"name": key, "value": _t(value, 500)})
+    tests = failures = skipped = 0
+    for r in verdict.get("rules") or []:
+        tests += 1
+        name = f"{r.get('rule')}[{r.get('scope')}]"
+        case = ET.SubElement(suite, "testcase", {"classname": "evalrun.gate", "name": _t(name, 300), "time": "0"})
+        status = r.get("status")
+        message = _t(r.get("reason"), 1000)
+        details = _rule_details(r)
+        if status == "fail" or (status == "inconclusive" and fail_inconclusive):
+            failures += 1
+            el = ET.SubElement(case, "failure", {"message": message, "type": str(status)})
+            el.text = details
+        elif status == "not_applicable":
+            skipped += 1
+            ET.SubElement(case, "skipped", {"message": message})
+        else:
+            out = ET.SubElement(case, "system-out")
+            out.text = (f"{str(status).upper()}: " if status == "inconclusive" else "") + details
+    for f in (summary.get("flips") or {}).get("regressions") or []:
+        tests += 1
+        failures += 1
+        case = ET.SubElement(
+            suite, "testcase", {"classname": "evalrun.cases", "name": _t(f.get("case_id"), 300), "time": "0"}
+        )
+        message = _t(
+            f"regressed: passes {fmt.pct(f.get('baseline'), 0)} of samples in the baseline, "
+            f"{fmt.pct(f.get('candidate'), 0)} in the candidate (kind {f.get('kind')}, cohort {f.get('cohort')})",
+            1000,
+        )
+        el = ET.SubElement(case, "failure", {"message": message, "type": "regression"})
+        el.text = message
+    counts = {"tests": str(tests), "failures": str(failures), "errors": "0", "skipped": str(skipped), "time": "0"}
+    suite.attrib.update(counts)
+    root = ET.Element("testsuites", {"name": "evalrun", **{k: v for k, v in counts.items() if k != "skipped"}})
+    root.append(suite)
+    return root
+
+
+def render_junit(summary: Mapping[str, Any]) -> str:
+    """junit.xml's text (UTF-8 declaration, indented, trailing newline)."""
+    root = build_junit(summary)
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

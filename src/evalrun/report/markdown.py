@@ -1,0 +1,180 @@
+"""summary.md: the verdict as a pull-request comment.
+
+Short by design (about 60 lines for a 40-case suite; hard-capped well under GitHub's
+65,536-character comment limit): verdict, reasons, label changes, the gate rules, the main
+metrics with intervals, the top flips, error and cache counts. Every value that can come
+from a user file or a model goes through ``md_cell``, so no cell can break its table row,
+open a link or inject HTML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from evalrun.report import fmt
+from evalrun.report.sanitize import md_cell
+
+MAX_REASONS = 6
+MAX_RULE_ROWS = 30
+MAX_FLIPS = 10
+MAX_CHARS = 60_000
+FOOTER = "Full report: report.html in the run folder"
+# The compact metric table: the metrics a reviewer decides on, in this order.
+MAIN_METRICS = (
+    "pass_rate",
+    "parse_strict",
+    "schema_valid",
+    "tool_valid",
+    "over_refusal",
+    "known_bad_refusal",
+    "error_rate",
+    "completion_tokens",
+    "cost",
+    "latency_p50",
+    "latency_p95",
+)
+AA_NOTE = "A/A run: both sides use the same configuration; differences measure the noise floor."
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _status_word(status: Any) -> str:
+    return str(status or "").replace("_", " ").upper()
+
+
+def _rules_table(rules: Sequence[Mapping[str, Any]]) -> list[str]:
+    shown = [r for r in rules if r.get("status") != "not_applicable"]
+    skipped = [r for r in rules if r.get("status") == "not_applicable"]
+    # Failing rules first: in a long table they must not hide below the cap.
+    order = {"fail": 0, "inconclusive": 1, "pass": 2}
+    shown.sort(key=lambda r: order.get(str(r.get("status")), 3))
+    lines = [_row(["Rule", md_cell("Observed [interval]"), "Margin", "Status"]), "| --- | --- | --- | --- |"]
+    for r in shown[:MAX_RULE_ROWS]:
+        name = str(r.get("rule"))
+        if r.get("scope") not in (None, "overall"):
+            name += f" [{r.get('scope')}]"
+        lines.append(
+            _row(
+                [
+                    md_cell(name, 80),
+                    md_cell(fmt.rule_observed(r), 80),
+                    md_cell(fmt.rule_margin(r), 60),
+                    md_cell(_status_word(r.get("status")), 20),
+                ]
+            )
+        )
+    if len(shown) > MAX_RULE_ROWS:
+        lines.append(_row([md_cell(f"and {len(shown) - MAX_RULE_ROWS} more rules (see report.html)"), "", "", ""]))
+    if skipped:
+        names = []
+        for r in skipped:
+            n = str(r.get("rule"))
+            names.append(n if r.get("scope") in (None, "overall") else f"{n} [{r.get('scope')}]")
+        shown_names = ", ".join(names[:12]) + (f", and {len(names) - 12} more" if len(names) > 12 else "")
+        lines.append("")
+        lines.append(f"Not applicable (nothing in the suite measures them): {md_cell(shown_names, 600)}")
+    return lines
+
+
+def _metrics_table(metrics: Sequence[Mapping[str, Any]]) -> list[str]:
+    by = {str(m.get("metric")): m for m in metrics}
+    lines = [_row(["Metric", "Baseline", "Candidate", md_cell("Change [interval]")]), "| --- | ---: | ---: | --- |"]
+    for name in MAIN_METRICS:
+        m = by.get(name)
+        if m is None:
+            continue
+        if m.get("type") == "rate" and not m.get("paired_n") and not (m.get("baseline") or {}).get("n"):
+            continue  # nothing in the suite measures it: the rules line already says so
+        lines.append(
+            _row(
+                [
+                    md_cell(m.get("label", name), 60),
+                    md_cell(fmt.metric_side(m, "baseline", with_ci=False), 60),
+                    md_cell(fmt.metric_side(m, "candidate", with_ci=False), 60),
+                    md_cell(fmt.metric_change(m), 100),
+                ]
+            )
+        )
+    return lines
+
+
+def _flips(flips: Mapping[str, Any]) -> list[str]:
+    reg = list(flips.get("regressions") or [])
+    imp = list(flips.get("improvements") or [])
+    if not reg and not imp:
+        return ["No case flipped between pass and fail."]
+    lines = [f"**Flipped cases:** {len(reg)} regressed, {len(imp)} improved"]
+    picked = [("regressed", f) for f in reg[:MAX_FLIPS]]
+    picked += [("improved", f) for f in imp[: max(0, MAX_FLIPS - len(picked))]]
+    for what, f in picked:
+        lines.append(f"- {what}: {md_cell(f.get('case_id'), 100)} ({md_cell(f.get('kind'), 40)}, cohort {md_cell(f.get('cohort'), 60)})")
+    rest = len(reg) + len(imp) - len(picked)
+    if rest > 0:
+        lines.append(f"- and {rest} more")
+    return lines
+
+
+def _calls(calls: Mapping[str, Any]) -> list[str]:
+    out = []
+    errs = []
+    cached = []
+    for side in ("baseline", "candidate"):
+        c = calls.get(side) or {}
+        kinds = c.get("errors_by_kind") or {}
+        detail = ", ".join(f"{md_cell(k, 40)} {fmt.count(v)}" for k, v in sorted(kinds.items()))
+        errs.append(f"{side} {fmt.count(c.get('errors', 0))}" + (f" ({detail})" if detail else ""))
+        cached.append(f"{side} {fmt.count(c.get('cached', 0))}")
+    out.append(f"**Errors after retries:** {'; '.join(errs)}")
+    out.append("")
+    out.append(f"**Cached calls:** {', '.join(cached)} (latency recorded earlier)")
+    return out
+
+
+def render_markdown(summary: Mapping[str, Any]) -> str:
+    """summary.md's text (see the module docstring)."""
+    verdict = summary.get("verdict") or {}
+    run = summary.get("run") or {}
+    variants = summary.get("variants") or {}
+    status = _status_word(verdict.get("status"))
+    lines = [f"## evalrun: {status} (exit {md_cell(verdict.get('exit_code'), 10)})", ""]
+    b, c = variants.get("baseline") or {}, variants.get("candidate") or {}
+    lines.append(
+        f"Suite {md_cell(run.get('suite'), 80)}: {fmt.count(run.get('n_cases'))} cases × "
+        f"{fmt.count(run.get('samples'))} sample(s), baseline {md_cell(b.get('name'), 60)} "
+        f"({md_cell(b.get('model'), 80)}) vs candidate {md_cell(c.get('name'), 60)} "
+        f"({md_cell(c.get('model'), 80)}), {fmt.pct(run.get('confidence'), 0)} intervals, "
+        f"created {md_cell(summary.get('created'), 40)}"
+    )
+    if run.get("aa_mode"):
+        lines += ["", f"**{AA_NOTE}**"]
+    reasons = list(verdict.get("reasons") or [])
+    if reasons:
+        lines.append("")
+        lines += [f"- {md_cell(r, 300)}" for r in reasons[:MAX_REASONS]]
+        if len(reasons) > MAX_REASONS:
+            lines.append(f"- and {len(reasons) - MAX_REASONS} more (see the rule table)")
+    changes = summary.get("label_changes") or {}
+    lines.append("")
+    if changes:
+        parts = [f"{md_cell(k, 40)} {md_cell(v[0], 60)} → {md_cell(v[1], 60)}" for k, v in sorted(changes.items())]
+        lines.append(f"**Label changes:** {'; '.join(parts)}")
+    else:
+        lines.append("**Label changes:** none")
+    lines += ["", "### Gate rules", ""]
+    lines += _rules_table(verdict.get("rules") or [])
+    lines += ["", "### Metrics", ""]
+    lines += _metrics_table(summary.get("metrics") or [])
+    lines.append("")
+    lines += _flips(summary.get("flips") or {})
+    lines.append("")
+    lines += _calls(summary.get("calls") or {})
+    lines += ["", FOOTER]
+    text = "\n".join(lines) + "\n"
+    if len(text) > MAX_CHARS:
+        # Cells are capped, so only pathological inputs get here; cut at a line boundary.
+        cut = text.rfind("\n", 0, MAX_CHARS - 200)
+        text = text[:cut] + "\n\n(summary cut to fit a comment)\n\n" + FOOTER + "\n"
+    return text
