@@ -184,13 +184,13 @@ def test_missing_api_key_could_not_measure(tmp_path: Path, monkeypatch: pytest.M
 def test_resume_makes_only_missing_calls(tmp_path: Path) -> None:
     project = _fmt_project(tmp_path, n=6)
     first = FakeProvider(lambda r: fake_response("{}"))
-    outcome = api.run(project, provider=first, run_dir=tmp_path / "run")
+    outcome = api.run(project, provider=first, run_dir=tmp_path / "run", cache="off")
     journal = tmp_path / "run" / "journal.jsonl"
     lines = journal.read_text().splitlines(keepends=True)
     # Keep 7 complete rows and a torn 8th, as a kill -9 mid-write would leave.
     journal.write_text("".join(lines[:7]) + lines[7][: len(lines[7]) // 2])
     second = FakeProvider(lambda r: fake_response("{}"))
-    resumed = api.run(project, provider=second, run_dir=tmp_path / "run", resume=True)
+    resumed = api.run(project, provider=second, run_dir=tmp_path / "run", resume=True, cache="off")
     assert second.count == 12 - 7
     assert len(resumed.results) == 12
     assert len(read_journal(journal)) == 12

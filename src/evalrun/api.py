@@ -16,7 +16,7 @@ import datetime as _dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from evalrun import __version__
 from evalrun.cases import Case, compile_case_expectations, discover_case_files, load_cases
@@ -29,11 +29,14 @@ from evalrun.config import (
     project_root,
     resolve_suite_path,
 )
-from evalrun.errors import CouldNotMeasureError, MissingExtraError
+from evalrun.errors import CouldNotMeasureError, MissingExtraError, UserInputError
 from evalrun.prompts import PromptRenderer
 from evalrun.providers.base import Pricing, Provider, ProviderRequest
 from evalrun.records import SIDES, CallResult, Score, Side
 from evalrun.runner import PlannedCall, ProgressHook, RetryPolicy, run_calls
+
+if TYPE_CHECKING:
+    from evalrun.cache import ResponseCache
 from evalrun.store import (
     FORMAT_VERSION,
     JOURNAL,
@@ -56,12 +59,27 @@ class Project:
     cases: list[Case]
     renderers: dict[str, PromptRenderer]
     aa_mode: bool = False
+    shard: tuple[int, int] | None = None
 
     def variant(self, side: Side) -> LoadedVariant:
         return self.baseline if side == "baseline" else self.candidate
 
+    def config_fingerprint(self) -> str:
+        """Identity of configs, templates and suite (not the case selection): guards merges."""
+        return stable_hash(
+            {
+                "baseline": self.baseline.config.model_dump(mode="json"),
+                "candidate": self.candidate.config.model_dump(mode="json"),
+                "templates": [self.baseline.system_template, self.baseline.user_template,
+                              self.candidate.system_template, self.candidate.user_template],
+                "suite": self.suite.config.model_dump(mode="json"),
+                "aa_mode": self.aa_mode,
+            },
+            16,
+        )
+
     def fingerprint(self) -> str:
-        """Identity of the inputs (configs, suite, cases) — names run folders, guards merges."""
+        """Identity of the inputs (configs, suite, cases) — names run folders."""
         return stable_hash(
             {
                 "baseline": self.baseline.config.model_dump(mode="json"),
@@ -81,6 +99,7 @@ def load_project(
     suite: str | Path | None = None,
     *,
     aa_mode: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Project:
     """Load and validate everything before any model call (never imports litellm).
 
@@ -102,7 +121,19 @@ def load_project(
         for side in SIDES:
             renderers[side].render(case)
     same_file = Path(baseline).resolve() == Path(candidate).resolve()
-    return Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file)
+    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file)
+    if shard is not None:
+        project.cases = shard_cases(cases, *shard)
+        project.shard = shard
+    return project
+
+
+def shard_cases(cases: Sequence[Case], index: int, count: int) -> list[Case]:
+    """The deterministic slice I of N (1-based): by a hash of the case id, so adding a case
+    never moves the others between shards."""
+    if count < 1 or not 1 <= index <= count:
+        raise UserInputError(f"--shard {index}/{count}: expected I/N with 1 <= I <= N")
+    return [c for c in cases if int(stable_hash(c.id, 8), 16) % count == index - 1]
 
 
 def check_environment(project: Project) -> None:
@@ -208,6 +239,8 @@ def write_manifest(project: Project, run_dir: Path, created: str) -> None:
             "evalrun_version": __version__,
             "created": created,
             "fingerprint": project.fingerprint(),
+            "config_fingerprint": project.config_fingerprint(),
+            "shard": list(project.shard) if project.shard else None,
             "aa_mode": project.aa_mode,
             "baseline": _variant_snapshot(project.baseline),
             "candidate": _variant_snapshot(project.candidate),
@@ -234,8 +267,16 @@ def run(
     run_dir: str | Path | None = None,
     progress: ProgressHook | None = None,
     resume: bool = False,
+    max_cost: float | None = None,
+    cache: CacheMode = "use",
+    cache_path: str | Path | None = None,
 ) -> RunOutcome:
-    """Make every planned call (skipping those already in the journal when resuming)."""
+    """Make every planned call (skipping those already in the journal when resuming).
+
+    With ``max_cost`` (USD for both sides), refuse to start when even the prompt tokens
+    exceed it, and stop starting new calls when the next one could cross it; finished
+    calls stay in the journal and ``CouldNotMeasureError`` says how to continue.
+    """
     check_environment(project)
     rd = Path(run_dir) if run_dir is not None else new_run_dir(project)
     rd.mkdir(parents=True, exist_ok=True)
@@ -247,9 +288,57 @@ def run(
             done[f"{r.side}:{r.request_key}"] = r
     if not (rd / MANIFEST).exists() or not resume:
         write_manifest(project, rd, created)
-    plan = plan_calls(project)
+    plan = plan_calls(project, with_keys=cache != "replay")
     todo = [p for p in plan if f"{p.side}:{p.key}" not in done]
+    store = _open_cache(project, cache, cache_path)
+    hits: list[CallResult] = []
+    if store is not None and cache in ("use", "replay"):
+        found = store.get_many([p.key for p in todo])
+        remaining = []
+        for p in todo:
+            hit = found.get(p.key)
+            if hit is None:
+                remaining.append(p)
+                continue
+            hit.case_id, hit.side, hit.sample, hit.request_key, hit.cached = p.case_id, p.side, p.sample, p.key, True
+            hits.append(hit)
+        todo = remaining
+        if cache == "replay" and todo:
+            names = ", ".join(f"{p.case_id} ({p.side})" for p in todo[:5])
+            more = f" and {len(todo) - 5} more" if len(todo) > 5 else ""
+            store.close()
+            raise CouldNotMeasureError(f"replay: {len(todo)} calls are not in the cache {store.path}: {names}{more}")
+    should_start: Callable[[PlannedCall], bool] | None = None
+    budget = _Budget(max_cost, todo, project, already=sum(r.cost_usd or 0.0 for r in done.values())) if max_cost is not None else None
+    if budget is not None:
+        should_start = budget.should_start
+        inner_progress = progress
+
+        def progress(result: CallResult) -> None:
+            budget.finished(result)
+            if inner_progress is not None:
+                inner_progress(result)
+
     journal = Journal(journal_path)
+    for hit in hits:
+        journal.append(hit)
+        if progress is not None:
+            progress(hit)
+    if store is not None and cache in ("use", "refresh"):
+        writer = store
+        before_cache = progress
+
+        def progress(result: CallResult) -> None:
+            if result.ok and not result.cached:
+                writer.put(result.request_key, result)
+            if before_cache is not None:
+                before_cache(result)
+
+    if not todo:
+        journal.close()
+        if store is not None:
+            store.close()
+        return RunOutcome(rd, [r for r in done.values()] + hits, created, reused=len(done))
     prov = provider or default_provider()
     cfg = project.suite.config
     policy = RetryPolicy(cfg.max_attempts, cfg.backoff.initial_s, cfg.backoff.max_s, cfg.backoff.multiplier)
@@ -257,7 +346,7 @@ def run(
     async def _go() -> list[CallResult]:
         try:
             return await run_calls(todo, prov, concurrency=cfg.concurrency, policy=policy, journal=journal,
-                                   progress=progress, seed=cfg.seed)
+                                   progress=progress, seed=cfg.seed, should_start=should_start)
         finally:
             await prov.aclose()
 
@@ -265,9 +354,76 @@ def run(
         fresh = asyncio.run(_go())
     finally:
         journal.close()
+        if store is not None:
+            store.close()
     wanted = {f"{p.side}:{p.key}" for p in plan}
-    results = [r for k, r in done.items() if k in wanted] + fresh
+    results = [r for k, r in done.items() if k in wanted] + hits + fresh
+    if budget is not None and budget.skipped:
+        raise CouldNotMeasureError(
+            f"budget reached: spent ${budget.spent:.4f} of --max-cost ${max_cost:.4f}; {budget.skipped} calls not made. "
+            f"Finished calls are saved in {rd}; continue with --resume {rd} and a larger --max-cost"
+        )
     return RunOutcome(rd, results, created, reused=len(done))
+
+
+CacheMode = Literal["use", "refresh", "off", "replay"]
+
+
+def _open_cache(project: Project, mode: CacheMode, path: str | Path | None) -> ResponseCache | None:
+    from evalrun.cache import ResponseCache, default_cache_path
+
+    if mode == "off":
+        return None
+    target = Path(path) / "responses.sqlite3" if path is not None else default_cache_path(project_root(project.suite.path))
+    if mode == "replay" and not target.exists():
+        raise CouldNotMeasureError(f"replay: no response cache at {target}")
+    return ResponseCache(target)
+
+
+class _Budget:
+    """--max-cost: spend so far plus the worst case of calls in flight stays under the cap."""
+
+    def __init__(self, cap: float, todo: list[PlannedCall], project: Project, already: float) -> None:
+        from evalrun.estimate import estimate
+
+        est = estimate(project, todo)
+        for side in SIDES:
+            s = est.sides[side]
+            if s.calls and s.cost_status == "unpriced":
+                raise CouldNotMeasureError(
+                    f"--max-cost cannot be enforced: {project.variant(side).config.model} ({side}) has no known price; "
+                    f"add pricing: to {project.variant(side).path}"
+                )
+            if s.calls and est.per_call_max_usd.get(side) is None:
+                raise CouldNotMeasureError(
+                    f"--max-cost needs params.max_tokens in {project.variant(side).path} to bound each call's cost"
+                )
+        low = est.total_min() or 0.0
+        if already + low > cap:
+            raise CouldNotMeasureError(
+                f"--max-cost ${cap:.4f} refused before any call: the prompts alone cost ${low:.4f} "
+                f"({est.line()})"
+            )
+        self.cap = cap
+        self.per_call = {k: v or 0.0 for k, v in est.per_call_max_usd.items()}
+        self.spent = already
+        self.reserved = 0.0
+        self.skipped = 0
+        self._reserved_by_key: dict[str, float] = {}
+
+    def should_start(self, planned: PlannedCall) -> bool:
+        worst = self.per_call.get(planned.side, 0.0)
+        if self.spent + self.reserved + worst > self.cap:
+            self.skipped += 1
+            return False
+        self.reserved += worst
+        self._reserved_by_key[f"{planned.side}:{planned.key}"] = worst
+        return True
+
+    def finished(self, result: CallResult) -> None:
+        self.reserved -= self._reserved_by_key.pop(f"{result.side}:{result.request_key}", 0.0)
+        if not result.cached and result.cost_usd is not None:
+            self.spent += result.cost_usd
 
 
 def score(project: Project, results: Sequence[CallResult]) -> list[Score]:
@@ -395,9 +551,13 @@ def compare(
     run_dir: str | Path | None = None,
     progress: ProgressHook | None = None,
     resume: bool = False,
+    max_cost: float | None = None,
+    cache: CacheMode = "use",
+    cache_path: str | Path | None = None,
 ) -> CompareOutcome:
     """Run both sides, then score, compare, gate and write the reports."""
-    outcome = run(project, provider=provider, run_dir=run_dir, progress=progress, resume=resume)
+    outcome = run(project, provider=provider, run_dir=run_dir, progress=progress, resume=resume,
+                  max_cost=max_cost, cache=cache, cache_path=cache_path)
     return write_outputs(project, outcome.run_dir, outcome.results, outcome.created)
 
 
@@ -409,11 +569,62 @@ def load_run(run_dir: str | Path) -> tuple[Project, list[CallResult], dict[str, 
     if not (rd / MANIFEST).exists():
         raise CouldNotMeasureError(f"{rd}: not a run folder (no {MANIFEST})")
     manifest = read_manifest(rd)
+    shard = manifest.get("shard")
     project = load_project(
         manifest["baseline"]["config_file"], manifest["candidate"]["config_file"], manifest["suite"]["file"],
-        aa_mode=bool(manifest.get("aa_mode")),
+        aa_mode=bool(manifest.get("aa_mode")), shard=(int(shard[0]), int(shard[1])) if shard else None,
     )
     return project, read_journal(rd / JOURNAL), manifest
+
+
+def merge(run_dirs: Sequence[str | Path], out: str | Path) -> CompareOutcome:
+    """Combine shard run folders into one run and one report.
+
+    Refuses runs whose configs or suite differ (their config fingerprints must match, and
+    must match the config files as they are now).
+    """
+    from evalrun.store import read_manifest
+
+    if not run_dirs:
+        raise UserInputError("merge needs at least one run folder")
+    manifests = []
+    for rd in run_dirs:
+        if not (Path(rd) / MANIFEST).exists():
+            raise UserInputError(f"not a run folder (no {MANIFEST})", file=rd)
+        manifests.append(read_manifest(Path(rd)))
+    first = manifests[0]
+    for rd, m in zip(run_dirs, manifests, strict=True):
+        if m.get("config_fingerprint") != first.get("config_fingerprint"):
+            raise UserInputError(
+                f"configs or suite differ from {run_dirs[0]} (config fingerprint {m.get('config_fingerprint')} "
+                f"!= {first.get('config_fingerprint')}): refusing to merge", file=rd)
+    project = load_project(
+        first["baseline"]["config_file"], first["candidate"]["config_file"], first["suite"]["file"],
+        aa_mode=bool(first.get("aa_mode")),
+    )
+    if project.config_fingerprint() != first.get("config_fingerprint"):
+        raise UserInputError("the config files changed since these runs were made: refusing to merge", file=run_dirs[0])
+    plan_keys = {f"{p.side}:{p.key}" for p in plan_calls(project, with_keys=False)}
+    merged: dict[str, CallResult] = {}
+    for rd in run_dirs:
+        for r in read_journal(Path(rd) / JOURNAL):
+            k = f"{r.side}:{r.request_key}"
+            if k in plan_keys and k not in merged:
+                merged[k] = r
+    missing = len(plan_keys) - len(merged)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    created = min(str(m.get("created", "")) for m in manifests)
+    write_manifest(project, out_dir, created)
+    journal = Journal(out_dir / JOURNAL)
+    try:
+        for r in sort_results(list(merged.values())):
+            journal.append(r)
+    finally:
+        journal.close()
+    if missing:
+        raise CouldNotMeasureError(f"merged runs cover {len(merged)} of {len(plan_keys)} planned calls: a shard is missing or incomplete")
+    return write_outputs(project, out_dir, list(merged.values()), created)
 
 
 def rescore(run_dir: str | Path) -> CompareOutcome:

@@ -1,0 +1,127 @@
+"""Spend guard: expected tokens and cost of a compare before any call is made.
+
+Prompt tokens are counted (litellm's counter for the model, tiktoken-based offline);
+completion tokens are bounded by ``max_tokens``. Cost comes from the config's
+``pricing:``, litellm's price map, zero for local models, or is *unpriced* — which is
+reported as such, never as $0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from evalrun.records import SIDES
+
+if TYPE_CHECKING:
+    from evalrun.api import Project
+    from evalrun.runner import PlannedCall
+
+
+@dataclass(slots=True)
+class SideEstimate:
+    """Token and cost bounds of one side's calls."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    max_completion_tokens: int | None = 0  # None: max_tokens not set, unbounded
+    cost_min_usd: float | None = 0.0  # prompt tokens only
+    cost_max_usd: float | None = 0.0  # prompt + max completion
+    cost_status: str = "priced"  # priced | config | local | unpriced
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(slots=True)
+class Estimate:
+    """Bounds for both sides; ``per_call_max`` feeds the --max-cost guard."""
+
+    sides: dict[str, SideEstimate]
+    per_call_max_usd: dict[str, float | None] = field(default_factory=dict)
+
+    def total_min(self) -> float | None:
+        vals = [s.cost_min_usd for s in self.sides.values()]
+        return None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
+
+    def total_max(self) -> float | None:
+        vals = [s.cost_max_usd for s in self.sides.values()]
+        return None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
+
+    def line(self) -> str:
+        """The one pre-run line: tokens and cost bounds per side."""
+        parts = []
+        for side, s in self.sides.items():
+            comp = "unbounded" if s.max_completion_tokens is None else f"<= {s.max_completion_tokens}"
+            if s.cost_status == "unpriced":
+                cost = "unpriced"
+            elif s.cost_status == "local":
+                cost = "local (free)"
+            else:
+                hi = "unbounded" if s.cost_max_usd is None else f"${s.cost_max_usd:.4f}"
+                cost = f"${s.cost_min_usd or 0:.4f}..{hi}"
+            parts.append(f"{side}: {s.calls} calls, {s.prompt_tokens} prompt tokens, completion {comp}, cost {cost}")
+        return "estimate: " + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sides": {k: v.to_dict() for k, v in self.sides.items()}, "total_min_usd": self.total_min(),
+                "total_max_usd": self.total_max()}
+
+
+def _prices(litellm: Any, model: str) -> tuple[float, float] | None:
+    """USD per token (input, output) from litellm's offline price map, or None."""
+    try:
+        p_in, _ = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=0)
+        _, p_out = litellm.cost_per_token(model=model, prompt_tokens=0, completion_tokens=1)
+        return float(p_in), float(p_out)
+    except Exception:  # not in the price map
+        return None
+
+
+def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimate:
+    """Count prompt tokens of every planned call and bound the cost of each side."""
+    from evalrun.api import plan_calls
+    from evalrun.providers.litellm_provider import import_litellm
+
+    litellm = import_litellm()
+    calls = plan if plan is not None else plan_calls(project, with_keys=False)
+    out: dict[str, SideEstimate] = {}
+    per_call: dict[str, float | None] = {}
+    counted: dict[str, int] = {}
+    for side in SIDES:
+        v = project.variant(side)
+        cfg = v.config
+        est = SideEstimate()
+        side_calls = [p for p in calls if p.side == side]
+        est.calls = len(side_calls)
+        for p in side_calls:
+            if p.key not in counted:
+                try:
+                    counted[p.key] = int(litellm.token_counter(model=cfg.model, messages=p.request.messages))
+                except Exception:  # tokenizer unavailable offline: ~4 characters per token
+                    counted[p.key] = sum(len(str(m.get("content", ""))) for m in p.request.messages) // 4 + 1
+            est.prompt_tokens += counted[p.key]
+        max_tokens = cfg.params.max_tokens
+        est.max_completion_tokens = None if max_tokens is None else max_tokens * est.calls
+        if cfg.pricing is not None:
+            p_in, p_out = cfg.pricing.input_per_mtok / 1e6, cfg.pricing.output_per_mtok / 1e6
+            est.cost_status = "config"
+        elif cfg.model.startswith("local/"):
+            p_in = p_out = 0.0
+            est.cost_status = "local"
+        else:
+            prices = _prices(litellm, cfg.model)
+            if prices is None:
+                est.cost_status = "unpriced"
+                est.cost_min_usd = est.cost_max_usd = None
+                per_call[side] = None
+                out[side] = est
+                continue
+            p_in, p_out = prices
+            est.cost_status = "priced"
+        est.cost_min_usd = est.prompt_tokens * p_in
+        est.cost_max_usd = None if max_tokens is None else est.cost_min_usd + max_tokens * est.calls * p_out
+        biggest_prompt = max((counted[p.key] for p in side_calls), default=0)
+        per_call[side] = None if max_tokens is None else biggest_prompt * p_in + max_tokens * p_out
+        out[side] = est
+    return Estimate(out, per_call)
