@@ -276,8 +276,14 @@ def run(
     With ``max_cost`` (USD for both sides), refuse to start when even the prompt tokens
     exceed it, and stop starting new calls when the next one could cross it; finished
     calls stay in the journal and ``CouldNotMeasureError`` says how to continue.
+
+    ``cache``: "use" answers repeated requests from the response cache (marked cached,
+    latency and cost as recorded) and stores fresh answers; "refresh" calls again and
+    overwrites; "off" neither reads nor writes; "replay" never calls a provider (needs no
+    key) and fails naming the calls the cache cannot answer.
     """
-    check_environment(project)
+    if cache != "replay":
+        check_environment(project)
     rd = Path(run_dir) if run_dir is not None else new_run_dir(project)
     rd.mkdir(parents=True, exist_ok=True)
     created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -424,6 +430,8 @@ class _Budget:
         self.reserved -= self._reserved_by_key.pop(f"{result.side}:{result.request_key}", 0.0)
         if not result.cached and result.cost_usd is not None:
             self.spent += result.cost_usd
+            # Counted prompt tokens can undershoot a provider's own count: learn from reality.
+            self.per_call[result.side] = max(self.per_call.get(result.side, 0.0), result.cost_usd)
 
 
 def score(project: Project, results: Sequence[CallResult]) -> list[Score]:

@@ -1,0 +1,213 @@
+"""`evalrun compare` end to end through litellm over real HTTP to a 127.0.0.1 server.
+
+The server's answers are scripted, so the numbers in summary.json have a known truth.
+Also: the response cache, replay, the spend guard, shards + merge, JUnit and CI outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from junitparser import Failure, JUnitXml
+
+from evalrun import api
+from projectkit import case, variant, write_project
+from tests.support.openai_server import OpenAIServer, Reply, last_user_text
+
+pytestmark = pytest.mark.network
+
+KEY_ENV = "EVALRUN_TEST_HTTP_KEY"
+
+
+def _system(req: dict[str, Any]) -> str:
+    return next((m["content"] for m in req["messages"] if m["role"] == "system"), "")
+
+
+def _project(tmp_path: Path, server: OpenAIServer, *, n: int = 10, suite: dict[str, Any] | None = None,
+             model: str = "openai/evalrun-http-test", pricing: dict[str, float] | None = None) -> tuple[Path, Path]:
+    common = {"model": model, "api_base": server.base_url, "api_key_env": KEY_ENV,
+              "params": {"max_tokens": 50, "temperature": 0}, "timeout_s": 5}
+    if pricing:
+        common["pricing"] = pricing
+    base = variant("baseline", **common, prompt={"system": "SIDE=baseline", "user": "{{ question }}"})
+    cand = variant("candidate", **common, prompt={"system": "SIDE=candidate", "user": "{{ question }}"})
+    cand["versions"]["prompt_version"] = "p2"
+    cases = [case(f"f{i:02d}", kind="format_sensitive", expect=["json"], vars={"question": f"CASE=f{i:02d}"}) for i in range(n)]
+    return write_project(tmp_path, cases=cases, baseline=base, candidate=cand, suite=suite)
+
+
+FENCED = {"f01", "f04", "f07"}
+
+
+def _fenced_for_three(req: dict[str, Any], n: int) -> Reply:
+    cid = last_user_text(req).removeprefix("CASE=")
+    if "candidate" in _system(req) and cid in FENCED:
+        return Reply(content='```json\n{"ok": true}\n```', prompt_tokens=30, completion_tokens=9)
+    return Reply(content='{"ok": true}', prompt_tokens=30, completion_tokens=5)
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-evalrun-http-test-000000")
+
+
+def _metric(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(m for m in summary["metrics"] if m["metric"] == name)
+
+
+def test_known_truth_through_litellm(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = _fenced_for_three
+    b, c = _project(tmp_path, openai_server)
+    outcome = api.compare(api.load_project(b, c), run_dir=tmp_path / "run", cache="off")
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert openai_server.count == 20
+    strict = _metric(s, "parse_strict")
+    assert strict["baseline"]["value"] == 1.0 and strict["candidate"]["value"] == pytest.approx(0.7)
+    assert strict["delta"] == pytest.approx(-0.30)
+    assert _metric(s, "parse_lenient")["delta"] == 0.0
+    tokens = _metric(s, "completion_tokens")
+    assert tokens["baseline"]["total"] == 50 and tokens["candidate"]["total"] == 7 * 5 + 3 * 9
+    assert _metric(s, "prompt_tokens")["baseline"]["total"] == 300
+    assert s["verdict"]["status"] == "FAIL" and outcome.exit_code == 1
+    assert [f["case_id"] for f in s["flips"]["regressions"]] == sorted(FENCED)
+    for name in ("report.html", "summary.md", "summary.json", "junit.xml", "results.jsonl", "journal.jsonl", "manifest.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().split("\n") if x]
+    assert len(rows) == 20 and all(r["prompt_version"] in ("p1", "p2") for r in rows)
+
+    # JUnit: read by a real JUnit consumer; one test per rule plus one per regressed case.
+    xml = JUnitXml.fromfile(str(tmp_path / "run" / "junit.xml"))
+    cases = [tc for suite in xml for tc in suite]
+    rules = [tc for tc in cases if tc.classname == "evalrun.gate"]
+    regressed = [tc for tc in cases if tc.classname == "evalrun.cases"]
+    assert len(rules) == len(s["verdict"]["rules"])
+    assert sorted(tc.name for tc in regressed) == sorted(FENCED) or len(regressed) == 3
+    failed_rules = {tc.name for tc in rules if any(isinstance(r, Failure) for r in tc.result)}
+    assert any(name.startswith("parse_strict") for name in failed_rules)
+
+
+def test_second_compare_is_served_from_cache(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = _fenced_for_three
+    b, c = _project(tmp_path, openai_server)
+    project = api.load_project(b, c)
+    first = api.compare(project, run_dir=tmp_path / "run1")
+    assert openai_server.count == 20
+    second = api.compare(project, run_dir=tmp_path / "run2")
+    assert openai_server.count == 20  # zero new provider calls
+    assert second.summary["calls"]["baseline"]["cached"] == 10 and second.summary["calls"]["candidate"]["cached"] == 10
+    rows = [json.loads(x) for x in (tmp_path / "run2" / "results.jsonl").read_text().split("\n") if x]
+    assert all(r["cached"] for r in rows)
+
+    def stable(summary: dict[str, Any]) -> list[dict[str, Any]]:
+        return [m for m in summary["metrics"] if not m["metric"].startswith("latency")]
+
+    assert stable(first.summary) == stable(second.summary)
+    # A cached latency is the recorded one, and the report says it is cached.
+    lat = _metric(second.summary, "latency_p50")
+    assert lat["cached_calls"] == {"baseline": 10, "candidate": 10}
+    html = (tmp_path / "run2" / "report.html").read_text()
+    assert "cached" in html
+    # --refresh calls again.
+    api.compare(project, run_dir=tmp_path / "run3", cache="refresh")
+    assert openai_server.count == 40
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "evalrun", *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=180)
+
+
+def test_replay_with_empty_cache_fails_with_code_4(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    b, c = _project(tmp_path, openai_server, n=3)
+    env = {"EVALRUN_CACHE_DIR": str(tmp_path / "empty-cache")}
+    (tmp_path / "empty-cache").mkdir()
+    proc = _cli("compare", str(b), str(c), "--replay", "--out", str(tmp_path / "run"), "-q", env=env)
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert openai_server.count == 0
+
+
+def test_replay_after_a_run_needs_no_key_and_no_server(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = _fenced_for_three
+    b, c = _project(tmp_path, openai_server, n=4)
+    api.compare(api.load_project(b, c), run_dir=tmp_path / "run1")
+    calls = openai_server.count
+    env = {KEY_ENV: ""}
+    proc = _cli("compare", str(b), str(c), "--replay", "--out", str(tmp_path / "run2"), "-q", "--format", "github", env=env)
+    assert openai_server.count == calls
+    assert proc.returncode == 1, proc.stderr  # the fenced cases still regress
+    assert "::error title=evalrun parse_strict::" in proc.stdout
+    assert "VERDICT: FAIL" in proc.stdout
+
+
+def test_max_cost_stops_spending(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = lambda req, n: Reply(content="{}", prompt_tokens=12, completion_tokens=50)
+    # $100 per million tokens: one call costs ~$0.0062; the guard reserves its worst case.
+    b, c = _project(tmp_path, openai_server, n=20, pricing={"input_per_mtok": 100.0, "output_per_mtok": 100.0},
+                    suite={"concurrency": 2})
+    project = api.load_project(b, c)
+    from evalrun.errors import CouldNotMeasureError
+
+    with pytest.raises(CouldNotMeasureError) as info:
+        api.compare(project, run_dir=tmp_path / "run", cache="off", max_cost=0.15)
+    assert "budget reached" in str(info.value)
+    assert 0 < openai_server.count < 40
+    journal = (tmp_path / "run" / "journal.jsonl").read_text().splitlines()
+    spent = sum(json.loads(x)["cost_usd"] for x in journal)
+    assert 0.10 < spent <= 0.15
+    # Refused before any call when the prompts alone cost more than the budget.
+    before = openai_server.count
+    with pytest.raises(CouldNotMeasureError) as info2:
+        api.compare(project, run_dir=tmp_path / "run2", cache="off", max_cost=0.0000001)
+    assert "refused before any call" in str(info2.value)
+    assert openai_server.count == before
+
+
+def test_shards_merged_equal_the_unsharded_run(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = _fenced_for_three
+    b, c = _project(tmp_path, openai_server, n=10)
+    full = api.compare(api.load_project(b, c), run_dir=tmp_path / "full")
+    s1 = api.compare(api.load_project(b, c, shard=(1, 2)), run_dir=tmp_path / "s1")
+    s2 = api.compare(api.load_project(b, c, shard=(2, 2)), run_dir=tmp_path / "s2")
+    n1 = s1.summary["run"]["n_cases"]
+    assert 0 < n1 < 10 and n1 + s2.summary["run"]["n_cases"] == 10
+    merged = api.merge([tmp_path / "s1", tmp_path / "s2"], tmp_path / "merged")
+    # The shards were answered from the cache the full run filled: same responses, same
+    # recorded latencies — only the "cached" counters differ.
+    def comparable(summary: dict[str, Any]) -> str:
+        metrics = [{k: v for k, v in m.items() if k != "cached_calls"} for m in summary["metrics"]]
+        return json.dumps({"metrics": metrics, "flips": summary["flips"]}, sort_keys=True)
+
+    assert comparable(full.summary) == comparable(merged.summary)
+    assert merged.summary["calls"]["baseline"]["total"] == 10
+    assert merged.verdict_status == full.verdict_status
+
+
+def test_merge_refuses_different_configs(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    b, c = _project(tmp_path / "a", openai_server, n=2)
+    api.compare(api.load_project(b, c), run_dir=tmp_path / "ra")
+    b2, c2 = _project(tmp_path / "b", openai_server, n=2, suite={"seed": 99})
+    api.compare(api.load_project(b2, c2), run_dir=tmp_path / "rb")
+    from evalrun.errors import UserInputError
+
+    with pytest.raises(UserInputError) as info:
+        api.merge([tmp_path / "ra", tmp_path / "rb"], tmp_path / "m")
+    assert "refusing to merge" in str(info.value)
+
+
+def test_step_summary_is_appended(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    b, c = _project(tmp_path, openai_server, n=2)
+    target = tmp_path / "step.md"
+    target.write_text("previous\n")
+    proc = _cli("compare", str(b), str(c), "--out", str(tmp_path / "run"), "-q", env={"GITHUB_STEP_SUMMARY": str(target)})
+    assert proc.returncode == 1, proc.stderr  # echoed text never parses: the 99 % parse floor fails
+    text = target.read_text()
+    assert text.startswith("previous\n") and "evalrun" in text
+    assert proc.stderr == ""  # --quiet: nothing on stderr
