@@ -108,7 +108,8 @@ def trigger_text(rd: RuleDef, spec: RuleSpec) -> str:
         floor = f", or refusal on known-bad cases falls below {spec.floor * 100:g}%"
     m = spec.margin if spec.margin is not None else 0.0
     pct = f"{(m - 1) * 100:g}%" if rd.kind == "ratio" else ""
-    return rd.trigger.format(m=_pts(m), floor=floor, pct=pct)
+    text = rd.trigger.format(m=_pts(m), floor=floor, pct=pct)
+    return text.replace(" 1 points", " 1 point")
 
 
 def _by_metric(metrics: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
