@@ -201,3 +201,16 @@ def test_resume_makes_only_missing_calls(tmp_path: Path) -> None:
         return json.dumps([m for m in s["metrics"] if not m["metric"].startswith("latency")], sort_keys=True)
 
     assert stable(s1) == stable(s2)
+
+
+def test_hidden_prompt_edit_fails_the_gate_and_note_is_written(tmp_path: Path) -> None:
+    cand = variant("candidate", prompt={"system": "You are terse. Always answer in French.", "user": "{{ question }}"})
+    b, c = write_project(tmp_path, candidate=cand)  # same prompt_version "p1" on both sides
+    project = api.load_project(b, c)
+    outcome = api.compare(project, provider=FakeProvider(lambda r: fake_response("fine")), run_dir=tmp_path / "run", cache="off")
+    rule = next(r for r in outcome.summary["verdict"]["rules"] if r["rule"] == "label_prompt_version")
+    assert rule["status"] == "fail" and "prompt.system" in rule["reason"]
+    assert outcome.verdict_status == "FAIL" and outcome.exit_code == 1
+    note = (tmp_path / "run" / "rollout_note.md").read_text()
+    assert "prompt_version = 'p1'" in note  # the monitoring query is filled from the labels
+    assert "TODO" in note  # owner / dashboard are not invented

@@ -476,7 +476,10 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
     overall = cmp.metric_table(frame, settings, samples)
     by_kind = cmp.slice_tables(frame, "kind", settings, samples)
     by_cohort = cmp.slice_tables(frame, "cohort", settings, samples, critical=gate.critical_cohorts)
-    verdict = decide_verdict(overall, by_cohort, gate)
+    from evalrun.fingerprint import audit_rules, label_audit
+
+    findings = label_audit(project.baseline, project.candidate)
+    verdict = decide_verdict(overall, by_cohort, gate, extra_rules=audit_rules(findings))
     labels = {side: project.variant(side).config.versions.model_dump() for side in SIDES}
     return {
         "format_version": FORMAT_VERSION,
@@ -506,6 +509,7 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
         "labels": labels,
         "label_changes": {k: [labels["baseline"][k], labels["candidate"][k]] for k in VERSION_LABELS
                           if labels["baseline"][k] != labels["candidate"][k]},
+        "label_audit": [f.to_dict() for f in findings],
         "calls": cmp.call_counts(frame),
         "metrics": overall,
         "slices": {"kind": by_kind, "cohort": by_cohort},
@@ -548,8 +552,27 @@ def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult]
     write_jsonl(run_dir / "results.jsonl", rows)
     files = write_reports(project, summary, rows, run_dir)
     files["results"] = run_dir / "results.jsonl"
+    files["rollout_note"] = write_note(project, summary, run_dir)
     verdict = summary["verdict"]
     return CompareOutcome(run_dir, summary, verdict["status"], int(verdict["exit_code"]), files)
+
+
+def write_note(project: Project, summary: dict[str, Any], run_dir: Path) -> Path:
+    """rollout_note.md: the release note filled from this run (TODO where evalrun cannot know)."""
+    from evalrun.rollout_note import write_rollout_note
+
+    return write_rollout_note(run_dir, summary, list(summary.get("label_audit", [])),
+                              project.baseline.config, project.candidate.config)
+
+
+def note(run_dir: str | Path) -> Path:
+    """Re-write a run's rollout note from its summary.json (configs re-read from the manifest)."""
+    import json
+
+    rd = Path(run_dir)
+    project, _, _ = load_run(rd)
+    summary = json.loads((rd / "summary.json").read_text(encoding="utf-8"))
+    return write_note(project, summary, rd)
 
 
 def compare(

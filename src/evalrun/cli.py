@@ -186,6 +186,36 @@ def merge(run_dirs: tuple[str, ...], out: str, fmt: str) -> None:
     sys.exit(outcome.exit_code)
 
 
+@main.command("note")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+def note_cmd(run_dir: str) -> None:
+    """Write RUN_DIR/rollout_note.md (change, risk, cohorts, metrics to watch, rollback triggers, queries)."""
+    from evalrun import api
+
+    try:
+        path = api.note(run_dir)
+    except EvalrunError as exc:
+        _fail(exc)
+    click.echo(path.read_text(encoding="utf-8"))
+    click.echo(f"written: {path}", err=True)
+
+
+@main.command("init")
+@click.argument("directory", required=False, default=".", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def init_cmd(directory: str, force: bool) -> None:
+    """Scaffold a working evalrun project (configs, cases, schema, CI workflow) in DIRECTORY."""
+    from evalrun.scaffold import init_project, next_steps
+
+    try:
+        written = init_project(Path(directory), force=force)
+    except EvalrunError as exc:
+        _fail(exc)
+    for path in written:
+        click.echo(f"created {path}")
+    click.echo(next_steps(Path(directory)))
+
+
 @main.group()
 def cache() -> None:
     """Inspect or prune the response cache."""
