@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from junitparser import Failure, JUnitXml
+from tests.support.openai_server import OpenAIServer, Reply, last_user_text
 
 from evalrun import api
 from projectkit import case, variant, write_project
-from tests.support.openai_server import OpenAIServer, Reply, last_user_text
 
 pytestmark = pytest.mark.network
 
