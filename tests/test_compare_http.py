@@ -211,3 +211,33 @@ def test_step_summary_is_appended(tmp_path: Path, openai_server: OpenAIServer) -
     text = target.read_text()
     assert text.startswith("previous\n") and "evalrun" in text
     assert proc.stderr == ""  # --quiet: nothing on stderr
+
+
+def test_ctrl_c_saves_finished_calls_and_exits_130(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    import signal
+    import time
+
+    openai_server.behaviour = lambda req, n: Reply(content="{}", delay_s=0.15)
+    b, c = _project(tmp_path, openai_server, n=30, suite={"concurrency": 2})
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--out", str(run), "--no-cache"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    journal = run / "journal.jsonl"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    done = len(journal.read_text().splitlines())
+    assert 4 <= done < 60
+    before = openai_server.count
+    proc2 = _cli("compare", str(b), str(c), "--resume", str(run), "--no-cache", "-q")
+    assert proc2.returncode in (0, 1, 3), proc2.stderr
+    rows = [json.loads(x) for x in (run / "results.jsonl").read_text().split("\n") if x]
+    assert len(rows) == 60
+    # Only the missing calls were made (calls in flight at the interrupt are not in the journal).
+    assert openai_server.count - before == 60 - done
