@@ -229,7 +229,7 @@ def test_ctrl_c_saves_finished_calls_and_exits_130(tmp_path: Path, openai_server
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     done = len(journal.read_text().splitlines())

@@ -389,3 +389,23 @@ def test_shipped_example_audits_cleanly() -> None:
     assert statuses["policy_version"] == "bumped"
     r = rule_by_name(audit_rules(label_audit(b, c)), "label_prompt_version")
     assert r.status == "pass"  # the example bumps prompt_version while editing only policy values
+
+
+def test_few_shot_examples_feed_prompt_version(tmp_path: Path) -> None:
+    """Adding a few-shot turn under the same prompt_version is a hidden prompt edit."""
+    import yaml
+
+    from evalrun.config import load_variant
+    from evalrun.fingerprint import label_audit
+
+    base = {"name": "b", "model": "openai/x", "prompt": {"system": "s", "user": "{{ q }}"},
+            "versions": {"model_version": "m", "prompt_version": "p", "retrieval_version": "none", "policy_version": "none"}}
+    cand = yaml.safe_load(yaml.safe_dump(base))
+    cand["prompt"]["examples"] = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "b.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "evals" / "c.yaml").write_text(yaml.safe_dump(cand))
+    findings = {f.label: f for f in label_audit(load_variant(tmp_path / "evals" / "b.yaml"), load_variant(tmp_path / "evals" / "c.yaml"))}
+    assert findings["prompt_version"].status == "hidden_edit"
+    assert any(k.startswith("prompt.examples") for k in findings["prompt_version"].changed_fields)
+    assert "hello" in findings["prompt_version"].diff

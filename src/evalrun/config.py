@@ -25,13 +25,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class ExampleMessage(_Strict):
+    """A few-shot turn placed between the system prompt and the case (used verbatim)."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
 class PromptSpec(_Strict):
-    """System and user prompt templates (jinja2), inline or from files next to the config."""
+    """System and user prompt templates (jinja2), inline or from files next to the config,
+    and optional few-shot ``examples`` inserted after the system message."""
 
     system: str | None = None
     system_file: str | None = None
     user: str | None = None
     user_file: str | None = None
+    examples: list[ExampleMessage] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_source_each(self) -> PromptSpec:

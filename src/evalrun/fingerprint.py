@@ -13,7 +13,7 @@ model_version       ``model``, ``api_base``, ``model_path`` (file name and size 
                     never the absolute path), ``params`` (every generation parameter:
                     temperature, max_tokens, top_p, seed, stop, response_format, tools,
                     tool_choice, extra)
-prompt_version      the system and user template *sources* (inline or from
+prompt_version      the system and user template *sources* and few-shot ``examples`` (inline or from
                     ``*_file``), with line endings normalised to LF, trailing whitespace
                     stripped from every line and leading/trailing blank space removed
 retrieval_version   the ``retrieval`` mapping
@@ -75,7 +75,7 @@ LabelStatus = Literal["hidden_edit", "bumped_without_change", "bumped", "unchang
 # The README table in data form (what each label's fingerprint is computed from).
 FIELDS_BY_LABEL: dict[str, tuple[str, ...]] = {
     "model_version": ("model", "api_base", "model_path", "params"),
-    "prompt_version": ("prompt.system", "prompt.user"),
+    "prompt_version": ("prompt.system", "prompt.user", "prompt.examples"),
     "retrieval_version": ("retrieval",),
     "policy_version": ("policy",),
 }
@@ -149,6 +149,8 @@ def fingerprint_inputs(variant: LoadedVariant) -> dict[str, dict[str, Any]]:
             "prompt": {
                 "system": normalise_template(variant.system_template),
                 "user": normalise_template(variant.user_template),
+                # Few-shot turns are part of the prompt; absent and empty hash the same.
+                **({"examples": [dict(m) for m in cfg.prompt.examples]} if cfg.prompt.examples else {}),
             }
         },
         "retrieval_version": {"retrieval": cfg.retrieval},
@@ -239,6 +241,19 @@ def _diff(label: str, before: dict[str, Any], after: dict[str, Any], changed: Se
                     fromfile=f"baseline {field_name}",
                     tofile=f"candidate {field_name}",
                     n=1,
+                    lineterm="",
+                )
+            )
+        example_fields = [k for k in changed if k.startswith("prompt.examples")]
+        if example_fields:
+            a, b = _leaves(before), _leaves(after)
+            lines.extend(
+                difflib.unified_diff(
+                    [f"{k}: {_canonical(a[k])}" for k in example_fields if k in a],
+                    [f"{k}: {_canonical(b[k])}" for k in example_fields if k in b],
+                    fromfile="baseline prompt.examples",
+                    tofile="candidate prompt.examples",
+                    n=0,
                     lineterm="",
                 )
             )

@@ -66,6 +66,7 @@ class PromptRenderer:
         messages: list[dict[str, Any]] = []
         if self._system is not None:
             messages.append({"role": "system", "content": self._render(self._system, case, "prompt.system")})
+        messages.extend({"role": m.role, "content": m.content} for m in self.variant.config.prompt.examples)
         if case.messages is not None:
             messages.extend(dict(m) for m in case.messages)
         elif self._user is not None:
