@@ -141,6 +141,7 @@ def check_environment(project: Project) -> None:
     for side in SIDES:
         v = project.variant(side)
         v.api_key()  # raises when the named variable is unset
+        v.router_model_list()  # and for every router deployment
         if v.config.model.startswith("local/"):
             from evalrun.providers.local import local_extra_available
 
@@ -164,6 +165,10 @@ def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_
             "params": v.config.params.to_call_params(),
             "pricing": Pricing(v.config.pricing.input_per_mtok, v.config.pricing.output_per_mtok) if v.config.pricing else None,
             "api_key": v.api_key() if (with_keys and v.config.api_key_env) else None,
+            "router": ({"model_list": v.router_model_list(with_keys=with_keys),
+                        "routing_strategy": v.config.router.routing_strategy} if v.config.router else None),
+            # What identifies the deployments (never the keys) goes into the request key.
+            "router_key": v.router_model_list(with_keys=False) if v.config.router else None,
         }
     for case in project.cases:
         if wanted is not None and case.id not in wanted:
@@ -177,7 +182,8 @@ def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_
                 # can never answer it with the baseline's response.
                 salt = sample + (1_000_000 if project.aa_mode and side == "candidate" else 0)
                 key = request_key(
-                    model=v.config.model, api_base=v.config.api_base, messages=messages[side], params=params,
+                    model=v.config.model, api_base=v.config.api_base, messages=messages[side],
+                    params={**params, "router": keys[side]["router_key"]} if keys[side]["router_key"] else params,
                     sample=salt, model_path=str(v.model_path) if v.model_path else None,
                 )
                 req = ProviderRequest(
@@ -189,6 +195,7 @@ def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_
                     timeout_s=v.config.timeout_s,
                     pricing=keys[side]["pricing"],
                     local_model_path=str(v.model_path) if v.model_path else None,
+                    router=keys[side]["router"],
                     metadata={"case_id": case.id, "side": side, "sample": sample, "kind": case.kind},
                 )
                 plan.append(PlannedCall(case.id, side, sample, req, key))

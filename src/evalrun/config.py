@@ -107,6 +107,36 @@ class RolloutSpec(_Strict):
     expanded_cohorts: list[str] = Field(default_factory=list)
 
 
+class DeploymentSpec(_Strict):
+    """One deployment behind a litellm Router (a key, a region, a server)."""
+
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key_env: str | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    weight: int | None = Field(default=None, ge=1)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be the NAME of an environment variable (the key itself never goes in a file)")
+        return value
+
+
+class RouterSpec(_Strict):
+    """Spread one variant's calls over several deployments with a litellm Router.
+
+    The variant's ``model`` is then the router's model-group name.
+    """
+
+    deployments: list[DeploymentSpec] = Field(min_length=1)
+    routing_strategy: Literal["simple-shuffle", "least-busy", "usage-based-routing-v2", "latency-based-routing"] = (
+        "simple-shuffle"
+    )
+
+
 class VariantConfig(_Strict):
     """One side of the comparison: how to call the model and what it is labelled."""
 
@@ -120,6 +150,7 @@ class VariantConfig(_Strict):
     prompt: PromptSpec
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     pricing: PricingSpec | None = None
+    router: RouterSpec | None = None
     versions: VersionLabels
     retrieval: dict[str, Any] = Field(default_factory=dict)
     policy: dict[str, Any] = Field(default_factory=dict)
@@ -239,15 +270,32 @@ class LoadedVariant(BaseModel):
         Raises CouldNotMeasureError when the variable is named but unset: a missing key is
         an environment problem, not a config error.
         """
-        env = self.config.api_key_env
-        if env is None:
+        return _key_from_env(self.config.api_key_env, self.path, "api_key_env")
+
+    def router_model_list(self, *, with_keys: bool = True) -> list[dict[str, Any]] | None:
+        """The litellm Router ``model_list`` (keys read from their variables), or None."""
+        spec = self.config.router
+        if spec is None:
             return None
-        value = os.environ.get(env)
-        if not value:
-            raise CouldNotMeasureError(
-                f"{self.path}: field api_key_env: environment variable {env} is not set"
-            )
-        return value
+        out: list[dict[str, Any]] = []
+        for i, d in enumerate(spec.deployments):
+            params: dict[str, Any] = {"model": d.model}
+            for name in ("api_base", "rpm", "tpm", "weight"):
+                if getattr(d, name) is not None:
+                    params[name] = getattr(d, name)
+            if with_keys and d.api_key_env:
+                params["api_key"] = _key_from_env(d.api_key_env, self.path, f"router.deployments[{i}].api_key_env")
+            out.append({"model_name": self.config.model, "litellm_params": params})
+        return out
+
+
+def _key_from_env(env: str | None, path: Path, field: str) -> str | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise CouldNotMeasureError(f"{path}: field {field}: environment variable {env} is not set")
+    return value
 
 
 class LoadedSuite(BaseModel):

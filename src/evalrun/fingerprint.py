@@ -144,6 +144,9 @@ def fingerprint_inputs(variant: LoadedVariant) -> dict[str, dict[str, Any]]:
             "api_base": cfg.api_base,
             "model_path": _model_file(variant),
             "params": params,
+            # Deployments behind a router are the model too (key variable names excluded).
+            **({"router": cfg.router.model_dump(mode="json", exclude={"deployments": {"__all__": {"api_key_env"}}})}
+               if cfg.router else {}),
         },
         "prompt_version": {
             "prompt": {

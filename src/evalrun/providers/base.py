@@ -32,6 +32,8 @@ class ProviderRequest:
     timeout_s: float = 60.0
     pricing: Pricing | None = None
     local_model_path: str | None = None
+    # litellm Router model_list (may hold keys: never log or store it); model = the group name.
+    router: dict[str, Any] | None = field(default=None, repr=False)
     # case_id / side / sample: lets test doubles script answers; never sent to a provider.
     metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -9,6 +9,7 @@ pay for it. Retries belong to the runner, so every hidden retry layer is switche
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -417,6 +418,29 @@ class LitellmProvider:
 
     def __init__(self, *, drop_params: bool = True) -> None:
         self.drop_params = drop_params
+        self._routers: dict[str, Any] = {}
+
+    def _router(self, litellm: ModuleType, spec: dict[str, Any]) -> Any:
+        """One litellm Router per deployment list, reused across calls (it tracks rpm/tpm).
+
+        The router retries nothing (``num_retries=0``): the harness owns retries, and a
+        429 from one deployment is retried by the harness, which the router may send to
+        another deployment.
+        """
+        ident = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+        router = self._routers.get(ident)
+        if router is None:
+            for deployment in spec["model_list"]:
+                register_secret(deployment["litellm_params"].get("api_key"))
+            router = litellm.Router(
+                model_list=spec["model_list"],
+                routing_strategy=spec.get("routing_strategy", "simple-shuffle"),
+                num_retries=0,
+                retry_after=0,
+                max_fallbacks=0,
+            )
+            self._routers[ident] = router
+        return router
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         """Make one attempt; return a normalised response or raise ``ProviderError``.
@@ -424,7 +448,7 @@ class LitellmProvider:
         ``EvalrunError``s (e.g. ``MissingExtraError`` from the local model provider)
         propagate unchanged.
         """
-        secrets = (request.api_key,) if request.api_key else ()
+        secrets: tuple[str, ...] = (request.api_key,) if request.api_key else ()
         register_secret(request.api_key)
         is_local = request.model.startswith(LOCAL_PREFIX)
         if is_local:
@@ -448,8 +472,18 @@ class LitellmProvider:
             num_retries=0,
             drop_params=self.drop_params,
         )
+        if request.router is not None:
+            router = self._router(litellm, request.router)
+            secrets = tuple(
+                str(d["litellm_params"]["api_key"]) for d in request.router["model_list"] if d["litellm_params"].get("api_key")
+            )
+            for name in ("api_base", "api_key", "num_retries"):
+                kwargs.pop(name, None)
         try:
-            response = await litellm.acompletion(**kwargs)
+            if request.router is not None:
+                response = await router.acompletion(**kwargs)
+            else:
+                response = await litellm.acompletion(**kwargs)
         except Exception as exc:
             for inner in _chain(exc):
                 # Raised on purpose inside a custom handler (the local provider): a missing
