@@ -51,7 +51,8 @@ def _rules_table(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     # Failing rules first: in a long table they must not hide below the cap.
     order = {"fail": 0, "inconclusive": 1, "pass": 2}
     shown.sort(key=lambda r: order.get(str(r.get("status")), 3))
-    lines = [_row(["Rule", md_cell("Observed [interval]"), "Margin", "Status"]), "| --- | --- | --- | --- |"]
+    lines = [_row(["Rule", md_cell("Observed [interval]"), "Margin", "Status", md_cell("MDE / cases needed")]),
+             "| --- | --- | --- | --- | --- |"]
     for r in shown[:MAX_RULE_ROWS]:
         name = str(r.get("rule"))
         if r.get("scope") not in (None, "overall"):
@@ -63,11 +64,12 @@ def _rules_table(rules: Sequence[Mapping[str, Any]]) -> list[str]:
                     md_cell(fmt.rule_observed(r), 80),
                     md_cell(fmt.rule_margin(r), 60),
                     md_cell(_status_word(r.get("status")), 20),
+                    md_cell(fmt.rule_mde(r), 60),
                 ]
             )
         )
     if len(shown) > MAX_RULE_ROWS:
-        lines.append(_row([md_cell(f"and {len(shown) - MAX_RULE_ROWS} more rules (see report.html)"), "", "", ""]))
+        lines.append(_row([md_cell(f"and {len(shown) - MAX_RULE_ROWS} more rules (see report.html)"), "", "", "", ""]))
     if skipped:
         names = []
         for r in skipped:
