@@ -141,18 +141,20 @@ def load_case_file(path: Path) -> list[Case]:
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserInputError(f"line {lineno}: invalid JSON: {exc.msg}", file=path) from None
+            except RecursionError:
+                raise UserInputError(f"line {lineno}: JSON nested too deeply", file=path) from None
             out.append(_case_from_raw(raw, file=path, where=f"line {lineno}", defaults={}))
         return out
     data = load_yaml(path, what="case file")
     defaults: dict[str, Any] = {}
     if isinstance(data, dict):
-        unknown = sorted(set(data) - {"defaults", "cases"})
+        unknown = sorted(str(k) for k in set(data) - {"defaults", "cases"})
         if unknown:
             raise UserInputError(f"unknown top-level key {unknown[0]!r} (expected defaults, cases)", file=path)
         defaults = data.get("defaults") or {}
         if not isinstance(defaults, dict):
             raise UserInputError("must be a mapping", file=path, field="defaults")
-        bad = sorted(set(defaults) - {"kind", "cohort", "tags", "vars", "expect"})
+        bad = sorted(str(k) for k in set(defaults) - {"kind", "cohort", "tags", "vars", "expect"})
         if bad:
             raise UserInputError(f"key {bad[0]!r} cannot have a default", file=path, field="defaults")
         data = data.get("cases")
@@ -180,7 +182,8 @@ def discover_case_files(entries: list[str], *, base_dir: Path, suite_file: Path,
             found = sorted(p for p in target.rglob("*") if p.suffix in CASE_SUFFIXES and p.is_file())
             if not found:
                 raise UserInputError(f"folder {entry!r} holds no .yaml/.yml/.jsonl case file", file=suite_file, field=fieldname)
-            files.extend(found)
+            # resolve_inside follows symlinks: a link to a file outside the project is refused.
+            files.extend(resolve_inside(target, str(p), file=suite_file, field=fieldname, root=root) for p in found)
         elif target.is_file():
             files.append(target)
         else:

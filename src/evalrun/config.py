@@ -205,7 +205,7 @@ class GateConfig(_Strict):
             value = {}
         if not isinstance(value, dict):
             return value  # let pydantic report the type error
-        unknown = sorted(set(value) - set(DEFAULT_RULES))
+        unknown = sorted(str(k) for k in set(value) - set(DEFAULT_RULES))
         if unknown:
             raise ValueError(
                 f"unknown rule {unknown[0]!r}; known rules: {', '.join(sorted(DEFAULT_RULES))}"
@@ -385,7 +385,11 @@ def resolve_suite_path(baseline: LoadedVariant, candidate: LoadedVariant, overri
         return Path(override)
     paths: list[Path | None] = []
     for v in (baseline, candidate):
-        paths.append((v.path.resolve().parent / v.config.suite).resolve() if v.config.suite else None)
+        paths.append(
+            resolve_inside(v.path.resolve().parent, v.config.suite, file=v.path, field="suite", root=project_root(v.path))
+            if v.config.suite
+            else None
+        )
     b, c = paths
     if b is None and c is None:
         raise UserInputError(

@@ -157,7 +157,7 @@ def _eval_delta(rd: RuleDef, spec: RuleSpec, m: dict[str, Any], scope: str) -> R
             distance = (res.observed - margin) if rd.higher_is_better else (margin - res.observed)
             # The half of the interval that faces the margin (intervals need not be symmetric).
             half = (res.observed - lo) if rd.higher_is_better else (hi - res.observed)
-            res.cases_needed = stats.cases_needed(res.paired_n, half, distance)
+            res.cases_needed = stats.cases_needed(res.paired_n, half, distance) if half > 0 else None
             if res.cases_needed is not None:
                 res.reason += f"; about {res.cases_needed} paired cases would resolve it"
     return res
@@ -192,7 +192,8 @@ def _eval_ratio(rd: RuleDef, spec: RuleSpec, m: dict[str, Any] | None, scope: st
         res.reason = f"ratio {res.observed:.3f}, interval {ci_txt} straddles {margin:g}"
         if lo is not None and hi is not None and lo > 0 and res.observed > 0:
             distance = math.log(margin) - math.log(res.observed)
-            res.cases_needed = stats.cases_needed(res.paired_n, math.log(hi) - math.log(res.observed), distance)
+            half = math.log(hi) - math.log(res.observed)  # may be <= 0 when the estimate sits at a bound
+            res.cases_needed = stats.cases_needed(res.paired_n, half, distance) if half > 0 else None
             if res.cases_needed is not None:
                 res.reason += f"; about {res.cases_needed} paired cases would resolve it"
     if m.get("cached_calls") and any(m["cached_calls"].values()):

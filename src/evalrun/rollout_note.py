@@ -15,11 +15,13 @@ line instead — it never invents them. The output is a pure function of its inp
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from evalrun.config import VERSION_LABELS, VariantConfig
+from evalrun.report.sanitize import md_cell, strip_control, terminal_safe
 
 __all__ = [
     "ROLLOUT_NOTE",
@@ -85,11 +87,34 @@ TODO_DASHBOARD = "TODO(owner): link the dashboard / saved query for these segmen
 # ---------------------------------------------------------------------------- formatting
 
 
+def _fence_for(text: str, minimum: int = 1) -> str:
+    """A backtick fence longer than any backtick run in ``text`` (so it cannot close early)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(minimum, longest + 1)
+
+
 def _code(text: str) -> str:
-    """``text`` as an inline code span that survives backticks inside it."""
-    if "`" not in text:
-        return f"`{text}`"
-    return f"`` {text} ``"
+    """``text`` as an inert inline code span: one line, no controls, survives backticks."""
+    flat = terminal_safe(text)
+    if re.search(r"[<>`|\[\]]", flat):
+        # Markup characters: render as escaped text, which every markdown renderer keeps inert
+        # (some renderers and chat tools re-interpret HTML even inside code spans).
+        return _md(flat)
+    fence = _fence_for(flat)
+    pad = " " if flat.startswith("`") or flat.endswith("`") or fence != "`" else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
+
+
+def _md(text: Any) -> str:
+    """Untrusted free text (config values, reasons, cohort names) as inert markdown."""
+    return md_cell(text, 2000)
+
+
+def _block(lang: str, text: str) -> list[str]:
+    """A fenced code block whose fence no line of ``text`` can close."""
+    body = strip_control(text).rstrip("\n")
+    fence = _fence_for(body, 3)
+    return [f"{fence}{lang}", body, fence]
 
 
 def _num(x: float, digits: int) -> str:
@@ -323,7 +348,7 @@ def _section_change(
     lines = [
         "## Change",
         "",
-        change or TODO_CHANGE,
+        _md(change) if change else TODO_CHANGE,
         "",
         "| Label | Baseline | Candidate | Config check |",
         "|---|---|---|---|",
@@ -335,7 +360,7 @@ def _section_change(
             check = "not audited"
         else:
             status = str(f.get("status"))
-            fields = ", ".join(f.get("changed_fields") or [])
+            fields = _md(", ".join(f.get("changed_fields") or []))
             check = {
                 "hidden_edit": f"**hidden edit, bump the label**: {fields}",
                 "bumped_without_change": "warning: label bumped, nothing it covers changed",
@@ -355,10 +380,10 @@ def _section_change(
         lines.append("Config diff:")
         lines.append("")
         for f in changed:
-            lines.append(f"- {f['label']}: {', '.join(f['changed_fields'])}")
+            lines.append(f"- {f['label']}: {_md(', '.join(f['changed_fields']))}")
         for f in changed:
             if f.get("diff"):
-                lines += ["", "```diff", str(f["diff"]).rstrip("\n"), "```"]
+                lines += ["", *_block("diff", str(f["diff"]))]
     return lines
 
 
@@ -368,7 +393,7 @@ def _section_gain(
     lines = [
         "## Expected gain",
         "",
-        expected or TODO_GAIN,
+        _md(expected) if expected else TODO_GAIN,
         "",
         "Measured offline (interval excludes no change):",
         "",
@@ -396,15 +421,15 @@ def _section_risk(metrics: Sequence[dict[str, Any]], confidence: float | None) -
 
 
 def _section_cohorts(canary: list[str], expanded: list[str], suite_cohorts: list[str]) -> list[str]:
-    choices = ", ".join(suite_cohorts) if suite_cohorts else "(the suite names no cohort)"
+    choices = _md(", ".join(suite_cohorts)) if suite_cohorts else "(the suite names no cohort)"
     lines = ["## Canary and expanded cohorts", ""]
     lines.append(
-        f"- Canary: {', '.join(canary)}"
+        f"- Canary: {_md(', '.join(canary))}"
         if canary
         else f"- TODO(owner): canary cohorts (suite cohorts: {choices})"
     )
     lines.append(
-        f"- Expanded: {', '.join(expanded)}"
+        f"- Expanded: {_md(', '.join(expanded))}"
         if expanded
         else f"- TODO(owner): expanded cohorts (suite cohorts: {choices})"
     )
@@ -464,23 +489,15 @@ def _section_monitoring(base: dict[str, str], cand: dict[str, str]) -> list[str]
         "",
         "Candidate segment:",
         "",
-        "```sql",
-        sql_where(cand),
-        "```",
+        *_block("sql", sql_where(cand)),
         "",
-        "```json",
-        json_log_filter(cand),
-        "```",
+        *_block("json", json_log_filter(cand)),
         "",
         "Control segment (baseline):",
         "",
-        "```sql",
-        sql_where(base),
-        "```",
+        *_block("sql", sql_where(base)),
         "",
-        "```json",
-        json_log_filter(base),
-        "```",
+        *_block("json", json_log_filter(base)),
     ]
 
 
@@ -508,12 +525,12 @@ def render_rollout_note(
     if status == "INCONCLUSIVE" and code == 0:
         meaning = "inconclusive, accepted (on_inconclusive: pass)"
 
-    lines = [f"# Rollout note: {baseline.name} → {candidate.name}", ""]
+    lines = [f"# Rollout note: {_md(baseline.name)} → {_md(candidate.name)}", ""]
     lines.append(
         f"**Gate verdict: {status}, exit code {code}{f' ({meaning})' if meaning else ''}**"
     )
     lines.append("")
-    lines += [f"- {reason}" for reason in verdict.get("reasons") or []]
+    lines += [f"- {_md(reason)}" for reason in verdict.get("reasons") or []]
     lines.append("")
     facts = [
         f"suite {_code(str(run.get('suite', '?')))}",
@@ -539,11 +556,11 @@ def render_rollout_note(
         ),
         _section_watch(metrics),
         _section_triggers(list(verdict.get("rules") or []), base, cand, by_label),
-        ["## Owner", "", (rollout.owner if rollout and rollout.owner else TODO_OWNER)],
+        ["## Owner", "", (_md(rollout.owner) if rollout and rollout.owner else TODO_OWNER)],
         [
             "## Dashboard / query",
             "",
-            (rollout.dashboard if rollout and rollout.dashboard else TODO_DASHBOARD),
+            (_md(rollout.dashboard) if rollout and rollout.dashboard else TODO_DASHBOARD),
         ],
         _section_monitoring(base, cand),
     ]

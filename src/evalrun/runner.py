@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from evalrun.errors import EvalrunError
-from evalrun.providers.base import Provider, ProviderError, ProviderRequest
+from evalrun.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
 from evalrun.records import CallResult, Side
 from evalrun.secrets import scrub_known
 from evalrun.store import Journal
@@ -74,6 +74,20 @@ class _SharedPause:
             await asyncio.sleep(remaining)
 
 
+# litellm's timeout is per read: a server that trickles bytes can keep an attempt alive far
+# past it. The harness enforces timeout_s as a deadline on the whole attempt.
+DEADLINE_GRACE_S = 0.5
+
+
+async def _with_deadline(provider: Provider, req: ProviderRequest) -> ProviderResponse:
+    try:
+        return await asyncio.wait_for(provider.complete(req), timeout=req.timeout_s + DEADLINE_GRACE_S)
+    except TimeoutError:
+        raise ProviderError(
+            "timeout", f"no complete answer within timeout_s={req.timeout_s:g}s", retryable=True
+        ) from None
+
+
 def _is_in_process(model: str) -> bool:
     """In-process models (llama.cpp) run one generation at a time."""
     return model.startswith("local/")
@@ -101,10 +115,10 @@ async def _one_call(
                 # the clock so latency measures generation, not time spent in the queue.
                 async with serial:
                     t0 = time.monotonic()
-                    resp = await provider.complete(req)
+                    resp = await _with_deadline(provider, req)
             else:
                 t0 = time.monotonic()
-                resp = await provider.complete(req)
+                resp = await _with_deadline(provider, req)
         except ProviderError as exc:
             result.attempt_latencies_s.append(time.monotonic() - t0)
             result.attempts = attempt

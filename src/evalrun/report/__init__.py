@@ -60,7 +60,11 @@ def write_reports(project: Project, summary: dict[str, Any], rows: list[dict[str
         "junit": run_dir / "junit.xml",
     }
     write_json(paths["summary_json"], summary)
-    write_text(paths["summary_md"], render_markdown(summary))
-    write_text(paths["html"], render_html(project, summary, rows))
+    from evalrun.report.sanitize import strip_bidi
+
+    # Belt and braces: no bidi override survives anywhere in a document a reviewer reads,
+    # including the case data embedded as JSON (rendered with textContent).
+    write_text(paths["summary_md"], strip_bidi(render_markdown(summary)))
+    write_text(paths["html"], strip_bidi(render_html(project, summary, rows)))
     write_text(paths["junit"], render_junit(summary))
     return paths

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalrun.report.sanitize import strip_control
+from evalrun.report.sanitize import terminal_safe
 
 MAX_CASE_ANNOTATIONS = 20  # GitHub shows at most 10 per step per type; keep the log short too
 
 
 def _data(text: str) -> str:
     # Workflow-command escaping: a newline or '%' in a message would end or alter the command.
-    return strip_control(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return terminal_safe(text, single_line=False).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _prop(text: str) -> str:

@@ -71,7 +71,14 @@ def strip_control(text: str) -> str:
         return ""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _ANSI_RE.sub("", text)
-    return _CONTROL_RE.sub("", text)
+    # Bidi overrides go everywhere, not only on terminals: in a browser or a PR comment they
+    # can make a verdict reason read differently from what it contains.
+    return _BIDI_RE.sub("", _CONTROL_RE.sub("", text))
+
+
+def strip_bidi(text: str) -> str:
+    """Remove bidirectional overrides/isolates from a whole rendered document."""
+    return _BIDI_RE.sub("", text)
 
 
 def truncate(text: str, limit: int) -> tuple[str, int]:
