@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.support.openai_server import OpenAIServer, Reply
 
 from evalrun import api
 from projectkit import case, variant, write_project
-from tests.support.openai_server import OpenAIServer, Reply
 
 pytestmark = pytest.mark.network
 
