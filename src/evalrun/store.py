@@ -1,14 +1,21 @@
-"""Run folder format: a manifest plus an append-only JSONL journal of call results.
+"""Run folder format: a manifest plus append-only JSONL journals of call results.
 
-The journal is written one line per finished call and flushed immediately, so a crash or
-``kill -9`` loses at most the line being written. Reading tolerates a torn last line.
+The journal is written one line per finished call, each line handed to the OS with one
+``write`` the moment the call finishes (no user-space buffer), so a crash or ``kill -9``
+loses at most the line being written. Reading tolerates a torn last line.
+
+A run made by worker processes (``evalrun.parallel``) has one journal per worker,
+``journal.w0.jsonl``, ``journal.w1.jsonl``, … next to ``journal.jsonl`` (cache hits and
+single-process runs); ``read_journals`` reads them all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +25,12 @@ from evalrun.records import CallResult
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
+WORKER_JOURNAL_RE = re.compile(r"^journal\.w(\d+)\.jsonl$")
+
+
+def worker_journal_name(index: int) -> str:
+    """The journal file of worker process ``index`` (0-based) in a run folder."""
+    return f"journal.w{index}.jsonl"
 
 
 def canonical_json(value: Any) -> str:
@@ -41,18 +54,62 @@ def request_key(
     )
 
 
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def plain(value: Any) -> Any:
+    """``dataclasses.asdict`` for JSON-shaped records, 3-4x faster.
+
+    Dataclasses become dicts, lists/tuples/dicts are rebuilt with their items converted;
+    every other value is kept as is (``asdict`` deep-copies it — pointless for data about
+    to be serialised). Equal to ``asdict`` for CallResult, Score and CheckOutcome.
+    """
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        items = [_plain(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(value))
+        return {name: _plain(getattr(value, name)) for name in names}
+    return value
+
+
+def result_line(result: CallResult) -> str:
+    """One journal line (with its newline): ``canonical_json(result.to_dict())``, built
+    without ``asdict``'s deep copies (a third of the journal's CPU per call)."""
+    return canonical_json(_plain(result)) + "\n"
+
+
 class Journal:
-    """Append-only JSONL of CallResults; each row flushed as soon as it is written."""
+    """Append-only JSONL of CallResults; each row reaches the OS as soon as it is written.
+
+    Every ``append`` is one unbuffered ``write`` of one complete line (``O_APPEND``), so a
+    killed process leaves whole lines plus at most one torn last line, never a buffer of
+    finished-but-unwritten rows.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] | None = None
+        self._fh: IO[bytes] | None = None
 
-    def _handle(self) -> IO[str]:
+    def _handle(self) -> IO[bytes]:
         if self._fh is None:
             self._repair_tail()
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+            self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open for the run
         return self._fh
 
     def _repair_tail(self) -> None:
@@ -82,9 +139,20 @@ class Journal:
             fh.truncate(0)
 
     def append(self, result: CallResult) -> None:
+        """Write one finished call's line (one ``write`` system call, already flushed)."""
+        self._write(result_line(result).encode("utf-8"))
+
+    def append_many(self, results: Iterable[CallResult]) -> None:
+        """Write several rows with one system call (e.g. cache hits known up front)."""
+        data = "".join(result_line(r) for r in results).encode("utf-8")
+        if data:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         fh = self._handle()
-        fh.write(canonical_json(result.to_dict()) + "\n")
-        fh.flush()
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once; loop for partial writes anyway
+            view = view[fh.write(view) :]
 
     def close(self) -> None:
         if self._fh is not None:
@@ -95,6 +163,37 @@ class Journal:
 def read_journal(path: Path) -> list[CallResult]:
     """Read every complete row; a torn or corrupt line is skipped, never fatal."""
     return list(iter_journal(path))
+
+
+def journal_paths(run_dir: Path) -> list[Path]:
+    """``journal.jsonl`` then every ``journal.wN.jsonl`` by worker number (existing files only)."""
+    paths = [run_dir / JOURNAL] if (run_dir / JOURNAL).exists() else []
+    if run_dir.is_dir():
+        workers = []
+        for p in run_dir.iterdir():
+            m = WORKER_JOURNAL_RE.match(p.name)
+            if m is not None and p.is_file():
+                workers.append((int(m.group(1)), p))
+        paths += [p for _, p in sorted(workers)]
+    return paths
+
+
+def read_journals(run_dir: Path) -> list[CallResult]:
+    """Every row of a run folder: ``journal.jsonl`` plus the worker journals ``journal.w*.jsonl``.
+
+    Each file tolerates a torn last line (a killed worker). A planned call recorded more
+    than once (same case, side, sample and request key) is returned once, first one wins.
+    """
+    seen: set[tuple[str, str, int, str]] = set()
+    out: list[CallResult] = []
+    for path in journal_paths(run_dir):
+        for r in iter_journal(path):
+            ident = (r.case_id, r.side, r.sample, r.request_key)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            out.append(r)
+    return out
 
 
 def iter_journal(path: Path) -> Iterator[CallResult]:

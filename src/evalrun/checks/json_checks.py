@@ -14,12 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
 from pydantic import Field, model_validator
 
 from evalrun.checks.refusal import detect_refusal
@@ -33,6 +29,9 @@ from evalrun.checks.registry import (
     user_error,
 )
 from evalrun.records import CallResult, CheckOutcome
+
+if TYPE_CHECKING:  # jsonschema (~30 ms to import) loads with the first schema check
+    from jsonschema.protocols import Validator
 
 FAILURE_CLASSES: tuple[str, ...] = ("fenced", "embedded", "truncated", "refused", "invalid")
 
@@ -199,11 +198,42 @@ class SchemaProblem(ValueError):
     """A schema cannot be used; the message says why."""
 
 
+# Compiled validators by the schema's canonical JSON: a suite typically points many cases at
+# one schema file, and checking a schema against its metaschema costs milliseconds.
+_COMPILED: dict[str, Validator | SchemaProblem] = {}
+
+
 def compile_schema(schema: Any) -> Validator:
     """A validator (with format checking) for ``schema``, after checking it is valid.
 
-    The draft comes from ``$schema`` (default 2020-12). Raises ``SchemaProblem``.
+    The draft comes from ``$schema`` (default 2020-12). Raises ``SchemaProblem``. Equal
+    schemas share one (immutable) validator.
     """
+    try:
+        key: str | None = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and key in _COMPILED:
+        known = _COMPILED[key]
+        if isinstance(known, SchemaProblem):
+            raise SchemaProblem(str(known))
+        return known
+    try:
+        validator = _compile_schema(schema)
+    except SchemaProblem as exc:
+        if key is not None:
+            _COMPILED[key] = exc
+        raise
+    if key is not None:
+        _COMPILED[key] = validator
+    return validator
+
+
+def _compile_schema(schema: Any) -> Validator:
+    from jsonschema import Draft202012Validator, FormatChecker
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
     if not isinstance(schema, dict | bool):
         raise SchemaProblem(f"a JSON Schema must be an object, got {type(schema).__name__}")
     cls: type[Validator] = Draft202012Validator

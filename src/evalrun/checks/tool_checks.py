@@ -9,9 +9,7 @@ schema's canonical JSON, so a schema is checked and compiled once per process.
 from __future__ import annotations
 
 import json
-from typing import Any
-
-from jsonschema.protocols import Validator
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from evalrun.checks.json_checks import SchemaProblem, compile_schema, loads_strict, schema_errors
 from evalrun.checks.registry import (
@@ -24,9 +22,12 @@ from evalrun.checks.registry import (
 )
 from evalrun.records import CheckOutcome
 
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
 # A tool's compiled parameters validator; None = declared without parameters; str = why
 # the declared schema is unusable (a config problem, reported per call, never a crash).
-_Spec = Validator | str | None
+_Spec: TypeAlias = "Validator | str | None"
 
 _CACHE_LIMIT = 256
 _BY_LIST: dict[int, tuple[list[dict[str, Any]], dict[str, _Spec]]] = {}
