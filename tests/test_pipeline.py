@@ -214,3 +214,39 @@ def test_hidden_prompt_edit_fails_the_gate_and_note_is_written(tmp_path: Path) -
     note = (tmp_path / "run" / "rollout_note.md").read_text()
     assert "prompt_version = 'p1'" in note  # the monitoring query is filled from the labels
     assert "TODO" in note  # owner / dashboard are not invented
+
+
+def test_critical_cohort_is_gated_on_its_own(tmp_path: Path) -> None:
+    # 40 "bulk" cases hold steady; the 8-case critical cohort "vip" loses 4 cases.
+    cases = [case(f"a{i:02d}", cohort="bulk", kind="format_sensitive", expect=["json"]) for i in range(40)]
+    cases += [case(f"v{i}", cohort="vip", kind="format_sensitive", expect=["json"]) for i in range(8)]
+    b, c = write_project(tmp_path, cases=cases, suite={"gate": {"critical_cohorts": ["vip"],
+                                                                  "rules": {"parse_strict": {"floor": None}}}})
+    project = api.load_project(b, c)
+
+    def script(req: ProviderRequest) -> ProviderResponse:
+        if req.metadata["side"] == "candidate" and req.metadata["case_id"] in {"v0", "v1", "v2", "v3"}:
+            return fake_response("not json")
+        return fake_response("{}")
+
+    s = _summary(project, api.run(project, provider=FakeProvider(script), run_dir=tmp_path / "run", cache="off"))
+    vip = [r for r in s["verdict"]["rules"] if r["scope"] == "cohort:vip"]
+    assert {r["rule"] for r in vip} >= {"pass_rate", "parse_strict"}
+    assert next(r for r in vip if r["rule"] == "parse_strict")["status"] == "fail"
+    assert s["verdict"]["status"] == "FAIL"
+    assert s["slices"]["cohort"]["vip"]["critical"] is True
+    # Exploratory (non-critical) slices carry BH q-values; the critical one is gated instead.
+    bulk = next(m for m in s["slices"]["cohort"]["bulk"]["metrics"] if m["metric"] == "parse_strict")
+    assert "q_value" in bulk
+
+
+def test_validate_does_not_import_litellm(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    b, c = write_project(tmp_path)
+    code = ("import sys; from evalrun.cli import main\n"
+            "try:\n    main(['validate', sys.argv[1], sys.argv[2]])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('litellm' in sys.modules, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(b), str(c)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout + out.stderr

@@ -160,11 +160,13 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
             lines.append(f"- and {len(reasons) - MAX_REASONS} more (see the rule table)")
     changes = summary.get("label_changes") or {}
     lines.append("")
-    if changes:
-        parts = [f"{md_cell(k, 40)} {md_cell(v[0], 60)} → {md_cell(v[1], 60)}" for k, v in sorted(changes.items())]
-        lines.append(f"**Label changes:** {'; '.join(parts)}")
-    else:
-        lines.append("**Label changes:** none")
+    labels = summary.get("labels") or {}
+    base_l, cand_l = labels.get("baseline") or {}, labels.get("candidate") or {}
+    parts = []
+    for k in sorted(set(base_l) | set(cand_l)):
+        b, c = base_l.get(k), cand_l.get(k)
+        parts.append(f"{md_cell(k, 40)} {md_cell(b, 60)}" + (f" → {md_cell(c, 60)}" if k in changes else ""))
+    lines.append(f"**Version labels** (baseline → candidate where changed): {'; '.join(parts) or 'none'}")
     lines += ["", "### Gate rules", ""]
     lines += _rules_table(verdict.get("rules") or [])
     lines += ["", "### Metrics", ""]
