@@ -241,3 +241,19 @@ def test_ctrl_c_saves_finished_calls_and_exits_130(tmp_path: Path, openai_server
     assert len(rows) == 60
     # Only the missing calls were made (calls in flight at the interrupt are not in the journal).
     assert openai_server.count - before == 60 - done
+
+
+def test_starting_the_same_run_again_resumes_it(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = _fenced_for_three
+    b, c = _project(tmp_path, openai_server, n=6)
+    run = tmp_path / "run"
+    project = api.load_project(b, c)
+    api.run(project, run_dir=run, cache="off")  # calls made, journal written, no summary yet
+    journal = run / "journal.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(lines[:5]))  # as if killed after 5 of 12 calls
+    before = openai_server.count
+    proc = _cli("compare", str(b), str(c), "--out", str(run), "--no-cache")
+    assert proc.returncode == 1, proc.stderr
+    assert "resuming" in proc.stderr
+    assert openai_server.count - before == 7

@@ -225,6 +225,19 @@ def new_run_dir(project: Project, out: str | Path | None = None) -> Path:
     return path
 
 
+def is_unfinished_run_of(run_dir: Path, project: Project) -> bool:
+    """True when ``run_dir`` holds an interrupted run (no summary yet) of exactly these inputs:
+    starting the same run again then continues it instead of starting over."""
+    from evalrun.store import read_manifest
+
+    if not (run_dir / MANIFEST).exists() or (run_dir / "summary.json").exists():
+        return False
+    try:
+        return bool(read_manifest(run_dir).get("fingerprint") == project.fingerprint())
+    except (OSError, ValueError):
+        return False
+
+
 def _variant_snapshot(v: LoadedVariant) -> dict[str, Any]:
     return {
         "name": v.config.name,

@@ -115,6 +115,9 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
         total = len(project.cases) * project.suite.config.samples * 2
         progress = Progress(total, quiet=quiet)
         run_dir = Path(resume_dir) if resume_dir else api.new_run_dir(project, out)
+        resume = resume_dir is not None or api.is_unfinished_run_of(run_dir, project)
+        if resume and resume_dir is None:
+            progress.message(f"evalrun: {run_dir} holds an unfinished run of these inputs: resuming it")
         progress.message(
             f"evalrun: {len(project.cases)} cases x {project.suite.config.samples} sample(s) x 2 sides -> {run_dir}"
             + (" (A/A: measuring the noise floor)" if project.aa_mode else "")
@@ -123,7 +126,7 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
             from evalrun.estimate import estimate
 
             progress.message("evalrun: " + estimate(project).line())
-        outcome = api.compare(project, run_dir=run_dir, progress=progress, resume=resume_dir is not None,
+        outcome = api.compare(project, run_dir=run_dir, progress=progress, resume=resume,
                               max_cost=max_cost, cache=mode, cache_path=cache_dir, workers=workers)
     except EvalrunError as exc:
         _fail(exc)
