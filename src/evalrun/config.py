@@ -21,6 +21,13 @@ from evalrun.yamlio import load_yaml, read_text, resolve_inside
 VERSION_LABELS = ("model_version", "prompt_version", "retrieval_version", "policy_version")
 
 
+def _env_var_name(value: str | None) -> str | None:
+    """``api_key_env`` holds the NAME of a variable; a key pasted there is refused."""
+    if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError("must be the NAME of an environment variable (the key itself never goes in a file)")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -120,9 +127,7 @@ class DeploymentSpec(_Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError("must be the NAME of an environment variable (the key itself never goes in a file)")
-        return value
+        return _env_var_name(value)
 
 
 class RouterSpec(_Strict):
@@ -159,9 +164,7 @@ class VariantConfig(_Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError("must be the NAME of an environment variable (the key itself never goes in a file)")
-        return value
+        return _env_var_name(value)
 
 
 class RuleSpec(_Strict):
