@@ -254,133 +254,6 @@ def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settin
     return out
 
 
-def _lerp_order_stats(lo_vals: np.ndarray, hi_vals: np.ndarray, gamma: float) -> np.ndarray:
-    """numpy's linear-method interpolation between two order statistics, operation for operation."""
-    diff = hi_vals - lo_vals
-    if gamma >= 0.5:
-        return np.asarray(hi_vals - diff * (1.0 - gamma), dtype=np.float64)
-    return np.asarray(lo_vals + diff * gamma, dtype=np.float64)
-
-
-# Rows of a resample chunk one counting task handles: bounds each task's temporaries to a
-# few MB whatever the suite size.
-_COUNT_BLOCK_ELEMENTS = 1 << 19
-
-
-def _count_order_stats(
-    idx: np.ndarray, ranks: np.ndarray, sorted_vals: np.ndarray, virtual: Sequence[float], lows: Sequence[int]
-) -> np.ndarray:
-    """Quantiles (rows: one per virtual index) of each resample row ``idx[j]``, by counting."""
-    r, n = idx.shape
-    base = np.arange(r, dtype=np.int64) * n
-    counts = np.bincount((ranks[idx] + base[:, None]).ravel(), minlength=r * n)
-    running = np.cumsum(counts)  # row j's draws end exactly at (j + 1) * n
-    out = np.empty((len(virtual), r), dtype=np.float64)
-    for k, (v, lo) in enumerate(zip(virtual, lows, strict=True)):
-        hi = min(lo + 1, n - 1)
-        pos_lo = np.searchsorted(running, base + lo, side="right") - base
-        pos_hi = np.searchsorted(running, base + hi, side="right") - base
-        out[k] = _lerp_order_stats(sorted_vals[pos_lo], sorted_vals[pos_hi], v - lo)
-    return out
-
-
-def _bootstrap_quantiles_fast(
-    b: np.ndarray, c: np.ndarray, qs: Sequence[float], n_boot: int, seed: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Replicate quantiles (rows: ``qs``; columns: replicates) of a paired bootstrap.
-
-    The same draws as ``stats._bootstrap_quantiles`` (one PCG64 stream, chunks of exactly its
-    size, one index vector per replicate shared by both sides) and the same numbers, but
-    every quantile of ``qs`` comes from one resample, and order statistics are found by
-    counting instead of partitioning each resample: with the values pre-sorted, a
-    resample's k-th smallest value is the sorted value at the first rank whose running count
-    of draws exceeds k (bincount + cumsum + searchsorted: linear, no per-row selection).
-    The interpolation repeats numpy's linear method operation for operation. Blocks of rows
-    are counted on two threads (numpy releases the GIL in these loops). Returns None when a
-    self-check against ``np.quantile`` on the first replicates disagrees (a numpy whose
-    interpolation changed): the caller then takes the reference path.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    n = int(b.size)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    rows = max(1, stats._MAX_CHUNK_ELEMENTS // n)  # must equal stats' chunking: same stream
-    block = max(1, _COUNT_BLOCK_ELEMENTS // n)
-    sides = []
-    for x in (b, c):
-        order = np.argsort(x, kind="stable")
-        ranks = np.empty(n, dtype=np.int64)
-        ranks[order] = np.arange(n, dtype=np.int64)
-        sides.append((ranks, x[order]))
-    virtual = [(n - 1) * float(q) for q in qs]
-    lows = [math.floor(v) for v in virtual]
-    outs = (np.empty((len(qs), n_boot), dtype=np.float64), np.empty((len(qs), n_boot), dtype=np.float64))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, n_boot, rows):
-            stop = min(n_boot, start + rows)
-            idx = rng.integers(0, n, size=(stop - start, n))
-            jobs = [
-                (out, lo, pool.submit(_count_order_stats, idx[lo - start : min(stop, lo + block) - start],
-                                      ranks, sorted_vals, virtual, lows))
-                for (ranks, sorted_vals), out in zip(sides, outs, strict=True)
-                for lo in range(start, stop, block)
-            ]
-            for out, lo, job in jobs:
-                res = job.result()
-                out[:, lo : lo + res.shape[1]] = res
-            if start == 0:
-                probe = min(stop, 4)
-                for x, out in zip((b, c), outs, strict=True):
-                    if not np.array_equal(np.quantile(x[idx[:probe]], list(qs), axis=1), out[:, :probe]):
-                        return None
-    return outs
-
-
-def _paired_quantile_bootstrap(
-    base: list[float], cand: list[float], qs: Sequence[float], confidence: float, n_boot: int, seed: int
-) -> dict[float, tuple[stats.BootstrapRatio, stats.BootstrapDelta]]:
-    """``stats.bootstrap_quantile_ratio`` and ``stats.bootstrap_quantile_delta`` for every q of
-    ``qs`` from one shared resample (they draw identical indices for one seed): same results,
-    a quarter of the resampling work and none of the per-row partitions."""
-    b = np.asarray(base, dtype=np.float64).reshape(-1)
-    c = np.asarray(cand, dtype=np.float64).reshape(-1)
-    n = int(b.size)
-    reference = (
-        n != c.size or n < 2 or n_boot < 1 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c)))
-    )
-    boot = None if reference else _bootstrap_quantiles_fast(b, c, qs, n_boot, seed)
-    if boot is None:  # validation errors, tiny samples, or the self-check disagreed
-        return {
-            q: (
-                stats.bootstrap_quantile_ratio(base, cand, q, confidence, n_boot=n_boot, seed=seed),
-                stats.bootstrap_quantile_delta(base, cand, q, confidence, n_boot=n_boot, seed=seed),
-            )
-            for q in qs
-        }
-    qb_all, qc_all = boot
-    out: dict[float, tuple[stats.BootstrapRatio, stats.BootstrapDelta]] = {}
-    for k, q in enumerate(qs):
-        stats._check_q(q)
-        stats._check_confidence(confidence)
-        qb, qc = qb_all[k], qc_all[k]
-        qb_hat, qc_hat = float(np.quantile(b, q)), float(np.quantile(c, q))
-        low, high = stats._percentile_bounds(qc - qb, confidence)
-        delta = stats.BootstrapDelta(q, qc_hat - qb_hat, low, high, n, n_boot, seed, confidence)
-        if qb_hat <= 0.0 or qc_hat < 0.0:
-            ratio = stats.BootstrapRatio(q, None, None, None, n, n_boot, seed, confidence)
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rlow, rhigh = stats._percentile_bounds(np.log(qc) - np.log(qb), confidence)
-            ratio = stats.BootstrapRatio(
-                q, qc_hat / qb_hat,
-                None if rlow is None else stats._finite_or_none(math.exp(rlow)),
-                None if rhigh is None else stats._finite_or_none(math.exp(rhigh)),
-                n, n_boot, seed, confidence,
-            )
-        out[q] = (ratio, delta)
-    return out
-
-
 def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict[str, Any]]:
     """p50/p95/mean per side with order-statistic intervals; paired bootstrap ratios."""
     out: list[dict[str, Any]] = []
@@ -395,7 +268,7 @@ def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict
     values = {side: by_side[side].to_numpy(dtype=float) for side in ("baseline", "candidate")}
     boot: dict[float, tuple[stats.BootstrapRatio, stats.BootstrapDelta]] = {}
     if len(paired) >= 2:
-        boot = _paired_quantile_bootstrap(
+        boot = stats.paired_quantile_bootstrap(
             list(paired["baseline"]), list(paired["candidate"]), [q for _, q in LATENCY_QUANTILES],
             settings.confidence, settings.bootstrap_samples, settings.seed,
         )
