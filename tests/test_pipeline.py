@@ -250,3 +250,20 @@ def test_validate_does_not_import_litellm(tmp_path: Path) -> None:
             "print('litellm' in sys.modules, 'pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(b), str(c)], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout + out.stderr
+
+
+def test_cases_with_the_same_prompt_are_kept_apart_on_resume(tmp_path: Path) -> None:
+    # Two cases render the same request (same question, different expectations): resuming
+    # must keep both, not let one stand for the other.
+    same = {"question": "What is 2+2?"}
+    b, c = write_project(tmp_path, cases=[case("twin-a", vars=same, expect=[{"contains": {"value": "4"}}]),
+                                          case("twin-b", vars=same, expect=[{"contains": {"value": "four"}}])])
+    project = api.load_project(b, c)
+    api.run(project, provider=FakeProvider(lambda r: fake_response("4")), run_dir=tmp_path / "run", cache="off")
+    journal = tmp_path / "run" / "journal.jsonl"
+    journal.write_text("".join(journal.read_text().splitlines(keepends=True)[:2]))
+    second = FakeProvider(lambda r: fake_response("4"))
+    resumed = api.run(project, provider=second, run_dir=tmp_path / "run", resume=True, cache="off")
+    assert second.count == 2
+    assert sorted((r.case_id, r.side) for r in resumed.results) == [
+        ("twin-a", "baseline"), ("twin-a", "candidate"), ("twin-b", "baseline"), ("twin-b", "candidate")]

@@ -24,6 +24,7 @@ from evalrun.config import (
     VERSION_LABELS,
     LoadedSuite,
     LoadedVariant,
+    SuiteConfig,
     load_suite,
     load_variant,
     project_root,
@@ -360,11 +361,11 @@ def _run(
     done: dict[str, CallResult] = {}
     if resume:
         for r in read_journals(rd):  # journal.jsonl and the worker journals journal.w*.jsonl
-            done[f"{r.side}:{r.request_key}"] = r
+            done[r.identity] = r
     if not (rd / MANIFEST).exists() or not resume:
         write_manifest(project, rd, created)
     plan = plan_calls(project, with_keys=cache != "replay")
-    todo = [p for p in plan if f"{p.side}:{p.key}" not in done]
+    todo = [p for p in plan if p.identity not in done]
     store = _open_cache(project, cache, cache_path)
     hits: list[CallResult] = []
     if store is not None and cache in ("use", "replay"):
@@ -416,10 +417,10 @@ def _run(
         journal.close()
         if store is not None:
             store.close()
-        return RunOutcome(rd, [r for r in done.values()] + hits, created, reused=len(done))
+        return RunOutcome(rd, _collect(plan, done, hits, []), created, reused=len(done))
     prov = provider or default_provider()
     cfg = project.suite.config
-    policy = RetryPolicy(cfg.max_attempts, cfg.backoff.initial_s, cfg.backoff.max_s, cfg.backoff.multiplier)
+    policy = _retry_policy(cfg)
 
     async def _go() -> list[CallResult]:
         try:
@@ -434,8 +435,7 @@ def _run(
         journal.close()
         if store is not None:
             store.close()
-    wanted = {f"{p.side}:{p.key}" for p in plan}
-    results = [r for k, r in done.items() if k in wanted] + hits + fresh
+    results = _collect(plan, done, hits, fresh)
     if budget is not None and budget.skipped:
         raise CouldNotMeasureError(
             f"budget reached: spent ${budget.spent:.4f} of --max-cost ${max_cost:.4f}; {budget.skipped} calls not made. "
@@ -461,7 +461,7 @@ def _run_workers(
     from evalrun.parallel import run_in_workers
 
     cfg = project.suite.config
-    policy = RetryPolicy(cfg.max_attempts, cfg.backoff.initial_s, cfg.backoff.max_s, cfg.backoff.multiplier)
+    policy = _retry_policy(cfg)
     writer = store if store is not None and cache in ("use", "refresh") else None
 
     def to_cache(batch: Sequence[CallResult]) -> None:
@@ -475,9 +475,19 @@ def _run_workers(
     finally:
         if store is not None:
             store.close()
-    wanted = {f"{p.side}:{p.key}" for p in plan}
-    results = [r for k, r in done.items() if k in wanted] + hits + fresh
-    return RunOutcome(rd, results, created, reused=len(done))
+    return RunOutcome(rd, _collect(plan, done, hits, fresh), created, reused=len(done))
+
+
+def _retry_policy(cfg: SuiteConfig) -> RetryPolicy:
+    return RetryPolicy(cfg.max_attempts, cfg.backoff.initial_s, cfg.backoff.max_s, cfg.backoff.multiplier)
+
+
+def _collect(
+    plan: Sequence[PlannedCall], done: dict[str, CallResult], hits: list[CallResult], fresh: list[CallResult]
+) -> list[CallResult]:
+    """A run's results: resumed ones still in the plan, cache hits, fresh calls."""
+    wanted = {p.identity for p in plan}
+    return [r for k, r in done.items() if k in wanted] + hits + fresh
 
 
 CacheMode = Literal["use", "refresh", "off", "replay"]
@@ -531,11 +541,11 @@ class _Budget:
             self.skipped += 1
             return False
         self.reserved += worst
-        self._reserved_by_key[f"{planned.side}:{planned.key}"] = worst
+        self._reserved_by_key[planned.identity] = worst
         return True
 
     def finished(self, result: CallResult) -> None:
-        self.reserved -= self._reserved_by_key.pop(f"{result.side}:{result.request_key}", 0.0)
+        self.reserved -= self._reserved_by_key.pop(result.identity, 0.0)
         if not result.cached and result.cost_usd is not None:
             self.spent += result.cost_usd
             # Counted prompt tokens can undershoot a provider's own count: learn from reality.
@@ -748,11 +758,11 @@ def merge(run_dirs: Sequence[str | Path], out: str | Path) -> CompareOutcome:
     )
     if project.config_fingerprint() != first.get("config_fingerprint"):
         raise UserInputError("the config files changed since these runs were made: refusing to merge", file=run_dirs[0])
-    plan_keys = {f"{p.side}:{p.key}" for p in plan_calls(project, with_keys=False)}
+    plan_keys = {p.identity for p in plan_calls(project, with_keys=False)}
     merged: dict[str, CallResult] = {}
     for rd in run_dirs:
         for r in read_journals(Path(rd)):
-            k = f"{r.side}:{r.request_key}"
+            k = r.identity
             if k in plan_keys and k not in merged:
                 merged[k] = r
     missing = len(plan_keys) - len(merged)
@@ -774,8 +784,8 @@ def merge(run_dirs: Sequence[str | Path], out: str | Path) -> CompareOutcome:
 def rescore(run_dir: str | Path) -> CompareOutcome:
     """Re-apply the (possibly changed) checks to stored outputs; no model is called."""
     project, results, manifest = load_run(run_dir)
-    keys = {f"{p.side}:{p.key}" for p in plan_calls(project, with_keys=False)}
-    kept = [r for r in results if f"{r.side}:{r.request_key}" in keys]
+    keys = {p.identity for p in plan_calls(project, with_keys=False)}
+    kept = [r for r in results if r.identity in keys]
     return write_outputs(project, Path(run_dir), kept, str(manifest.get("created", "")))
 
 

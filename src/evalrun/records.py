@@ -33,6 +33,12 @@ ERROR_KINDS = (
 CostStatus = Literal["priced", "config", "local", "unpriced"]
 
 
+def call_identity(case_id: str, side: str, request_key: str) -> str:
+    """One call of a run. The request key alone is not enough: both sides (A/A) or two
+    cases with the same rendered prompt make the same request."""
+    return f"{case_id}\x00{side}\x00{request_key}"
+
+
 @dataclass(slots=True)
 class ToolCall:
     """One tool call the model asked for; ``arguments`` is the raw string the model wrote."""
@@ -71,6 +77,11 @@ class CallResult:
     @property
     def ok(self) -> bool:
         return self.error_kind is None
+
+    @property
+    def identity(self) -> str:
+        """Which planned call this answers: side and request key (see ``PlannedCall.identity``)."""
+        return call_identity(self.case_id, self.side, self.request_key)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from evalrun.errors import EvalrunError
 from evalrun.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
-from evalrun.records import CallResult, Side
+from evalrun.records import CallResult, Side, call_identity
 from evalrun.secrets import scrub_known
 from evalrun.store import Journal
 
@@ -33,6 +33,12 @@ class PlannedCall:
     sample: int
     request: ProviderRequest
     key: str
+
+    @property
+    def identity(self) -> str:
+        """Matches ``CallResult.identity`` of this call's result."""
+        return call_identity(self.case_id, self.side, self.key)
+
 
 
 @dataclass(frozen=True, slots=True)
