@@ -124,6 +124,17 @@ def _fmt_delta(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:+.1f} pts"
 
 
+def _note_cases_needed(res: RuleResult, estimate: float, bound: float, margin: float, higher_is_better: bool) -> None:
+    """For an inconclusive rule: how many paired cases would shrink the half of the interval
+    that faces the margin (intervals need not be symmetric) to the estimate–margin distance.
+    None when more cases cannot help (the estimate is on the wrong side) or the half is empty."""
+    distance = (estimate - margin) if higher_is_better else (margin - estimate)
+    half = (estimate - bound) if higher_is_better else (bound - estimate)
+    res.cases_needed = stats.cases_needed(res.paired_n, half, distance) if half > 0 else None
+    if res.cases_needed is not None:
+        res.reason += f"; about {res.cases_needed} paired cases would resolve it"
+
+
 def _eval_delta(rd: RuleDef, spec: RuleSpec, m: dict[str, Any], scope: str) -> RuleResult:
     trig = trigger_text(rd, spec)
     res = RuleResult(rule=rd.name, scope=scope, trigger=trig, metric=rd.metric, status="inconclusive", reason="",
@@ -154,12 +165,8 @@ def _eval_delta(rd: RuleDef, spec: RuleSpec, m: dict[str, Any], scope: str) -> R
     else:
         res.reason = f"Δ {_fmt_delta(res.observed)}, interval {ci_txt} straddles the margin {_fmt_delta(margin)}"
         if lo is not None and hi is not None and res.observed is not None:
-            distance = (res.observed - margin) if rd.higher_is_better else (margin - res.observed)
-            # The half of the interval that faces the margin (intervals need not be symmetric).
-            half = (res.observed - lo) if rd.higher_is_better else (hi - res.observed)
-            res.cases_needed = stats.cases_needed(res.paired_n, half, distance) if half > 0 else None
-            if res.cases_needed is not None:
-                res.reason += f"; about {res.cases_needed} paired cases would resolve it"
+            bound = lo if rd.higher_is_better else hi
+            _note_cases_needed(res, res.observed, bound, margin, rd.higher_is_better)
     return res
 
 
@@ -191,11 +198,8 @@ def _eval_ratio(rd: RuleDef, spec: RuleSpec, m: dict[str, Any] | None, scope: st
     else:
         res.reason = f"ratio {res.observed:.3f}, interval {ci_txt} straddles {margin:g}"
         if lo is not None and hi is not None and lo > 0 and res.observed > 0:
-            distance = math.log(margin) - math.log(res.observed)
-            half = math.log(hi) - math.log(res.observed)  # may be <= 0 when the estimate sits at a bound
-            res.cases_needed = stats.cases_needed(res.paired_n, half, distance) if half > 0 else None
-            if res.cases_needed is not None:
-                res.reason += f"; about {res.cases_needed} paired cases would resolve it"
+            # Ratios are compared on the log scale, where their intervals were built.
+            _note_cases_needed(res, math.log(res.observed), math.log(hi), math.log(margin), False)
     if m.get("cached_calls") and any(m["cached_calls"].values()):
         res.reason += " (includes cached latencies recorded earlier)"
     return res
