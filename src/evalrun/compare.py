@@ -235,10 +235,7 @@ def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settin
             "method": "geometric mean of per-case ratios, t-interval on log ratios",
         }
     )
-    with np.errstate(divide="ignore", invalid="ignore"):  # zeros are excluded just below
-        logs = np.log(paired["candidate"].to_numpy() / paired["baseline"].to_numpy()) if len(paired) else np.array([])
-    logs = logs[np.isfinite(logs)]
-    out["mde"] = _clean(stats.mde_ratio(len(logs), float(np.std(logs, ddof=1)), settings.alpha)) if len(logs) > 2 else None
+    out["mde"] = _clean(stats.mde_ratio(est.n, est.log_sd, settings.alpha)) if est.n > 2 and est.log_sd is not None else None
     if name == "cost":
         statuses = {
             side: sorted(set(frame.loc[(frame["side"] == side) & frame["ok"], "cost_status"]))

@@ -346,7 +346,8 @@ class RatioEstimate(_Result):
     """Geometric mean of per-case ``cand / base`` ratios with its t-interval.
 
     ``n`` counts the usable pairs; ``n_excluded`` the pairs dropped because a side was
-    missing, non-positive or non-finite.
+    missing, non-positive or non-finite; ``log_sd`` is the sample standard deviation of the
+    log ratios (None below 2 pairs), which the power calculation needs.
     """
 
     ratio: float | None
@@ -355,6 +356,7 @@ class RatioEstimate(_Result):
     n: int
     n_excluded: int
     confidence: float
+    log_sd: float | None = None
 
 
 def ratio_of_geomeans(
@@ -399,6 +401,7 @@ def ratio_of_geomeans(
         n=int(arr.size),
         n_excluded=excluded,
         confidence=confidence,
+        log_sd=float(np.std(arr, ddof=1)) if arr.size >= 2 else None,
     )
 
 
