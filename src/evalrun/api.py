@@ -403,13 +403,12 @@ def _run(
     if pool is not None and todo:
         journal.close()
         return _run_workers(project, pool, rd, todo, plan, done, hits, created, progress, store, cache)
-    if store is not None and cache in ("use", "refresh"):
-        writer = store
+    writer = _CacheWriter(store) if store is not None and cache in ("use", "refresh") else None
+    if writer is not None:
         before_cache = progress
 
         def progress(result: CallResult) -> None:
-            if result.ok and not result.cached:
-                writer.put(result.request_key, result)
+            writer.add((result,))
             if before_cache is not None:
                 before_cache(result)
 
@@ -433,6 +432,8 @@ def _run(
         fresh = asyncio.run(_go())
     finally:
         journal.close()
+        if writer is not None:
+            writer.flush()
         if store is not None:
             store.close()
     results = _collect(plan, done, hits, fresh)
@@ -462,20 +463,42 @@ def _run_workers(
 
     cfg = project.suite.config
     policy = _retry_policy(cfg)
-    writer = store if store is not None and cache in ("use", "refresh") else None
-
-    def to_cache(batch: Sequence[CallResult]) -> None:
-        if writer is not None:
-            writer.put_many([(r.request_key, r) for r in batch if r.ok and not r.cached])
-
+    writer = _CacheWriter(store) if store is not None and cache in ("use", "refresh") else None
     try:
         fresh = run_in_workers(todo, workers=pool.workers, concurrency=cfg.concurrency, policy=policy,
                                journal_dir=rd, seed=cfg.seed, progress=progress, provider_factory=pool.provider_factory,
-                               on_batch=to_cache, pool=pool)
+                               on_batch=writer.add if writer is not None else None, pool=pool)
     finally:
+        if writer is not None:
+            writer.flush()
         if store is not None:
             store.close()
     return RunOutcome(rd, _collect(plan, done, hits, fresh), created, reused=len(done))
+
+
+class _CacheWriter:
+    """Stores fresh, successful answers in the response cache, a batch per transaction.
+
+    Batched because a SQLite commit per call sat on the event loop's hot path; the journal,
+    flushed per call, is what makes a crash lose nothing, so a lost cache batch only costs
+    a repeated call on some later run.
+    """
+
+    BATCH = 64
+
+    def __init__(self, store: ResponseCache) -> None:
+        self.store = store
+        self.pending: list[tuple[str, CallResult]] = []
+
+    def add(self, results: Sequence[CallResult]) -> None:
+        self.pending.extend((r.request_key, r) for r in results if r.ok and not r.cached)
+        if len(self.pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.put_many(self.pending)
+            self.pending = []
 
 
 def _retry_policy(cfg: SuiteConfig) -> RetryPolicy:
