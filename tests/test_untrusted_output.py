@@ -372,17 +372,6 @@ def test_machine_files_stay_valid_json(hostile: HostileRun) -> None:
     assert any(PAYLOADS[9] in (r["output"] or "") for r in rows)  # raw data is kept verbatim for machines
 
 
-def test_payload_count(request: pytest.FixtureRequest, hostile: HostileRun) -> None:
-    sinks = ("case vars", "cohort", "tags", "description", "model output", "tool call", "error message",
-             "refusal field", "variant name", "version label", "suite name")
-    text = (f"\nuntrusted output: {len(PAYLOADS)} payloads through {len(sinks)} kinds of field "
-            f"({', '.join(sinks)}) rendered inert in stdout, summary.md, report.html and junit.xml")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is not None:
-        with capture.global_and_fixture_disabled():
-            print(text, flush=True)
-
-
 # --------------------------------------------------------------------------- limits
 
 
