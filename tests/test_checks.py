@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -532,6 +536,10 @@ def explodes(output, call):
 def returns_number(output, call):
     return 1
 
+def spins(output, call):
+    while True:
+        pass
+
 NOT_CALLABLE = 3
 """
 
@@ -708,3 +716,264 @@ def test_plugin_entry_point_is_loaded_lazily(
     assert run("shouty", {}, make_call("STOP")).passed
     assert not run("shouty", {}, make_call("stop")).passed
     assert "failed to load" in user_error("broken", {}).detail
+
+
+# --- hostile outputs: strict JSON, linear scans, time budgets (issue 16) ---------------------
+
+
+def test_json_number_that_overflows_to_infinity_is_not_strict_json() -> None:
+    """``1e999999`` parses as infinity in Python; JSON numbers are finite (like ``Infinity``)."""
+    for text in ('{"n": 1e999999}', '{"n": -1e400}', "[Infinity]", '{"n": NaN}'):
+        out = run("json", {"allow_lenient": True}, make_call(text))
+        assert not out.passed, text
+        assert out.facts["strict"] is False and out.facts["lenient"] is False, text
+    assert "finite" in analyze_json('{"n": 1e999999}', None, refused=False).error  # type: ignore[operator]
+
+
+def test_json_integer_beyond_the_str_digits_limit_is_json() -> None:
+    """A 5,001-digit integer is valid JSON (Python's int() refuses more than 4,300 digits)."""
+    digits = "9" * 5001
+    out = run("json", {}, make_call(f'{{"n": {digits}}}'))
+    assert out.passed, out.detail
+    a = analyze_json(f'{{"n": -{digits}}}', None, refused=False)
+    assert a.strict
+    assert a.value["n"] < -(10**5000)
+
+
+def test_json_schema_on_a_huge_integer_validates_and_names_its_size() -> None:
+    digits = "1" + "0" * 6000
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 100}}}
+    out = run("json_schema", {"schema": schema}, make_call(f'{{"n": {digits}}}'))
+    assert not out.passed
+    assert out.facts["strict"] is True and out.facts["schema_valid"] is False
+    assert "integer of 6,001 digits" in out.detail
+    ok = run("json_schema", {"schema": {"type": "integer"}}, make_call(digits))
+    assert ok.passed, ok.detail
+
+
+def test_tool_call_arguments_follow_the_same_strict_rule() -> None:
+    spec = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    bad = ToolCall(name="f", arguments='{"x": 1e999}')
+    huge = ToolCall(name="f", arguments='{"x": ' + "7" * 5000 + "}")
+    assert not run("tool_call", {}, make_call(None, tool_calls=[bad]), tools=spec).passed
+    assert run("tool_call", {}, make_call(None, tool_calls=[huge]), tools=spec).passed
+
+
+@pytest.fixture
+def decode_work(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Characters handed to JSON decoding, summed over every attempt (the scan's cost)."""
+    work = [0]
+    original = json.JSONDecoder.raw_decode
+
+    def counting(self: json.JSONDecoder, s: str, idx: int = 0) -> tuple[Any, int]:
+        work[0] += len(s) - idx
+        return original(self, s, idx)
+
+    monkeypatch.setattr(json.JSONDecoder, "raw_decode", counting)
+    return work
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x[" * 100_000,  # the issue's 1 MB output, scaled down (218 s at full size before)
+        "[1x" * 70_000,  # every bracket really starts a value, which then breaks
+        'x{"a":' * 40_000,
+        "a [1], " * 30_000 + "[" + "1," * 50_000,  # many small values, then a long broken one
+        '["' + "[1]," * 50_000,  # an unterminated string swallowing the rest
+        "[" + "[1]," * 50_000 + "1e999]",  # valid until a non-finite number at the very end
+    ],
+    ids=["x-bracket", "bracket-1x", "x-brace", "values-then-broken", "unterminated", "late-infinity"],
+)
+def test_lenient_json_scan_does_linear_work(text: str, decode_work: list[int]) -> None:
+    """Quadratic before: every bracket decoded (and located its error in) the whole rest."""
+    analyze_json(text, None, refused=False)
+    assert decode_work[0] <= 20 * len(text), f"{decode_work[0]:,} characters decoded for {len(text):,}"
+
+
+def test_lenient_scan_rejects_a_value_that_holds_a_non_finite_number() -> None:
+    a = analyze_json('Result: [[1, 2], 1e999] done', None, refused=False)
+    assert (a.lenient, a.failure_class) == (False, "invalid")
+    assert analyze_json('Result: {"a": [1, 2]} done', None, refused=False).value == {"a": [1, 2]}
+
+
+def _run_bounded(fn: Callable[[], CheckOutcome], wait_s: float = 60.0) -> CheckOutcome:
+    """Run in a daemon thread: without a budget these checks would run for hours."""
+    box: list[CheckOutcome] = []
+    worker = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    worker.start()
+    worker.join(wait_s)
+    assert box, f"the check did not return within {wait_s:g} s: no time budget"
+    return box[0]
+
+
+CATASTROPHIC = "^(a|aa)+$"  # exponential backtracking on re and on regex alike
+HOSTILE = "a" * 64 + "!"
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "output"),
+    [
+        ("regex", {"pattern": CATASTROPHIC}, HOSTILE),
+        ("json_schema", {"schema": {"type": "string", "pattern": CATASTROPHIC}}, json.dumps(HOSTILE)),
+        (
+            "json_schema",
+            {"schema": {"type": "object", "patternProperties": {CATASTROPHIC: {}}}},
+            json.dumps({HOSTILE: 1}),
+        ),
+        (
+            "json_schema",
+            {"schema": {"type": "object", "patternProperties": {CATASTROPHIC: {}}, "additionalProperties": False}},
+            json.dumps({HOSTILE: 1}),
+        ),
+        (
+            "json_schema",
+            {"schema": {"type": "array", "uniqueItems": True}},
+            json.dumps([{"k": i} for i in range(30_000)]),  # jsonschema compares unhashables pairwise
+        ),
+    ],
+    ids=["regex", "schema-pattern", "pattern-properties", "additional-properties",
+         "unique-items"],
+)
+def test_a_check_past_its_time_budget_is_a_recorded_check_error(
+    name: str, params: dict[str, Any], output: str
+) -> None:
+    fn = build_check(name, params, ctx())
+    inp = CheckInput(call=make_call(output), tools=[], case_kind="representative", budget_s=0.3)
+    out = _run_bounded(lambda: fn(inp))
+    assert not out.passed
+    assert out.facts.get("check_error") == "timeout", out.detail
+    assert "time budget of 0.3 s" in out.detail
+
+
+def test_the_issues_nested_quantifier_answers_without_backtracking() -> None:
+    """``^(a+)+$`` on 27 characters took 2.3 s with ``re`` (doubling per character)."""
+    fn = build_check("regex", {"pattern": "^(a+)+$", "match": "fullmatch"}, ctx())
+    inp = CheckInput(call=make_call("a" * 40 + "!"), tools=[], case_kind="representative")
+    out = _run_bounded(lambda: fn(inp))
+    assert not out.passed and out.facts == {}
+    assert fn(CheckInput(call=make_call("a" * 40), tools=[], case_kind="representative")).passed
+
+
+def test_python_check_in_an_endless_loop_is_stopped(user_module: str) -> None:
+    fn = build_check("python", {"function": f"{user_module}:spins"}, ctx())
+    inp = CheckInput(call=make_call("hi"), tools=[], case_kind="representative", budget_s=0.2)
+    out = _run_bounded(lambda: fn(inp))
+    assert out.facts == {"check_error": "timeout"}
+
+
+def test_a_budget_that_was_not_spent_never_fires_later(user_module: str) -> None:
+    """Hundreds of quick checks with tiny budgets: no stray timeout lands in later code."""
+    fns = [build_check("regex", {"pattern": "^a"}, ctx()), build_check("json", {}, ctx())]
+    for i in range(300):
+        inp = CheckInput(call=make_call('{"a": 1}'), tools=[], case_kind="representative", budget_s=0.001 + i % 3 * 0.001)
+        for fn in fns:
+            fn(inp)
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # a pending CheckTimeout would surface in this loop
+        sum(range(1000))
+
+
+def test_scoring_passes_the_suite_budget_to_every_check(user_module: str) -> None:
+    from evalrun.scoring import compile_expectations, score_call
+
+    compiled = compile_expectations(
+        [("python", {"function": f"{user_module}:spins"}), ("contains", {"value": "hi"})],
+        "representative",
+        lambda i, name: ctx(field=f"expect[{i}].{name}"),
+    )
+    box: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: box.append(score_call(make_call("hi"), compiled, [], "representative", check_timeout_s=0.2)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(60)
+    assert box, "scoring hung on an endless check"
+    score = box[0]
+    assert [c.passed for c in score.checks] == [False, True]
+    assert score.checks[0].facts == {"check_error": "timeout"}
+    assert not score.passed
+
+
+# --- JSON Schema $ref: never fetched (issue 16) ---------------------------------------------
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self) -> None:
+        type(self).hits += 1
+        body = b'{"type": "integer"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/schema+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def schema_host() -> Iterator[tuple[str, type[_CountingHandler]]]:
+    handler = type("Handler", (_CountingHandler,), {"hits": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("keyword", ["$ref", "$dynamicRef"])
+def test_remote_ref_is_refused_at_load_and_never_fetched(
+    schema_host: tuple[str, type[_CountingHandler]], keyword: str
+) -> None:
+    url, handler = schema_host
+    schema = {"type": "object", "properties": {"n": {keyword: f"{url}/int.json"}}}
+    err = user_error("json_schema", {"schema": schema})
+    assert "another document" in err.detail and "never fetches" in err.detail
+    assert handler.hits == 0
+
+
+def test_relative_ref_to_another_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "order.json").write_text(json.dumps({"$ref": "item.json"}))
+    (tmp_path / "item.json").write_text(json.dumps({"type": "object"}))
+    err = user_error("json_schema", {"schema_file": "order.json"}, base_dir=tmp_path)
+    assert "'item.json'" in err.detail
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"n": {"type": "integer"}}, "$ref": "#/$defs/n"},
+        {"$id": "https://example.com/root.json", "$defs": {"n": {"$id": "n.json", "type": "integer"}},
+         "$ref": "n.json"},
+        {"$id": "urn:example:root", "$defs": {"n": {"$anchor": "num", "type": "integer"}}, "$ref": "#num"},
+        {"allOf": [{"$ref": "https://json-schema.org/draft/2020-12/schema"}], "type": "object"},
+        {"enum": [{"$ref": "http://example.com/data-not-a-reference"}, 3], "type": ["object", "integer"]},
+    ],
+    ids=["pointer", "bundled-id", "anchor", "metaschema", "ref-as-data"],
+)
+def test_local_refs_still_resolve(schema: dict[str, Any]) -> None:
+    fn = build_check("json_schema", {"schema": schema}, ctx())
+    good = '{"type": "string"}' if "allOf" in schema else "3"
+    out = fn(CheckInput(call=make_call(good), tools=[], case_kind="representative"))
+    assert out.passed, out.detail
+
+
+def test_a_ref_that_slips_through_is_never_fetched(schema_host: tuple[str, type[_CountingHandler]]) -> None:
+    """Validators are built on a registry that never retrieves: no request, a check error."""
+    from evalrun.checks.json_checks import schema_errors
+    from evalrun.checks.schema_refs import no_fetch_registry
+
+    url, handler = schema_host
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator({"$ref": f"{url}/int.json"}, registry=no_fetch_registry())
+    errors = schema_errors(validator, 3)
+    assert errors and "could not be applied" in errors[0]
+    assert handler.hits == 0

@@ -78,6 +78,13 @@ class Params(_Strict):
             fn = tool.get("function") if isinstance(tool, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise ValueError(f"tools[{i}] must look like {{type: function, function: {{name, parameters}}}}")
+            from evalrun.checks.schema_refs import remote_refs
+
+            for ref in remote_refs(fn.get("parameters")):
+                raise ValueError(
+                    f"tools[{i}].function.parameters: $ref {ref[:120]!r} points to another document; "
+                    "evalrun never fetches schemas: inline it, e.g. under $defs"
+                )
         return tools
 
     def to_call_params(self) -> dict[str, Any]:
@@ -251,6 +258,8 @@ class SuiteConfig(_Strict):
     report_dir: str = "reports"
     seed: int = 0
     max_response_chars: int = Field(default=20_000, ge=100)
+    # Seconds one check may spend on one output (catastrophic regexes, huge outputs).
+    check_timeout_s: float = Field(default=2.0, gt=0, le=600)
     gate: GateConfig = Field(default_factory=GateConfig)
 
 

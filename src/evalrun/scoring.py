@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalrun.checks import build_check, detect_refusal
+from evalrun.checks.budget import DEFAULT_CHECK_TIMEOUT_S
 from evalrun.checks.refusal import expected_refusal
 from evalrun.checks.registry import BuildContext, CheckFn, CheckInput
 from evalrun.records import CallResult, CheckOutcome, Score
@@ -73,13 +74,16 @@ def score_call(
     compiled: CompiledExpectations,
     tools: list[dict[str, Any]],
     case_kind: str,
+    *,
+    check_timeout_s: float | None = DEFAULT_CHECK_TIMEOUT_S,
 ) -> Score:
     """Run the compiled checks on ``call`` and derive the metric flags.
 
     For a failed call the format flags stay ``None`` (quality metrics exclude failed calls;
-    the error rate counts them) and ``passed`` is False.
+    the error rate counts them) and ``passed`` is False. Each check gets
+    ``check_timeout_s`` seconds on this call; past it, it fails as a check error.
     """
-    inp = CheckInput(call=call, tools=tools, case_kind=case_kind)
+    inp = CheckInput(call=call, tools=tools, case_kind=case_kind, budget_s=check_timeout_s)
     outcomes: list[CheckOutcome] = []
     for display, fn in compiled.checks:
         outcome = fn(inp)

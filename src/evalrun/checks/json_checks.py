@@ -8,7 +8,6 @@ format compliance moved: ``fenced``, ``embedded``, ``truncated``, ``refused`` or
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
+from evalrun.checks.json_scan import find_embedded, find_fenced
+from evalrun.checks.json_scan import loads_strict as loads_strict  # re-exported for tool_checks
+from evalrun.checks.patterns import install_jsonschema_patterns
 from evalrun.checks.refusal import detect_refusal
 from evalrun.checks.registry import (
     BuildContext,
@@ -28,6 +30,7 @@ from evalrun.checks.registry import (
     register_check,
     user_error,
 )
+from evalrun.checks.schema_refs import no_fetch_registry, remote_refs
 from evalrun.records import CallResult, CheckOutcome
 
 if TYPE_CHECKING:  # jsonschema (~30 ms to import) loads with the first schema check
@@ -37,23 +40,8 @@ FAILURE_CLASSES: tuple[str, ...] = ("fenced", "embedded", "truncated", "refused"
 
 # Anthropic-style "max_tokens" can pass through some gateways unmapped.
 _TRUNCATION_REASONS = frozenset({"length", "max_tokens"})
-_FENCE_RE = re.compile(r"```[ \t]*(?:json)?[ \t]*\r?\n?(.*?)```", re.DOTALL | re.IGNORECASE)
-_OPEN_RE = re.compile(r"[\[{]")
 _MAX_SCHEMA_ERRORS = 3
 _MAX_MESSAGE = 300
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN/Infinity; JSON (and every other consumer) does not.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def loads_strict(text: str) -> Any:
-    """``json.loads`` that also rejects NaN/Infinity; raises ``ValueError``."""
-    return _DECODER.decode(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +72,13 @@ def _analyze(
     if text is not None and text.strip():
         stripped = text.strip()
         try:
-            return JsonAnalysis(True, True, None, _DECODER.decode(stripped))
+            return JsonAnalysis(True, True, None, loads_strict(stripped))
         except (ValueError, RecursionError) as exc:
             error = str(exc) or type(exc).__name__
-        found = _find_fenced(text)
+        found = find_fenced(text)
         if found is not None:
             return JsonAnalysis(False, True, "fenced", found[0], error)
-        found = _find_embedded(text)
+        found = find_embedded(text)
         if found is not None:
             return JsonAnalysis(False, True, "embedded", found[0], error)
     # A refusal is the root cause even when it was also cut off, so it is tested first.
@@ -99,51 +87,6 @@ def _analyze(
     if finish_reason in _TRUNCATION_REASONS:
         return JsonAnalysis(False, False, "truncated", None, error)
     return JsonAnalysis(False, False, "invalid", None, error)
-
-
-def _find_fenced(text: str) -> tuple[Any] | None:
-    if "```" not in text:
-        return None
-    for m in _FENCE_RE.finditer(text):
-        body = m.group(1).strip()
-        if not body:
-            continue
-        try:
-            return (_DECODER.decode(body),)
-        except (ValueError, RecursionError):
-            continue
-    return None
-
-
-def _find_embedded(text: str) -> tuple[Any] | None:
-    """The longest JSON object/array embedded in ``text``.
-
-    Longest rather than first so a citation like "[1]" before the payload is not taken for
-    it. A candidate that fails to parse is skipped up to the point where it failed: what
-    precedes that point was valid JSON, so brackets in it are nested values, and accepting
-    one would pass off a fragment of truncated JSON as a lenient success.
-    """
-    best: tuple[Any] | None = None
-    best_len = 0
-    pos = 0
-    while True:
-        m = _OPEN_RE.search(text, pos)
-        if m is None:
-            return best
-        start = m.start()
-        try:
-            value, end = _DECODER.raw_decode(text, start)
-        except json.JSONDecodeError as exc:
-            pos = max(exc.pos, start + 1)
-            continue
-        except ValueError:  # NaN/Infinity rejected by _reject_constant
-            pos = start + 1
-            continue
-        except RecursionError:  # pathologically deep nesting: give up rather than crawl
-            return best
-        if end - start > best_len:
-            best, best_len = (value,), end - start
-        pos = end
 
 
 def describe_json(analysis: JsonAnalysis) -> str:
@@ -251,7 +194,13 @@ def _compile_schema(schema: Any) -> Validator:
     except SchemaError as exc:
         where = exc.json_path if exc.path else "schema"
         raise SchemaProblem(f"not a valid JSON Schema: {where}: {_clip(exc.message)}") from None
-    return cls(schema, format_checker=FormatChecker())
+    for ref in remote_refs(schema):
+        raise SchemaProblem(
+            f"$ref {_clip(ref, 120)!r} points to another document; evalrun never fetches "
+            "schemas (scoring must not reach the network): inline it, e.g. under $defs"
+        )
+    install_jsonschema_patterns()
+    return cls(schema, format_checker=FormatChecker(), registry=no_fetch_registry())
 
 
 def schema_errors(validator: Validator, value: Any, limit: int = _MAX_SCHEMA_ERRORS) -> list[str]:
@@ -265,9 +214,9 @@ def schema_errors(validator: Validator, value: Any, limit: int = _MAX_SCHEMA_ERR
         return [f"schema could not be applied: {type(exc).__name__}: {_clip(str(exc))}"]
 
 
-def _clip(message: str) -> str:
+def _clip(message: str, limit: int = _MAX_MESSAGE) -> str:
     # Messages embed the offending instance, which can be a whole model output.
-    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def load_schema_file(path_text: str, ctx: BuildContext, check: str) -> Any:

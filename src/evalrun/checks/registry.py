@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from evalrun.checks.budget import DEFAULT_CHECK_TIMEOUT_S, CheckTimeout, run_with_budget
 from evalrun.errors import UserInputError
 from evalrun.records import CallResult, CheckOutcome
 
@@ -49,6 +50,8 @@ class CheckInput:
     # [{"type": "function", "function": {"name", "description", "parameters"}}]
     tools: list[dict[str, Any]]
     case_kind: str  # representative | known_bad | format_sensitive
+    # Seconds the check may spend on this call (None: unbounded); see checks.budget.
+    budget_s: float | None = DEFAULT_CHECK_TIMEOUT_S
 
 
 CheckFn = Callable[[CheckInput], CheckOutcome]
@@ -134,16 +137,29 @@ def build_check(name: str, params: dict[str, Any] | None, ctx: BuildContext) -> 
 
 
 def _guard(name: str, fn: CheckFn, evaluate_failed_calls: bool) -> CheckFn:
-    """Wrap ``fn`` so one bad output or a buggy check cannot abort a 20,000-call run."""
+    """Wrap ``fn`` so one bad output or a buggy check cannot abort (or freeze) a 20,000-call run.
+
+    A check that runs past ``inp.budget_s`` fails with the fact ``check_error: "timeout"``.
+    """
 
     def guarded(inp: CheckInput) -> CheckOutcome:
         kind = inp.call.error_kind
         if kind is not None and not evaluate_failed_calls:
             return CheckOutcome(name, False, f"call failed: {kind}")
         try:
-            outcome = fn(inp)
+            outcome = run_with_budget(lambda: fn(inp), inp.budget_s)
+        except CheckTimeout:
+            return CheckOutcome(
+                name,
+                False,
+                f"check error: ran past its time budget of {inp.budget_s:g} s on this output",
+                {"check_error": "timeout"},
+            )
         except Exception as exc:
-            return CheckOutcome(name, False, f"check raised {type(exc).__name__}: {exc}")
+            message = str(exc).splitlines()[0][:300] if str(exc) else ""
+            return CheckOutcome(
+                name, False, f"check raised {type(exc).__name__}: {message}", {"check_error": "exception"}
+            )
         if not isinstance(outcome, CheckOutcome):
             return CheckOutcome(
                 name, False, f"check returned {type(outcome).__name__}, not a CheckOutcome"

@@ -8,8 +8,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+import regex
 from pydantic import Field, model_validator
 
+from evalrun.checks.patterns import FLAG_LETTERS, compile_pattern
 from evalrun.checks.registry import (
     BuildContext,
     CheckFn,
@@ -20,13 +22,6 @@ from evalrun.checks.registry import (
     user_error,
 )
 from evalrun.records import CheckOutcome
-
-_FLAG_LETTERS: dict[str, re.RegexFlag] = {
-    "i": re.IGNORECASE,
-    "m": re.MULTILINE,
-    "s": re.DOTALL,
-    "x": re.VERBOSE,
-}
 
 
 def _snippet(text: str, limit: int = 80) -> str:
@@ -42,18 +37,19 @@ class _RegexParams(CheckParams):
 @register_check("regex")
 def _regex_factory(params: dict[str, Any], ctx: BuildContext) -> CheckFn:
     p = parse_params(_RegexParams, params, "regex", ctx)
-    bad = sorted(set(p.flags) - set(_FLAG_LETTERS))
+    bad = sorted(set(p.flags) - set(FLAG_LETTERS))
     if bad:
         raise user_error(
             ctx,
             f"check 'regex': unknown flag(s) {''.join(bad)!r}; use letters from 'imsx'",
         )
-    flags = re.RegexFlag(0)
+    flags = 0
     for letter in p.flags:
-        flags |= _FLAG_LETTERS[letter]
+        flags |= FLAG_LETTERS[letter]
     try:
-        compiled = re.compile(p.pattern, flags)
-    except re.error as exc:
+        # Matching runs on the `regex` engine with the check's time budget (see patterns).
+        compiled = compile_pattern(p.pattern, flags)
+    except (re.error, regex.error) as exc:
         raise user_error(
             ctx, f"check 'regex': invalid regular expression {p.pattern!r}: {exc}"
         ) from None
