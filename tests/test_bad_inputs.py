@@ -44,6 +44,7 @@ class Entry:
     overlay: Path | None = None  # files replacing those of _base
     prepare: Callable[[Path], None] | None = None  # generated entries
     timeout_s: float = TIMEOUT_S
+    absent: tuple[str, ...] = ()  # text that must appear nowhere in the output (a pasted key)
 
 
 @dataclass
@@ -89,10 +90,41 @@ def _symlinked_case_file(project: Path) -> None:
     (project / "cases" / "linked.yaml").symlink_to(target)
 
 
+def _long_case_id(project: Path) -> None:
+    """A 10,000-character case id (invalid: over 200): the error line must stay short."""
+    (project / "cases" / "long.yaml").write_text(
+        f"- {{id: {'x' * 10_000}, kind: representative, cohort: c, vars: {{question: q}}}}\n", encoding="utf-8"
+    )
+
+
+# Credentials that are also valid variable names (so only their shape gives them away).
+PASTED_KEYS = {
+    "groq": "gsk_8Xq2LmN4pR7sT1vW3yZ5aB6cD9eF0gH2jK4lM6nP8qR1sT3uV5wX7",
+    "huggingface": "hf_QwErTyUiOpAsDfGhJkLzXcVbNm0123456789",
+    "github": "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+    "aws": "AKIAIOSFODNN7EXAMPLE",
+    "high-entropy": "Zx9vQ2mL7pR4tY8wK3nB6hJ1a8f5f167f44f4964",
+}
+
+
+def _key_in_api_key_env(key: str) -> Callable[[Path], None]:
+    def prepare(project: Path) -> None:
+        p = project / "evals" / "candidate.yaml"
+        p.write_text(p.read_text(encoding="utf-8") + f"api_key_env: {key}\n", encoding="utf-8")
+
+    return prepare
+
+
 GENERATED = [
     Entry("huge-case-file", "cases/huge.yaml", ("MiB", "limit"), prepare=_huge_case_file),
     Entry("escape-suite-file-via-dotdot", "evals/baseline.yaml", ("field suite", "outside"), prepare=_suite_outside),
     Entry("escape-symlinked-case-file", "cases/linked.yaml", ("outside",), prepare=_symlinked_case_file),
+    Entry("case-id-10000-chars", "cases/long.yaml", ("field id", "…"), prepare=_long_case_id),
+    *(
+        Entry(f"api-key-{kind}-in-api-key-env", "evals/candidate.yaml", ("field api_key_env", "looks like a key"),
+              prepare=_key_in_api_key_env(key), absent=(key, key[:10]))
+        for kind, key in PASTED_KEYS.items()
+    ),
 ]
 
 
@@ -103,7 +135,7 @@ def corpus() -> list[Entry]:
         entries.append(
             Entry(
                 folder.name, meta["file"], tuple(meta["mentions"]), meta.get("xfail"), overlay=folder / "project",
-                timeout_s=5.0 if folder.name == "yaml-alias-bomb" else TIMEOUT_S,
+                timeout_s=float(meta.get("timeout_s", TIMEOUT_S)), absent=tuple(meta.get("absent", ())),
             )
         )
     return entries + GENERATED
@@ -177,11 +209,14 @@ def test_bad_input_is_one_line_exit_2(entry: Entry, command: str, outcomes: dict
     assert out.stderr.endswith("\n") and out.stderr.count("\n") == 1, f"not one line: {out.stderr!r}"
     line = out.stderr.rstrip("\n")
     assert line.startswith("evalrun: error: ")
+    assert len(line) <= 1500, f"a {len(line):,}-character error line"
     named = out.project / entry.file
     assert str(named) in line or str(named.resolve()) in line, f"{entry.file} not named in: {line}"
     for text in entry.mentions:
         assert text in line, f"{text!r} not in: {line}"
     assert LITERAL_KEY not in everything
+    for text in entry.absent:
+        assert text not in everything, "a pasted key was echoed"
 
 
 def test_base_project_is_valid(tmp_path: Path) -> None:

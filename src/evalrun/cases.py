@@ -7,7 +7,6 @@ bad regex or a missing schema stops the run before the first model call.
 
 from __future__ import annotations
 
-import glob
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evalrun.errors import UserInputError
+from evalrun.pathglob import PatternError, has_magic, split_pattern, walk_files
 from evalrun.yamlio import load_yaml, read_text, resolve_inside
 
 CaseKind = Literal["representative", "known_bad", "format_sensitive"]
@@ -166,28 +166,45 @@ def load_case_file(path: Path) -> list[Case]:
 
 
 def discover_case_files(entries: list[str], *, base_dir: Path, suite_file: Path, root: Path) -> list[Path]:
-    """Expand the suite's ``cases:`` entries (files, folders, globs) into sorted files."""
+    """Expand the suite's ``cases:`` entries (files, folders, globs) into sorted files.
+
+    A pattern's literal prefix must resolve inside ``root`` before anything is walked; walks
+    never follow links to folders and skip hidden entries (see ``evalrun.pathglob``).
+    """
     files: list[Path] = []
     for i, entry in enumerate(entries):
         fieldname = f"cases[{i}]"
-        if any(ch in entry for ch in "*?["):
-            matches = sorted(glob.glob(str(base_dir / entry), recursive=True))
-            if not matches:
-                raise UserInputError(f"pattern {entry!r} matches no file", file=suite_file, field=fieldname)
-            for m in matches:
-                files.append(resolve_inside(base_dir, m, file=suite_file, field=fieldname, root=root))
-            continue
-        target = resolve_inside(base_dir, entry, file=suite_file, field=fieldname, root=root)
-        if target.is_dir():
-            found = sorted(p for p in target.rglob("*") if p.suffix in CASE_SUFFIXES and p.is_file())
-            if not found:
-                raise UserInputError(f"folder {entry!r} holds no .yaml/.yml/.jsonl case file", file=suite_file, field=fieldname)
-            # resolve_inside follows symlinks: a link to a file outside the project is refused.
-            files.extend(resolve_inside(target, str(p), file=suite_file, field=fieldname, root=root) for p in found)
-        elif target.is_file():
-            files.append(target)
-        else:
-            raise UserInputError(f"{entry!r} not found", file=suite_file, field=fieldname)
+        try:
+            if has_magic(entry):
+                literal, segments = split_pattern(entry)
+                try:
+                    top = resolve_inside(base_dir, literal, file=suite_file, field=fieldname, root=root)
+                except UserInputError as exc:  # refused before a single folder is listed
+                    if "outside" not in exc.detail:
+                        raise
+                    raise UserInputError(
+                        f"pattern {entry!r} starts outside the project folder {root.resolve()}",
+                        file=suite_file, field=fieldname,
+                    ) from None
+                matches = walk_files(top, segments) if top.is_dir() else []
+                if not matches:
+                    raise UserInputError(f"pattern {entry!r} matches no file", file=suite_file, field=fieldname)
+            else:
+                target = resolve_inside(base_dir, entry, file=suite_file, field=fieldname, root=root)
+                if target.is_dir():
+                    matches = [p for p in walk_files(target, ["**"]) if p.suffix in CASE_SUFFIXES]
+                    if not matches:
+                        raise UserInputError(
+                            f"folder {entry!r} holds no .yaml/.yml/.jsonl case file", file=suite_file, field=fieldname
+                        )
+                elif target.is_file():
+                    matches = [target]
+                else:
+                    raise UserInputError(f"{entry!r} not found", file=suite_file, field=fieldname)
+        except PatternError as exc:
+            raise UserInputError(f"pattern {entry!r}: {exc}", file=suite_file, field=fieldname) from None
+        # resolve_inside follows file links: a link to a file outside the project is refused.
+        files.extend(resolve_inside(base_dir, str(m), file=suite_file, field=fieldname, root=root) for m in matches)
     for f in files:
         if f.suffix not in CASE_SUFFIXES:
             raise UserInputError(f"{f.name}: case files must end in .yaml, .yml or .jsonl", file=suite_file, field="cases")

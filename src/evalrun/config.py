@@ -8,6 +8,7 @@ and the field; nothing here imports litellm.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -21,9 +22,46 @@ from evalrun.yamlio import load_yaml, read_text, resolve_inside
 VERSION_LABELS = ("model_version", "prompt_version", "retrieval_version", "policy_version")
 
 
+# Shapes of real credentials that are also valid variable names (so the name rule alone
+# lets them through): Groq, Hugging Face, GitHub, AWS, Google, Stripe, OpenAI project keys.
+_KEY_SHAPES = re.compile(
+    r"gsk_[A-Za-z0-9]{20,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+    r"|(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{30,}|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|sk_[A-Za-z0-9]{20,}"
+)
+_NOT_A_NAME = (
+    "looks like a key, not the NAME of the environment variable that holds it "
+    "(the key itself never goes in a file; its value is not shown here)"
+)
+
+
+def looks_like_key(value: str) -> bool:
+    """A credential rather than a variable name: a known key shape, or a random-looking run.
+
+    Variable names are words (``OPENAI_API_KEY``, ``AZURE_KEY_EASTUS2``, ``GATEWAYKEY2024``).
+    A key is a long run (16+ characters between underscores) where letters and digits
+    alternate often, or where lower and upper case alternate letter by letter.
+    """
+    if _KEY_SHAPES.match(value):
+        return True
+    for run in value.split("_"):
+        if len(run) < 16:
+            continue
+        digit_switches = sum(a.isdigit() != b.isdigit() for a, b in itertools.pairwise(run))
+        lone_lower = len(re.findall(r"(?<![a-z])[a-z](?![a-z])", run)) if re.search(r"[A-Z]", run) else 0
+        if digit_switches >= 4 or lone_lower >= 3:
+            return True
+    return False
+
+
 def _env_var_name(value: str | None) -> str | None:
-    """``api_key_env`` holds the NAME of a variable; a key pasted there is refused."""
-    if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+    """``api_key_env`` holds the NAME of a variable; a key pasted there is refused, unechoed."""
+    if value is None:
+        return value
+    is_name = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is not None
+    if looks_like_key(value) or (not is_name and (len(value) >= 20 or "-" in value)):
+        raise ValueError(_NOT_A_NAME)
+    if not is_name:
         raise ValueError("must be the NAME of an environment variable (the key itself never goes in a file)")
     return value
 

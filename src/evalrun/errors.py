@@ -6,8 +6,28 @@ CLI can print one line that says what and where, never a traceback.
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from pathlib import Path
+
+MAX_ID_CHARS = 80
+"""Longest case id (or field) shown in a message; longer ones are clipped in the middle."""
+
+MAX_DETAIL_CHARS = 1000
+"""Longest explanation in one error line."""
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def clip(text: str, limit: int = MAX_ID_CHARS) -> str:
+    """``text`` on one line and at most ``limit`` characters: control characters are shown
+    escaped, and the middle of a long text is replaced by ``…`` (both ends stay readable)."""
+    text = _CONTROL_RE.sub(lambda m: repr(m.group(0))[1:-1], text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 2 // 3
+    tail = limit - 1 - head
+    return f"{text[:head]}…{text[-tail:]}" if tail > 0 else text[: limit - 1] + "…"
 
 
 class ExitCode(IntEnum):
@@ -50,14 +70,15 @@ class UserInputError(EvalrunError):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """One line: ids and fields clipped, control characters escaped (see ``clip``)."""
         parts: list[str] = []
         if self.file:
-            parts.append(self.file)
+            parts.append(clip(self.file, 4096))
         if self.case_id:
-            parts.append(f"case {self.case_id}")
+            parts.append(f"case {clip(self.case_id)}")
         if self.field:
-            parts.append(f"field {self.field}")
-        parts.append(self.detail)
+            parts.append(f"field {clip(self.field, 2 * MAX_ID_CHARS)}")
+        parts.append(clip(self.detail, MAX_DETAIL_CHARS))
         return ": ".join(parts)
 
 
