@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.openai_server import OpenAIServer, Reply, last_user_text
+from tests.support.openai_server import (
+    OpenAIServer,
+    Reply,
+    completion_body,
+    gzip_bomb,
+    last_user_text,
+)
 
 from evalrun import api
 from evalrun.providers.litellm_provider import import_litellm
@@ -603,3 +609,151 @@ def test_timeout_s_bounds_a_trickling_answer(tmp_path: Path) -> None:
     rows = read_rows(outcome.run_dir)
     assert [r["error_kind"] for r in rows] == ["timeout", "timeout"], [r["attempt_latencies_s"] for r in rows]
     assert elapsed < 2.5
+
+
+# --------------------------------------------------------------------------- hostile bodies (issue 16)
+
+
+def _rss_of_children_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def test_gzip_bomb_is_cut_at_the_cap_in_bounded_memory(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    """~130 KB on the wire that expands to 128 MiB, on every candidate call; the default cap (4 MiB).
+
+    Before: each call held the whole expanded body (several copies), the run folder got every
+    byte. Now the transport decodes 64 KiB at a time, stops at the cap, and marks the call.
+    """
+    bomb = gzip_bomb(128 * 1024 * 1024, model=CAND_MODEL)
+    assert len(bomb) < 200_000
+
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        return Reply(raw_body=bomb, headers={"Content-Encoding": "gzip"}) if side == "candidate" else None
+
+    faults = Faults(plan)
+    openai_server.behaviour = faults
+    b, c = fault_project(tmp_path / "proj", openai_server.base_url, n_cases=3, suite={"concurrency": 3})
+    run_dir = tmp_path / "run"
+    # A separate process, so its peak memory is its own (RUSAGE_CHILDREN is the largest child).
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--out", str(run_dir), "--quiet", "--no-cache"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, KEY_ENV: "sk-faults-test-000000000"}, check=False,
+    )
+    peak_mb = _rss_of_children_mb()
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode in (0, 1, 3), proc.stdout + proc.stderr
+    project = api.load_project(b, c)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    rows = check_accounting(project, run_dir, summary, proc.returncode, openai_server.count)
+    for r in rows:
+        if r["side"] == "candidate":
+            assert r["error_kind"] is None and r["response_truncated"] is True
+            assert 4_000_000 <= len(r["output"]) <= 4 * 1024 * 1024 and set(r["output"]) == {"x"}
+            assert r["finish_reason"] is None and r["tokens_estimated"] is True
+        else:
+            assert r["response_truncated"] is False
+    assert summary["calls"]["candidate"]["responses_truncated"] == 3
+    folder_mb = sum(p.stat().st_size for p in run_dir.iterdir()) / 1e6
+    assert folder_mb < 60, f"run folder {folder_mb:.0f} MB"
+    assert peak_mb < 900, f"peak RSS {peak_mb:.0f} MB for 3 bombs of 128 MiB"
+    record(f"gzip bomb 128 MiB ({len(bomb) // 1024} KB on the wire), default cap; peak {peak_mb:.0f} MB",
+           faults.faulted, rows, summary["verdict"]["status"], proc.returncode)
+
+
+def test_huge_plain_body_is_cut_at_the_cap(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        return Reply(content="y" * (6 * 1024 * 1024)) if (side, cid) == ("candidate", "c01") else None
+
+    _, outcome, rows, faults = run_compare(tmp_path, openai_server, plan, suite={"max_response_mb": 0.5})
+    assert faults is not None
+    cut = [r for r in rows if r["response_truncated"]]
+    assert [(r["case_id"], r["side"]) for r in cut] == [("c01", "candidate")]
+    assert 500_000 < len(cut[0]["output"]) < 512 * 1024
+    assert cut[0]["output"].startswith("yyyy") and cut[0]["error_kind"] is None
+    assert outcome.summary["calls"]["candidate"]["responses_truncated"] == 1
+    record("6 MB plain body, cap 0.5 MB", faults.faulted, rows, outcome.verdict_status, outcome.exit_code)
+
+
+MESSAGE = {"role": "assistant", "content": "answer"}
+
+
+@pytest.mark.parametrize(
+    ("label", "body", "expected"),
+    [
+        ("content as a list of parts",
+         completion_body({"role": "assistant", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}),
+         ("ok", "hello world", "stop")),
+        ("finish_reason as an object", completion_body(MESSAGE, finish_reason={"type": "stop"}), ("ok", "answer", "stop")),
+        ("null message", completion_body(None), ("malformed_response", "choice has no message", None)),
+        ("message as a string", completion_body("answer"), ("malformed_response", "message is a str", None)),
+        ("content as a number", completion_body({"role": "assistant", "content": 12}),
+         ("malformed_response", "content is a int", None)),
+        ("choices as an object", json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                             "choices": {"0": MESSAGE}}).encode(),
+         ("malformed_response", "no choices", None)),
+    ],
+    ids=["parts", "dict-finish", "null-message", "str-message", "int-content", "dict-choices"],
+)
+def test_odd_message_shapes_one_outcome_per_class(
+    tmp_path: Path, openai_server: OpenAIServer, label: str, body: bytes, expected: tuple[str, str, str | None]
+) -> None:
+    """Before: some were server_error, others malformed_response, messages held tracebacks,
+    and content parts were refused. Now: parts are joined; a broken message is malformed."""
+
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        return Reply(raw_body=body) if (side, cid) == ("candidate", "c00") else None
+
+    _, outcome, rows, faults = run_compare(tmp_path, openai_server, plan, suite={"max_attempts": 2})
+    assert faults is not None
+    row = next(r for r in rows if (r["side"], r["case_id"]) == ("candidate", "c00"))
+    kind, text, finish = expected
+    if kind == "ok":
+        assert row["error_kind"] is None, row["error_message"]
+        assert (row["output"], row["finish_reason"], row["attempts"]) == (text, finish, 1)
+    else:
+        assert (row["error_kind"], row["attempts"]) == (kind, 2)
+        assert text in row["error_message"]
+    assert all(r["error_kind"] is None for r in rows if r is not row)
+    record(label, faults.faulted, rows, outcome.verdict_status, outcome.exit_code)
+
+
+def test_impossible_usage_is_counted_not_trusted(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    """The candidate answers at length but reports usage -1000/-5000 (the issue: PASS, exit 0,
+    the token rule silently not applicable). Now its tokens are counted and marked estimated,
+    and the completion-token rule sees the growth."""
+    long_answer = " ".join(["word"] * 60)
+
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        if side == "candidate":
+            return Reply(content=long_answer, usage={"prompt_tokens": -1000, "completion_tokens": -5000,
+                                                     "total_tokens": -6000})
+        return None
+
+    _, outcome, rows, faults = run_compare(tmp_path, openai_server, plan, n_cases=12)
+    assert faults is not None
+    cand = [r for r in rows if r["side"] == "candidate"]
+    assert all(r["tokens_estimated"] and r["completion_tokens"] >= 60 and r["prompt_tokens"] > 0 for r in cand)
+    assert outcome.summary["calls"]["candidate"]["tokens_estimated"] == 12
+    rule = next(r for r in outcome.summary["verdict"]["rules"] if r["rule"] == "completion_tokens_ratio")
+    assert rule["status"] == "fail", rule
+    assert outcome.verdict_status == "FAIL" and outcome.exit_code == 1
+    record("usage -1000/-5000 on the candidate", faults.faulted, rows, outcome.verdict_status, outcome.exit_code)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": 3.5, "completion_tokens": "7"}, {"prompt_tokens": 10**30, "completion_tokens": True}],
+    ids=["fractional-and-text", "absurd-and-bool"],
+)
+def test_non_integer_or_absurd_usage_is_missing(tmp_path: Path, openai_server: OpenAIServer, usage: dict[str, Any]) -> None:
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        return Reply(content="four words of answer", usage=usage) if side == "candidate" else None
+
+    _, _, rows, _ = run_compare(tmp_path, openai_server, plan, n_cases=2)
+    for r in rows:
+        if r["side"] == "candidate":
+            assert r["error_kind"] is None and r["tokens_estimated"]
+            assert 0 < r["prompt_tokens"] < 1000 and 0 < r["completion_tokens"] < 100

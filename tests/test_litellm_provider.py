@@ -672,3 +672,120 @@ def test_real_local_model_through_the_provider() -> None:
     assert resp.output and resp.finish_reason in ("stop", "length")
     assert resp.prompt_tokens and resp.completion_tokens and not resp.tokens_estimated
     assert (resp.cost_usd, resp.cost_status) == (0.0, "local")
+
+
+# --------------------------------------------------------------------------- hostile answers (issue 16)
+
+
+def test_an_unreadable_response_error_is_malformed_without_its_traceback(litellm: Any) -> None:
+    """litellm wraps a shape it cannot convert as InternalServerError("Invalid response
+    object Traceback (most recent call last): ..."): that is a malformed answer, not a 500."""
+    exc = litellm.InternalServerError(
+        message="Invalid response object Traceback (most recent call last):\n  File \"x.py\", line 1\nKeyError: 'x'",
+        llm_provider="openai", model="m",
+    )
+    err = classify_exception(exc)
+    assert err.kind == "malformed_response"
+    assert "Traceback" not in err.message and "Invalid response object" in err.message
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [(12, 12), (0, 0), (7.0, 7), (-1000, None), (3.5, None), ("7", None), (True, None), (None, None),
+     (10**30, None), (float("nan"), None)],
+)
+def test_only_plausible_token_counts_are_believed(usage: Any, expected: int | None) -> None:
+    from evalrun.providers.completion_json import token_count
+
+    assert token_count(usage) == expected
+
+
+def test_a_body_cut_mid_content_still_gives_its_text() -> None:
+    from evalrun.providers.completion_json import salvage_content
+
+    body = json.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant",
+                       "content": 'caf\u00e9 "quoted" \\ back\U0001F600 tail'}}]}).encode()
+    whole = salvage_content(body)
+    assert whole == 'caf\u00e9 "quoted" \\ back\U0001F600 tail'
+    for cut in range(body.index(b'"content": "') + 12, len(body)):
+        text = salvage_content(body[:cut])
+        assert text is not None and whole.startswith(text.rstrip("\ud83d")), (cut, text)
+    assert salvage_content(b'{"id": "x", "choices": [{"index": 0, "message": {"role": "assi') is None
+
+
+def _decode_all(encoding: str | None, raw: bytes, max_bytes: int = 1 << 30) -> tuple[bytes, bool]:
+    """What a client reading through BoundedTransport gets for ``raw`` sent with ``encoding``."""
+    import httpx
+
+    from evalrun.providers.bounded_http import BoundedTransport, capture
+
+    class Chunks(httpx.AsyncByteStream):
+        """``raw`` 1,000 bytes at a time, as a socket would deliver it."""
+
+        async def __aiter__(self) -> Any:
+            for i in range(0, len(raw), 1000):
+                yield raw[i : i + 1000]
+
+    class Fixed(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            headers = {"content-encoding": encoding} if encoding else {}
+            return httpx.Response(200, headers=headers, stream=Chunks())
+
+    async def go() -> tuple[bytes, bool]:
+        async with httpx.AsyncClient(transport=BoundedTransport(Fixed())) as client:
+            with capture(max_bytes) as seen:
+                try:
+                    body = (await client.get("http://test/")).content
+                except httpx.ReadError:  # stopped at the cap: what was kept
+                    body = seen.body()
+                return body, seen.truncated
+
+    return asyncio.run(go())
+
+
+def test_bounded_transport_decodes_gzip_members_and_both_deflates() -> None:
+    import gzip
+    import zlib
+
+    data = b'{"a": "' + b"z" * 300_000 + b'"}'
+    assert _decode_all("gzip", gzip.compress(data[:1000]) + gzip.compress(data[1000:])) == (data, False)
+    assert _decode_all("deflate", zlib.compress(data)) == (data, False)
+    raw_deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    assert _decode_all("deflate", raw_deflate.compress(data) + raw_deflate.flush()) == (data, False)
+    assert _decode_all(None, data) == (data, False)
+
+
+def test_bounded_transport_stops_at_the_cap_and_refuses_unknown_encodings() -> None:
+    import gzip
+
+    import httpx
+
+    bomb = gzip.compress(b"0" * (50 * 1024 * 1024))
+    body, truncated = _decode_all("gzip", bomb, max_bytes=100_000)
+    assert truncated and len(body) == 100_000
+    with pytest.raises(httpx.DecodingError, match="unsupported content-encoding 'br'"):
+        _decode_all("br", b"\x00")
+    with pytest.raises(httpx.DecodingError, match="corrupt gzip"):
+        _decode_all("gzip", b"not gzip at all")
+
+
+def test_content_parts_and_a_cut_body_through_the_provider(openai_server: OpenAIServer) -> None:
+    from tests.support.openai_server import completion_body
+
+    parts = [{"type": "text", "text": "one "}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "two"}]
+    openai_server.behaviour = lambda body, n: Reply(raw_body=completion_body({"role": "assistant", "content": parts}))
+    resp = complete(request(openai_server))
+    assert (resp.output, resp.response_truncated, resp.tokens_estimated) == ("one two", False, True)
+    openai_server.behaviour = lambda body, n: Reply(content="w" * 300_000, gzip=True)
+    cut = complete(request(openai_server, max_response_bytes=100_000))
+    assert cut.response_truncated and 99_000 < len(cut.output or "") < 100_000 and set(cut.output or "") == {"w"}
+    assert openai_server.count == 2
+
+
+def test_an_error_body_over_the_cap_keeps_its_status(openai_server: OpenAIServer) -> None:
+    """The cap cuts a huge 500 page; the call is still a retryable server_error, not a
+    connection failure or a malformed answer."""
+    openai_server.behaviour = lambda body, n: Reply(status=500, error_message="e" * 2_000_000)
+    err = fail(request(openai_server, max_response_bytes=50_000))
+    assert (err.kind, err.retryable) == ("server_error", True)
+    assert openai_server.count == 1

@@ -199,6 +199,7 @@ def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_
                     local_model_path=str(v.model_path) if v.model_path else None,
                     router=keys[side]["router"],
                     metadata={"case_id": case.id, "side": side, "sample": sample, "kind": case.kind},
+                    max_response_bytes=project.suite.config.max_response_bytes(),
                 )
                 plan.append(PlannedCall(case.id, side, sample, req, key))
     return plan

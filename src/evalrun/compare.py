@@ -105,6 +105,7 @@ def build_frame(cases: Sequence[Case], results: Sequence[CallResult], scores: Se
                 "cached": r.cached,
                 "attempts": r.attempts,
                 "tokens_estimated": r.tokens_estimated,
+                "response_truncated": r.response_truncated,
             }
         )
     frame = pd.DataFrame(rows)
@@ -424,5 +425,6 @@ def call_counts(frame: pd.DataFrame) -> dict[str, Any]:
             "attempts": int(s["attempts"].sum()) if len(s) else 0,
             "cached": int(s["cached"].sum()) if len(s) else 0,
             "tokens_estimated": int(s["tokens_estimated"].sum()) if len(s) else 0,
+            "responses_truncated": int(s["response_truncated"].sum()) if len(s) else 0,
         }
     return out

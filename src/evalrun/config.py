@@ -298,7 +298,13 @@ class SuiteConfig(_Strict):
     max_response_chars: int = Field(default=20_000, ge=100)
     # Seconds one check may spend on one output (catastrophic regexes, huge outputs).
     check_timeout_s: float = Field(default=2.0, gt=0, le=600)
+    # Largest answer read from a provider (decoded body); longer ones are cut and marked.
+    max_response_mb: float = Field(default=4.0, gt=0, le=1024)
     gate: GateConfig = Field(default_factory=GateConfig)
+
+    def max_response_bytes(self) -> int:
+        """``max_response_mb`` in bytes."""
+        return int(self.max_response_mb * 1024 * 1024)
 
 
 class LoadedVariant(BaseModel):

@@ -62,7 +62,8 @@ class CallResult:
     refusal: str | None = None  # the message's `refusal` field, when the provider sets one
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    tokens_estimated: bool = False  # usage was absent; counted locally with tiktoken
+    tokens_estimated: bool = False  # usage was absent or impossible; counted locally with tiktoken
+    response_truncated: bool = False  # the answer exceeded the suite's max_response_mb: text cut there
     latency_s: float | None = None  # the answering attempt's round trip (what a user waits)
     attempt_latencies_s: list[float] = field(default_factory=list)
     wall_s: float | None = None  # first attempt start to final outcome, incl. backoff waits

@@ -159,6 +159,7 @@ async def _one_call(
         result.prompt_tokens = resp.prompt_tokens
         result.completion_tokens = resp.completion_tokens
         result.tokens_estimated = resp.tokens_estimated
+        result.response_truncated = resp.response_truncated
         result.cost_usd = resp.cost_usd
         result.cost_status = resp.cost_status
         break

@@ -27,12 +27,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gzip
 import json
 import socket
 import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +47,10 @@ __all__ = [
     "Behaviour",
     "OpenAIServer",
     "Reply",
+    "completion_body",
     "count_words",
     "default_behaviour",
+    "gzip_bomb",
     "last_user_text",
     "reply_from_dict",
     "running_server",
@@ -76,6 +80,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     raw_body: bytes | str | None = None  # sent as-is (malformed JSON, HTML error pages...)
+    gzip: bool = False  # gzip the body and say so (Content-Encoding: gzip); raw_body is sent as is
     empty_choices: bool = False
     drop_connection: bool = False  # reset the socket before sending a single byte
     drop_mid_response: bool = False  # send headers and half the body, then reset
@@ -88,6 +93,40 @@ class Reply:
 Behaviour = Callable[[dict[str, Any], int], Reply]
 
 _REPLY_FIELDS = frozenset(f.name for f in dataclasses.fields(Reply))
+
+
+def completion_body(
+    message: Any, *, finish_reason: Any = "stop", usage: Any = None, model: str = "evalrun-test"
+) -> bytes:
+    """A chat-completion body whose ``message`` (any JSON: null, a string, content parts...),
+    ``finish_reason`` and ``usage`` are exactly what the test says (for ``Reply.raw_body``)."""
+    data: dict[str, Any] = {
+        "id": "chatcmpl-evalrun-raw",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+    }
+    if usage is not None:
+        data["usage"] = usage
+    return json.dumps(data).encode()
+
+
+def gzip_bomb(content_bytes: int, *, model: str = "evalrun-test") -> bytes:
+    """A gzip-compressed completion whose content is ``content_bytes`` of "x": about 1/1000
+    of that on the wire (send it as ``Reply(raw_body=..., headers={"Content-Encoding": "gzip"})``).
+    Built incrementally, so the test itself never holds the expanded body."""
+    head, tail = completion_body({"role": "assistant", "content": "\x00"}, model=model).split(b"\\u0000")
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    parts = [packer.compress(head)]
+    block = b"x" * (1 << 20)
+    left = content_bytes
+    while left > 0:
+        parts.append(packer.compress(block[: min(left, len(block))]))
+        left -= len(block)
+    parts.append(packer.compress(tail))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 def reply_from_dict(data: Mapping[str, Any]) -> Reply:
@@ -418,6 +457,9 @@ class OpenAIServer:
 
         payload = self._payload(reply, body, number)
         headers = {"Content-Type": "application/json", **reply.headers}
+        if reply.gzip:
+            payload = gzip.compress(payload)
+            headers["Content-Encoding"] = "gzip"
         if reply.drop_mid_response:
             response = web.StreamResponse(status=reply.status, headers=headers)
             response.content_length = len(payload)

@@ -36,6 +36,8 @@ class ProviderRequest:
     router: dict[str, Any] | None = field(default=None, repr=False)
     # case_id / side / sample: lets test doubles script answers; never sent to a provider.
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Cap on one answer (decoded HTTP body, or text for in-process models); None: 4 MiB.
+    max_response_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -51,6 +53,8 @@ class ProviderResponse:
     tokens_estimated: bool = False
     cost_usd: float | None = None
     cost_status: CostStatus = "unpriced"
+    # The answer was larger than max_response_bytes: its text was cut there.
+    response_truncated: bool = False
 
 
 class ProviderError(Exception):

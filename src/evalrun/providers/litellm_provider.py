@@ -8,6 +8,7 @@ pay for it. Retries belong to the runner, so every hidden retry layer is switche
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import importlib
@@ -17,6 +18,7 @@ import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC
 from pathlib import Path
@@ -25,7 +27,20 @@ from typing import Any
 
 from evalrun.errors import EvalrunError
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
-from evalrun.records import CostStatus, ToolCall
+from evalrun.providers.bounded_http import (
+    DEFAULT_MAX_BYTES,
+    BodyCapture,
+    capture,
+    is_wrapped,
+    wrap_client,
+)
+from evalrun.providers.completion_json import (
+    Completion,
+    MalformedCompletion,
+    parse_completion,
+    salvage_content,
+)
+from evalrun.records import CostStatus
 from evalrun.secrets import register_secret, scrub, scrub_known
 
 __all__ = [
@@ -118,6 +133,10 @@ def _quieten(litellm: ModuleType) -> None:
         settings["telemetry"] = False
     for name, value in settings.items():
         setattr(litellm, name, value)
+    # litellm dumps the SDK's response object before validating it; an answer with an odd
+    # shape (content parts, an object finish_reason) makes pydantic print a warning per call
+    # on stderr. evalrun reads such answers itself (completion_json), so they are noise.
+    warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
 
 
 def import_litellm() -> ModuleType:
@@ -224,7 +243,7 @@ def _is_malformed_body(exc: BaseException) -> bool:
     if isinstance(exc, json.JSONDecodeError | pydantic.ValidationError):
         return True
     text = str(exc)
-    return "no 'choices'" in text or "Empty or invalid response" in text
+    return "no 'choices'" in text or "Empty or invalid response" in text or "Invalid response object" in text
 
 
 _POLICY_RE = re.compile(
@@ -278,10 +297,14 @@ def _headers_of(chain: list[BaseException]) -> Mapping[str, str] | None:
     return None
 
 
+_TRACEBACK_RE = re.compile(r"\s*Traceback \(most recent call last\).*", re.DOTALL)
+
+
 def _short_message(
     exc: BaseException, secrets: tuple[str, ...], cause: BaseException | None
 ) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # litellm embeds whole tracebacks in some messages ("Invalid response object Traceback...").
+    lines = [line.strip() for line in _TRACEBACK_RE.sub("", str(exc)).splitlines() if line.strip()]
     text = _PREFIX_RE.sub("", lines[0]) if lines else ""
     message = f"{type(exc).__name__}: {text or 'no message'}"
     if cause is not None and cause is not exc:
@@ -359,45 +382,11 @@ def classify_exception(
 # --------------------------------------------------------------------------- responses
 
 
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):  # content parts
-        return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in value)
-    return str(value)
-
-
-def _tool_calls(message: Any) -> list[ToolCall]:
-    calls: list[ToolCall] = []
-    for call in getattr(message, "tool_calls", None) or []:
-        function = getattr(call, "function", None)
-        if function is None and isinstance(call, dict):
-            function = call.get("function")
-        name = (
-            getattr(function, "name", None)
-            if not isinstance(function, dict)
-            else function.get("name")
-        )
-        arguments = (
-            getattr(function, "arguments", None)
-            if not isinstance(function, dict)
-            else function.get("arguments")
-        )
-        call_id = call.get("id") if isinstance(call, dict) else getattr(call, "id", None)
-        if not isinstance(arguments, str):
-            arguments = "" if arguments is None else json.dumps(arguments)
-        calls.append(ToolCall(name=str(name or ""), arguments=arguments, id=call_id))
-    # The deprecated single function_call, still sent by some OpenAI-compatible servers.
-    legacy = getattr(message, "function_call", None)
-    if not calls and legacy is not None:
-        arguments = getattr(legacy, "arguments", None)
-        calls.append(
-            ToolCall(
-                name=str(getattr(legacy, "name", "") or ""),
-                arguments=arguments if isinstance(arguments, str) else json.dumps(arguments),
-            )
-        )
-    return calls
+def _answered(seen: BodyCapture) -> bool:
+    """The server sent a successful body, whole or up to the cap (so a failure is in
+    reading it, not in the network or the server)."""
+    ok = seen.status is not None and 200 <= seen.status < 300
+    return ok and (seen.finished or seen.truncated)
 
 
 def _count_tokens(litellm: ModuleType, model: str, **what: Any) -> int:
@@ -413,12 +402,16 @@ class LitellmProvider:
     """``Provider`` backed by ``litellm.acompletion``; exactly one HTTP attempt per call.
 
     ``drop_params=True`` makes litellm drop params a provider does not support (e.g.
-    ``seed``) instead of failing the call.
+    ``seed``) instead of failing the call. Answers are read through a size-capped
+    transport (``bounded_http``); an answer litellm cannot read (too large, content parts,
+    an odd ``finish_reason``) is read from the kept body with the rules of
+    ``completion_json``, so every malformed answer ends as ``malformed_response``.
     """
 
     def __init__(self, *, drop_params: bool = True) -> None:
         self.drop_params = drop_params
         self._routers: dict[str, Any] = {}
+        self._http_client: Any = None
 
     def _router(self, litellm: ModuleType, spec: dict[str, Any]) -> Any:
         """One litellm Router per deployment list, reused across calls (it tracks rpm/tpm).
@@ -456,6 +449,7 @@ class LitellmProvider:
 
             ensure_registered(request.model, request.local_model_path)
         litellm = import_litellm()
+        self._install_http_client(litellm)
 
         kwargs: dict[str, Any] = {
             k: v for k, v in request.params.items() if v is not None and k not in _RESERVED_PARAMS
@@ -479,24 +473,30 @@ class LitellmProvider:
             )
             for name in ("api_base", "api_key", "num_retries"):
                 kwargs.pop(name, None)
-        try:
-            if request.router is not None:
-                response = await router.acompletion(**kwargs)
-            else:
-                response = await litellm.acompletion(**kwargs)
-        except Exception as exc:
-            for inner in _chain(exc):
-                # Raised on purpose inside a custom handler (the local provider): a missing
-                # extra or a bad model path is the user's to fix, not an "unknown" error.
-                if isinstance(inner, ProviderError | EvalrunError):
-                    raise inner from None
-            # `from None`: the raw litellm exception may echo headers; don't print it.
-            raise classify_exception(exc, secrets=secrets, litellm=litellm) from None
+        max_bytes = request.max_response_bytes or DEFAULT_MAX_BYTES
+        with capture(max_bytes) as seen:
+            try:
+                if request.router is not None:
+                    response = await router.acompletion(**kwargs)
+                else:
+                    response = await litellm.acompletion(**kwargs)
+            except Exception as exc:
+                for inner in _chain(exc):
+                    # Raised on purpose inside a custom handler (the local provider): a missing
+                    # extra or a bad model path is the user's to fix, not an "unknown" error.
+                    if isinstance(inner, ProviderError | EvalrunError):
+                        raise inner from None
+                if _answered(seen):
+                    # litellm could not read an answer the server did send (too large, or a
+                    # shape it refuses): read it here, with one rule for every oddity.
+                    return self._from_body(litellm, request, seen, is_local, secrets)
+                # `from None`: the raw litellm exception may echo headers; don't print it.
+                raise classify_exception(exc, secrets=secrets, litellm=litellm) from None
 
         try:
-            return self._normalise(litellm, request, response, is_local)
-        except ProviderError:
-            raise
+            completion = parse_completion(response)
+        except MalformedCompletion as exc:
+            raise ProviderError("malformed_response", str(exc)[:MAX_MESSAGE_CHARS], retryable=True) from None
         except Exception as exc:
             message = scrub_known(
                 scrub(f"unreadable completion: {type(exc).__name__}: {exc}", secrets)
@@ -504,29 +504,91 @@ class LitellmProvider:
             raise ProviderError(
                 "malformed_response", message.splitlines()[0][:MAX_MESSAGE_CHARS], retryable=True
             ) from None
+        return self._finish(litellm, request, completion, response, is_local, truncated=False)
 
-    def _normalise(
-        self, litellm: ModuleType, request: ProviderRequest, response: Any, is_local: bool
+    def _install_http_client(self, litellm: ModuleType) -> None:
+        """Make litellm's OpenAI-compatible calls read through the size-capped transport.
+
+        One wrapped client per process, in ``litellm.aclient_session``. litellm closes it
+        with its cached SDK clients (``close_litellm_async_clients``, called by ``aclose``),
+        so a closed one is replaced. A client a host application installed itself is left
+        alone (its answers are then capped only as text, after the fact).
+        """
+        lib: Any = litellm
+        current = getattr(lib, "aclient_session", None)
+        if current is not None and (not is_wrapped(current) or not current.is_closed):
+            if is_wrapped(current):
+                self._http_client = current
+            return
+        lib.aclient_session = None
+        client: Any
+        try:
+            from litellm.llms.openai.common_utils import BaseOpenAILLM
+
+            client = BaseOpenAILLM._get_async_http_client()  # litellm's own transport, TLS, proxies
+        except Exception:  # an internal that moved: plain httpx still gets the cap
+            import httpx
+
+            client = httpx.AsyncClient(follow_redirects=True)
+        if client is None:
+            return
+        self._http_client = wrap_client(client)
+        lib.aclient_session = self._http_client
+
+    def _from_body(
+        self,
+        litellm: ModuleType,
+        request: ProviderRequest,
+        seen: BodyCapture,
+        is_local: bool,
+        secrets: tuple[str, ...],
     ) -> ProviderResponse:
-        choices = getattr(response, "choices", None)
-        if not choices:
-            raise ProviderError("malformed_response", "completion has no choices", retryable=True)
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        if message is None:
-            raise ProviderError("malformed_response", "choice has no message", retryable=True)
+        """The answer from the body the transport kept: parsed whole, or salvaged when cut."""
+        body = seen.body()
+        if seen.truncated:
+            text = salvage_content(body)
+            if text is None:
+                raise ProviderError(
+                    "malformed_response",
+                    f"response body over max_response_bytes ({seen.max_bytes:,} bytes) with no readable message text",
+                    retryable=False,
+                )
+            completion = Completion(output=text)
+        else:
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError) as exc:
+                message = scrub_known(scrub(f"response body is not JSON: {exc}", secrets))
+                raise ProviderError("malformed_response", message[:MAX_MESSAGE_CHARS], retryable=True) from None
+            try:
+                completion = parse_completion(data)
+            except MalformedCompletion as exc:
+                raise ProviderError("malformed_response", str(exc)[:MAX_MESSAGE_CHARS], retryable=True) from None
+        return self._finish(litellm, request, completion, None, is_local, truncated=seen.truncated)
 
-        output = _text(getattr(message, "content", None))
-        tool_calls = _tool_calls(message)
-        refusal = getattr(message, "refusal", None)
-        refusal = refusal if isinstance(refusal, str) and refusal else None
-        finish_reason = getattr(choice, "finish_reason", None)
+    def _finish(
+        self,
+        litellm: ModuleType,
+        request: ProviderRequest,
+        completion: Completion,
+        response: Any,
+        is_local: bool,
+        *,
+        truncated: bool,
+    ) -> ProviderResponse:
+        output = completion.output
+        refusal = completion.refusal
+        tool_calls = completion.tool_calls
+        # In-process models and providers read outside the capped transport: cap the text.
+        limit = request.max_response_bytes or DEFAULT_MAX_BYTES
+        if output is not None and len(output) > limit:
+            output, truncated = output[:limit], True
 
-        usage = getattr(response, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", None)
-        completion_tokens = getattr(usage, "completion_tokens", None)
+        prompt_tokens = completion.prompt_tokens
+        completion_tokens = completion.completion_tokens
         estimated = False
-        # litellm turns a missing usage object into zeros; a zero next to real text is "missing".
+        # A missing usage object arrives as zeros (litellm fills them in), and impossible
+        # counts were dropped by parse_completion: either way, count the tokens here.
         if not prompt_tokens and request.messages:
             prompt_tokens = _count_tokens(litellm, request.model, messages=request.messages)
             estimated = True
@@ -557,13 +619,14 @@ class LitellmProvider:
         return ProviderResponse(
             output=output,
             tool_calls=tool_calls,
-            finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+            finish_reason=completion.finish_reason,
             refusal=refusal,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             tokens_estimated=estimated,
             cost_usd=cost_usd,
             cost_status=cost_status,
+            response_truncated=truncated,
         )
 
     @staticmethod
@@ -603,3 +666,10 @@ class LitellmProvider:
         flush = getattr(getattr(_litellm, "in_memory_llm_clients_cache", None), "flush_cache", None)
         if callable(flush):
             flush()
+        client, self._http_client = self._http_client, None
+        if client is not None:
+            lib: Any = _litellm
+            if getattr(lib, "aclient_session", None) is client:
+                lib.aclient_session = None
+            with contextlib.suppress(Exception):
+                await client.aclose()

@@ -596,7 +596,8 @@ def _side_entry(r: Mapping[str, Any], limit: int) -> dict[str, Any]:
         ["tokens", f"{fmt.count(pt)} in / {fmt.count(ct)} out" + (" (estimated)" if r.get("tokens_estimated") else "")],
         ["latency", fmt.seconds(r.get("latency_s"))],
         ["cost", fmt.call_cost(r.get("cost_status"), r.get("cost_usd"))],
-        ["finish", _s(r.get("finish_reason") or fmt.NA, 100)],
+        ["finish", _s(r.get("finish_reason") or fmt.NA, 100)
+         + (" (answer over max_response_mb: cut there)" if r.get("response_truncated") else "")],
     ]
     if (r.get("attempts") or 0) > 1:
         meta.append(["attempts", fmt.count(r.get("attempts"))])
