@@ -20,6 +20,7 @@ import json
 import math
 import re
 import sys
+import threading
 from typing import Any
 
 __all__ = ["NotJson", "find_embedded", "find_fenced", "loads_strict"]
@@ -94,10 +95,22 @@ class _Decoder(json.JSONDecoder):
             raise NotJson(f"{self.non_finite[:40]} is not a finite number (JSON numbers must be finite)")
 
 
+_local = threading.local()
+
+
+def _decoder() -> _Decoder:
+    # One per thread: building a decoder (and its C scanner) costs more than a small parse.
+    decoder: _Decoder | None = getattr(_local, "decoder", None)
+    if decoder is None:
+        decoder = _local.decoder = _Decoder()
+    decoder.non_finite = None
+    return decoder
+
+
 def loads_strict(text: str) -> Any:
     """Parse ``text`` under the strict rule; raises ``ValueError`` (``NotJson`` or
     ``json.JSONDecodeError``) or ``RecursionError``."""
-    decoder = _Decoder()
+    decoder = _decoder()
     value = decoder.decode(text)
     decoder.reject_non_finite()
     return value
@@ -154,7 +167,7 @@ def find_embedded(text: str) -> tuple[Any] | None:
     best: tuple[Any] | None = None
     best_len = 0
     pos = 0
-    decoder = _Decoder()
+    decoder = _decoder()
     while True:
         m = _OPEN_RE.search(text, pos)
         if m is None:
