@@ -239,3 +239,19 @@ def test_corpus_size(request: pytest.FixtureRequest) -> None:
     else:
         print(text)
     assert len(ENTRIES) >= 40
+
+
+def test_a_pasted_key_is_written_nowhere_by_replay(tmp_path: Path) -> None:
+    """The issue: --replay wrote a key pasted into api_key_env into manifest.json and report.html."""
+    key = PASTED_KEYS["groq"]
+    project = tmp_path / "replay"
+    shutil.copytree(BASE, project)
+    _key_in_api_key_env(key)(project)
+    args = [sys.executable, "-m", "evalrun", "compare", str(project / "evals" / "baseline.yaml"),
+            str(project / "evals" / "candidate.yaml"), "--replay", "--out", str(project / "run"), "--quiet"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVALRUN_")}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=project, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert key not in proc.stdout + proc.stderr
+    holders = [p for p in project.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert holders == [project / "evals" / "candidate.yaml"]

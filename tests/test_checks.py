@@ -977,3 +977,25 @@ def test_a_ref_that_slips_through_is_never_fetched(schema_host: tuple[str, type[
     errors = schema_errors(validator, 3)
     assert errors and "could not be applied" in errors[0]
     assert handler.hits == 0
+
+
+def test_rescore_never_fetches_a_remote_ref_added_after_the_run(
+    tmp_path: Path, schema_host: tuple[str, type[_CountingHandler]]
+) -> None:
+    """rescore re-reads the case files: a schema that now points at a server is refused with
+    one line instead of being downloaded on every validation."""
+    from evalrun import api
+    from evalrun.testing import FakeProvider, fake_response
+    from projectkit import case, write_project
+
+    url, handler = schema_host
+    cases = [case("c1", kind="format_sensitive", expect=[{"json_schema": {"schema": {"type": "object"}}}])]
+    b, c = write_project(tmp_path, cases=cases)
+    run_dir = tmp_path / "run"
+    api.compare(api.load_project(b, c), provider=FakeProvider(lambda r: fake_response("{}")), run_dir=run_dir,
+                cache="off")
+    cases[0]["expect"] = [{"json_schema": {"schema": {"$ref": f"{url}/object.json"}}}]
+    write_project(tmp_path, cases=cases)
+    with pytest.raises(UserInputError, match="never fetches"):
+        api.rescore(run_dir)
+    assert handler.hits == 0
