@@ -382,6 +382,10 @@ def classify_exception(
 # --------------------------------------------------------------------------- responses
 
 
+# How litellm's failure to convert a 2xx body gets classified ("Invalid response object").
+_UNREADABLE = frozenset({"malformed_response", "server_error", "unknown"})
+
+
 def _answered(seen: BodyCapture) -> bool:
     """The server sent a successful body, whole or up to the cap (so a failure is in
     reading it, not in the network or the server)."""
@@ -486,12 +490,14 @@ class LitellmProvider:
                     # extra or a bad model path is the user's to fix, not an "unknown" error.
                     if isinstance(inner, ProviderError | EvalrunError):
                         raise inner from None
-                if _answered(seen):
+                error = classify_exception(exc, secrets=secrets, litellm=litellm)
+                if _answered(seen) and (seen.truncated or error.kind in _UNREADABLE):
                     # litellm could not read an answer the server did send (too large, or a
-                    # shape it refuses): read it here, with one rule for every oddity.
+                    # shape it refuses): read it here, with one rule for every oddity. A
+                    # 200 that litellm read as a rate limit or an auth error stays that.
                     return self._from_body(litellm, request, seen, is_local, secrets)
                 # `from None`: the raw litellm exception may echo headers; don't print it.
-                raise classify_exception(exc, secrets=secrets, litellm=litellm) from None
+                raise error from None
 
         try:
             completion = parse_completion(response)
