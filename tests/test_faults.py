@@ -690,7 +690,7 @@ MESSAGE = {"role": "assistant", "content": "answer"}
         ("null message", completion_body(None), ("malformed_response", "choice has no message", None)),
         ("message as a string", completion_body("answer"), ("malformed_response", "message is a str", None)),
         ("content as a number", completion_body({"role": "assistant", "content": 12}),
-         ("malformed_response", "content is a int", None)),
+         ("malformed_response", "content is an int", None)),
         ("choices as an object", json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
                                              "choices": {"0": MESSAGE}}).encode(),
          ("malformed_response", "no choices", None)),

@@ -54,6 +54,11 @@ class Completion:
     completion_tokens: int | None = None
 
 
+def _a(value: Any) -> str:
+    name = type(value).__name__
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
 def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
@@ -72,7 +77,7 @@ def text_of(value: Any, what: str = "message content") -> str | None:
                 if isinstance(text, str):
                     pieces.append(text)
         return "".join(pieces)
-    raise MalformedCompletion(f"{what} is a {type(value).__name__}, not text or a list of content parts")
+    raise MalformedCompletion(f"{what} is {_a(value)}, not text or a list of content parts")
 
 
 def finish_reason_of(value: Any) -> str | None:
@@ -129,18 +134,18 @@ def parse_completion(data: Any) -> Completion:
     Raises ``MalformedCompletion`` when there is no usable message.
     """
     if data is None or isinstance(data, str | int | float | bool | list):
-        raise MalformedCompletion(f"the body is a JSON {type(data).__name__}, not a completion object")
+        raise MalformedCompletion(f"the body is {_a(data)}, not a completion object")
     choices = _get(data, "choices")
     if not isinstance(choices, list) or not choices:
         raise MalformedCompletion("completion has no choices")
     choice = choices[0]
     if not isinstance(choice, dict) and isinstance(choice, str | int | float | bool | list):
-        raise MalformedCompletion(f"choices[0] is a {type(choice).__name__}, not an object")
+        raise MalformedCompletion(f"choices[0] is {_a(choice)}, not an object")
     message = _get(choice, "message")
     if message is None:
         raise MalformedCompletion("choice has no message")
     if isinstance(message, str | int | float | bool | list):
-        raise MalformedCompletion(f"message is a {type(message).__name__}, not an object")
+        raise MalformedCompletion(f"message is {_a(message)}, not an object")
     refusal = _get(message, "refusal")
     usage = _get(data, "usage")
     return Completion(
