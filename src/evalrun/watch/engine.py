@@ -11,6 +11,7 @@ of sample outputs shown in the report.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,10 +58,8 @@ class Engine:
 
     def close(self) -> None:
         """Disconnect (idempotent)."""
-        try:
+        with contextlib.suppress(Exception):
             self.con.disconnect()
-        except Exception:  # noqa: BLE001 - closing must never mask the real outcome
-            pass
 
 
 def _content_udfs(con: Any) -> None:
@@ -81,13 +80,13 @@ def _apply_content_checks(t: ir.Table, plan: Plan) -> ir.Table:
     checks = plan.source.content_checks
     out = t
     if checks.refusal:
-        @ibis.udf.scalar.builtin(name="evalrun_refused")
+        @ibis.udf.scalar.builtin(name="evalrun_refused")  # type: ignore[untyped-decorator]
         def refused_of(text: str) -> bool:  # type: ignore[empty-body]
             ...
 
         out = out.mutate(refused=out.refused.coalesce(refused_of(out.output)))
     if checks.parse_json:
-        @ibis.udf.scalar.builtin(name="evalrun_json_strict")
+        @ibis.udf.scalar.builtin(name="evalrun_json_strict")  # type: ignore[untyped-decorator]
         def parses(text: str) -> bool:  # type: ignore[empty-body]
             ...
 
@@ -123,7 +122,7 @@ def open_engine(plan: Plan, plan_path: Path) -> Engine:
                 t = read_files(con, paths, fmts.pop())
     except (UserInputError, CouldNotMeasureError):
         raise
-    except Exception as exc:  # noqa: BLE001 - any driver error: one line, no traceback
+    except Exception as exc:
         raise CouldNotMeasureError(f"cannot read the log source: {_one_line(exc)}") from None
     if source.kind == "litellm":
         mapped = map_litellm(t, source)
@@ -182,7 +181,7 @@ def stage_rows(engine: Engine, plan: Plan, stage_name: str, at: datetime) -> ir.
 def _execute(engine: Engine, expr: Any) -> list[dict[str, Any]]:
     try:
         df = engine.con.execute(expr)
-    except Exception as exc:  # noqa: BLE001 - a failing query is "could not measure"
+    except Exception as exc:
         raise CouldNotMeasureError(f"query failed on {engine.dialect}: {_one_line(exc)}") from None
     return df.to_dict("records")  # type: ignore[no-any-return]
 
@@ -286,7 +285,7 @@ def fetch_samples(engine: Engine, plan: Plan, stage_name: str, at: datetime, coh
     for r in _execute(engine, picked.select("unit_id", "ts", "cohort", "output", "error_type", "parse_ok",
                                               "over_refused", "task_success", "_bad")):
         flags = []
-        if r.get("error_type"):
+        if isinstance(r.get("error_type"), str):
             flags.append(f"error {r['error_type']}")
         if r.get("parse_ok") == 0.0:
             flags.append("parse failed")
@@ -296,5 +295,5 @@ def fetch_samples(engine: Engine, plan: Plan, stage_name: str, at: datetime, coh
             flags.append("task failed")
         ts = r.get("ts")
         out.append(Sample(str(r.get("unit_id")), str(ts)[:19] if ts is not None else "", str(r.get("cohort")),
-                          str(r.get("output") or ""), ", ".join(flags) or "ok"))
+                          str(r.get("output") or ""), ", ".join(flags) or "no bad outcome recorded"))
     return out

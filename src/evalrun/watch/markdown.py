@@ -17,6 +17,8 @@ STATUS_WORD = {"continue": "CONTINUE", "rollback": "ROLLBACK", "hold": "HOLD", "
 def _fmt(t: dict[str, Any], v: float | None) -> str:
     if v is None:
         return "–"
+    if t["kind"] == "vs_baseline" and t["metric"] not in ("completion_tokens_ratio", "cost_ratio"):
+        return f"{v * 100:+.2f} pts"
     if t["test"] in ("exceedance", "beta_binomial") or (
         t["test"] == "normal_mixture" and t["metric"] not in ("completion_tokens_ratio", "cost_ratio")
     ):

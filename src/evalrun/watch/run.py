@@ -14,7 +14,7 @@ from evalrun.errors import UserInputError
 from evalrun.watch.data import Sample, StageData
 from evalrun.watch.plan import Plan, load_plan, now_utc
 from evalrun.watch.sources import describe_source
-from evalrun.watch.verdict import StageVerdict, TriggerResult, decide_stage
+from evalrun.watch.verdict import StageVerdict, TriggerResult, decide_stage, since
 
 VERDICT_FORMAT = 1
 """verdict.json format version."""
@@ -135,6 +135,8 @@ def evaluate(plan_path: str | Path, stage: str, *, at: datetime | None = None) -
     try:
         data = measure_stage(engine, plan, stage, when)
         verdict = decide_stage(plan, stage, data, when)
+        if verdict.start is not None:
+            data = since(data, verdict.start.timestamp())
         samples = (fetch_samples(engine, plan, stage, when, verdict.worst_cohort or data.cohorts[0])
                    if data.cohorts else [])
     finally:

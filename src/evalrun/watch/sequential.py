@@ -223,7 +223,7 @@ LOG_RATIO_GRID: NDArray[np.float64] = np.linspace(-6.0, 6.0, 1201)
 
 def _log_prior(sd: float) -> NDArray[np.float64]:
     w = -0.5 * (LOG_RATIO_GRID / sd) ** 2
-    return w - logsumexp(w)
+    return np.asarray(w - logsumexp(w), dtype=float)
 
 
 def rate_ratio_cs(

@@ -88,7 +88,7 @@ def simulate_stage(plan: Plan, stage: str, scenario: Scenario, seed: int) -> Sta
     """Draw a scenario and aggregate it into the engine's ``StageData``."""
     rng = np.random.default_rng(seed)
     measures = sorted({measure_of(t) for t in plan.stage_triggers(stage)})
-    n_base = max(int(round(scenario.per_look * (1 - scenario.share) / scenario.share)), 1)
+    n_base = max(round(scenario.per_look * (1 - scenario.share) / scenario.share), 1)
     cohorts = list(scenario.cohorts)
     shape = (2, len(cohorts), scenario.looks)
     units = np.zeros(shape)

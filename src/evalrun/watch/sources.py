@@ -82,10 +82,10 @@ def resolve_uri(uri: str) -> str:
 def read_files(con: BaseBackend, paths: list[str], fmt: str) -> ir.Table:
     """Read files of one format into a DuckDB-backed ibis table."""
     if fmt == "parquet":
-        return con.read_parquet(paths)  # type: ignore[attr-defined,no-any-return]
+        return con.read_parquet(paths)
     if fmt == "csv":
-        return con.read_csv(paths)  # type: ignore[attr-defined,no-any-return]
-    return con.read_json(paths, format="newline_delimited" if fmt == "jsonl" else "auto")  # type: ignore[attr-defined,no-any-return]
+        return con.read_csv(paths)
+    return con.read_json(paths, format="newline_delimited" if fmt == "jsonl" else "auto")
 
 
 def _json_text(x: Any) -> Any:
@@ -246,7 +246,7 @@ def _text_of_messages(value: Any) -> str | None:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            return value
+            return str(value)
     parts: list[str] = []
     for msg in value if isinstance(value, list) else [value]:
         if isinstance(msg, dict):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,6 +94,14 @@ _JSON_OK = '{"order_id": %d, "items": [{"sku": "A-%d", "qty": %d}]}'
 _JSON_BAD = ("Sure! Here is the order:\n```json\n{\"order_id\": %d}\n```", "The order id is %d.")
 
 
+def _pick(cond: np.ndarray, yes: Any, no: Any) -> np.ndarray:
+    """An object array: ``yes`` (scalar or array) where ``cond``, else ``no`` (None allowed)."""
+    out = np.empty(cond.shape[0], dtype=object)
+    out[:] = no
+    out[cond] = yes[cond] if isinstance(yes, np.ndarray) else yes
+    return out
+
+
 def generate(spec: TrafficSpec) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Columns of the log, and the ground truth that produced them."""
     rng = np.random.default_rng(spec.seed)
@@ -115,7 +123,10 @@ def generate(spec: TrafficSpec) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     hit = is_cand & (tenant == reg_cohort)
     rates = {k: np.where(hit, getattr(cand_rates, k), getattr(spec.baseline, k))
              for k in spec.baseline.__dict__}
-    u = lambda: rng.random(n)  # noqa: E731 - one fresh uniform draw per outcome
+
+    def u() -> np.ndarray:
+        return rng.random(n)
+
     error = u() < rates["error"]
     known_bad = (~extraction) & (u() < 0.01)
     refused = np.where(known_bad, u() < 0.95, u() < rates["over_refusal"]) & ~error
@@ -139,19 +150,19 @@ def generate(spec: TrafficSpec) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         "tenant": tenant,
         "tenant_tier": tier,
         "region": region,
-        "use_case": np.where(extraction, "extraction", "chat").astype(object),
-        "response_format": np.where(extraction, "json", None).astype(object),
+        "use_case": _pick(extraction, "extraction", "chat"),
+        "response_format": _pick(extraction, "json", None),
         "input_tokens": in_tok,
         "output_tokens": np.where(error, np.nan, out_tok),
         "cost_usd": cost,
         "latency_ms": latency,
-        "error_type": np.where(error, "server_error", None).astype(object),
+        "error_type": _pick(error, "server_error", None),
         "tool_calls": tool_calls,
         "tool_errors": tool_errors,
-        "parse_ok": np.where(extraction & ~error, parse_ok, None).astype(object),
-        "refused": np.where(error, None, refused).astype(object),
+        "parse_ok": _pick(extraction & ~error, parse_ok, None),
+        "refused": _pick(~error, refused, None),
         "should_refuse": known_bad,
-        "task_success": np.where(error, None, task_ok).astype(object),
+        "task_success": _pick(~error, task_ok, None),
     }
     if spec.content:
         out = np.empty(n, dtype=object)

@@ -91,8 +91,8 @@ class TriggerResult:
     @property
     def reason(self) -> str:
         """One sentence for the verdict's reasons."""
-        ci = _fmt_bounds(self.bounds, self.metric, self.test)
-        bound = _fmt_value(self.boundary, self.metric, self.test)
+        ci = _fmt_bounds(self.bounds, self.metric, self.test, self.trigger.kind)
+        bound = _fmt_value(self.boundary, self.metric, self.test, self.trigger.kind)
         where = {"harm": "wholly in the harm region", "safe": "wholly on the safe side",
                  "inconclusive": "straddles the boundary", "no_data": "has no data yet"}[self.status]
         side = ">" if self.harm_side == "above" else "<"
@@ -163,7 +163,7 @@ def _sequence(
     sel = slice(None) if cohort is None else slice(cohort, cohort + 1)
 
     def arm(a: int, arrays: dict[str, NDArray[np.float64]]) -> NDArray[np.float64]:
-        return arrays[measure][a, sel, :].sum(axis=0)
+        return np.asarray(arrays[measure][a, sel, :].sum(axis=0), dtype=float)
 
     nb, nc = arm(0, data.n), arm(1, data.n)
     sb, sc = arm(0, data.total), arm(1, data.total)
@@ -208,7 +208,7 @@ def _sequence(
         ec = (nc - sc) if metric.invert else sc
         eb = (nb - sb) if metric.invert else sb
         per_look = rate_ratio_cs(ec, eb, nc, nb, alpha=alpha)
-        events = int(round(float(ec.sum() + eb.sum())))
+        events = round(float(ec.sum() + eb.sum()))
         test, parameter = "rate_ratio_count", f"{metric.event_word} rate ratio (candidate / baseline)"
     else:
         per_look = [
@@ -434,9 +434,11 @@ def _td(td: timedelta) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
-def _fmt_value(v: float, m: MetricDef, test: str) -> str:
+def _fmt_value(v: float, m: MetricDef, test: str, kind: str = "") -> str:
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
+    if kind == "vs_baseline" and m.kind == "binary":
+        return f"{v * 100:+.2f} pts"
     if test in ("exceedance", "beta_binomial") or (m.kind == "binary" and test == "normal_mixture"):
         return f"{v * 100:.2f}%"
     if test in ("rate_ratio_count", "ratio_mixture"):
@@ -444,8 +446,8 @@ def _fmt_value(v: float, m: MetricDef, test: str) -> str:
     return f"{v:.4g}"
 
 
-def _fmt_bounds(b: Bounds, m: MetricDef, test: str) -> str:
-    est = "n/a" if math.isnan(b.estimate) else _fmt_value(b.estimate, m, test)
+def _fmt_bounds(b: Bounds, m: MetricDef, test: str, kind: str = "") -> str:
+    est = "n/a" if math.isnan(b.estimate) else _fmt_value(b.estimate, m, test, kind)
     if math.isnan(b.low) or math.isnan(b.high):
         return f"{est} [no interval yet]"
-    return f"{est} [{_fmt_value(b.low, m, test)}, {_fmt_value(b.high, m, test)}]"
+    return f"{est} [{_fmt_value(b.low, m, test, kind)}, {_fmt_value(b.high, m, test, kind)}]"
