@@ -104,6 +104,10 @@ def open_engine(plan: Plan, plan_path: Path) -> Engine:
     try:
         if source.uri is not None:
             con: Any = ibis.postgres.connect(resolve_uri(source.uri))
+            # LiteLLM stores naive UTC timestamps; read them as UTC whatever the server's
+            # default, and never write (watching is read-only by construction).
+            con.raw_sql("SET TIME ZONE 'UTC'")
+            con.raw_sql("SET default_transaction_read_only = on")
             t = con.table(source.table or "LiteLLM_SpendLogs")
             dialect = "postgres"
         else:
@@ -113,7 +117,7 @@ def open_engine(plan: Plan, plan_path: Path) -> Engine:
             dialect = "duckdb"
             if source.kind in RECORD_READERS:
                 rows = RECORD_READERS[source.kind](paths, source)
-                t = con.create_table("evalrun_units", records_table(rows, source))
+                t = ibis.memtable(records_table(rows, source))
             else:
                 fmts = {_fmt_of(p, source.format) for p in paths}
                 if len(fmts) > 1:
@@ -180,10 +184,10 @@ def stage_rows(engine: Engine, plan: Plan, stage_name: str, at: datetime) -> ir.
 
 def _execute(engine: Engine, expr: Any) -> list[dict[str, Any]]:
     try:
-        df = engine.con.execute(expr)
-    except Exception as exc:
+        table = engine.con.to_pyarrow(expr)
+    except Exception as exc:  # a failing query (any driver's error type) is "could not measure"
         raise CouldNotMeasureError(f"query failed on {engine.dialect}: {_one_line(exc)}") from None
-    return df.to_dict("records")  # type: ignore[no-any-return]
+    return table.to_pylist()  # type: ignore[no-any-return]
 
 
 def _quantile_from_hist(bins: dict[int, float], q: float) -> float | None:
@@ -241,7 +245,7 @@ def measure_stage(engine: Engine, plan: Plan, stage_name: str, at: datetime) -> 
         else:
             values[m_name] = rows[m_name]
     bucket_s = int(plan.bucket.total_seconds())
-    epoch = rows.ts.epoch_seconds()
+    epoch = rows.ts.epoch_seconds().cast("float64")
     prepared = rows.mutate(
         bucket=((epoch // bucket_s) * bucket_s).cast("int64"), _epoch=epoch, **{f"_v_{k}": v for k, v in values.items()}
     )

@@ -87,7 +87,7 @@ def conform(t: ir.Table, cohort_fields: list[str]) -> ir.Table:
 def by_trace(t: ir.Table, cohort_fields: list[str]) -> ir.Table:
     """One row per trace: sums for tokens, cost and tool calls, end-to-end latency, any
     error, all parsed/valid, any refusal; labels and cohort from the trace's rows."""
-    ts_ms = t.ts.epoch_seconds() * 1000
+    ts_ms = t.ts.epoch_seconds().cast("float64") * 1000
     g = t.mutate(_end=ts_ms + t.latency_ms.fill_null(0))
     keep = {name: g[name].max() for name in
             ("session_id", "model_version", "prompt_version", "retrieval_version",

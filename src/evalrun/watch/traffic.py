@@ -130,7 +130,8 @@ def generate(spec: TrafficSpec) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     error = u() < rates["error"]
     known_bad = (~extraction) & (u() < 0.01)
     refused = np.where(known_bad, u() < 0.95, u() < rates["over_refusal"]) & ~error
-    parse_ok = np.where(extraction & ~error, u() >= rates["parse_fail"], False)
+    # A refused extraction is a parse failure too (Stage 1 classes it "refused").
+    parse_ok = np.where(extraction & ~error, u() >= rates["parse_fail"], False) & ~refused
     tool_calls = np.where((~extraction) & (u() < 0.25) & ~error, 1, 0)
     tool_errors = np.where(tool_calls > 0, (u() < rates["tool_fail"]).astype(int), 0)
     task_ok = (u() >= rates["task_fail"]) & ~refused & (parse_ok | ~extraction)
