@@ -101,9 +101,15 @@ def open_engine(plan: Plan, plan_path: Path) -> Engine:
     import ibis
 
     source = plan.source
+    secrets: list[str] = []
     try:
         if source.uri is not None:
-            con: Any = ibis.postgres.connect(resolve_uri(source.uri))
+            import psycopg
+
+            uri = resolve_uri(source.uri)
+            secrets = _uri_secrets(uri)
+            # libpq parses the URI (every form it accepts, unix sockets included).
+            con: Any = ibis.postgres.from_connection(psycopg.connect(uri, autocommit=True))
             # LiteLLM stores naive UTC timestamps; read them as UTC whatever the server's
             # default, and never write (watching is read-only by construction).
             con.raw_sql("SET TIME ZONE 'UTC'")
@@ -126,8 +132,8 @@ def open_engine(plan: Plan, plan_path: Path) -> Engine:
                 t = read_files(con, paths, fmts.pop())
     except (UserInputError, CouldNotMeasureError):
         raise
-    except Exception as exc:
-        raise CouldNotMeasureError(f"cannot read the log source: {_one_line(exc)}") from None
+    except Exception as exc:  # any driver error: one line, no traceback, no password
+        raise CouldNotMeasureError(f"cannot read the log source: {_scrub(_one_line(exc), secrets)}") from None
     if source.kind == "litellm":
         mapped = map_litellm(t, source)
     elif source.kind == "evalrun":
@@ -143,6 +149,27 @@ def open_engine(plan: Plan, plan_path: Path) -> Engine:
         table = by_trace(table, source.cohort_fields)
     has_content = "output" in t.columns or source.kind in RECORD_READERS or "output" in source.fields
     return Engine(con, with_measures(table), dialect, has_content)
+
+
+def _uri_secrets(uri: str) -> list[str]:
+    """The URI and its password: never to appear in a message."""
+    from urllib.parse import unquote, urlsplit
+
+    out = [uri]
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        password = None
+    if password:
+        out += [password, unquote(password)]
+    return out
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _one_line(exc: BaseException) -> str:
@@ -239,7 +266,8 @@ def measure_stage(engine: Engine, plan: Plan, stage_name: str, at: datetime) -> 
             thr = thresholds[m_name]
             values[m_name] = ibis.ifelse(
                 rows.latency_ms.notnull(),
-                (rows.latency_ms > (thr if thr is not None else math.inf)).cast(f),
+                ibis.ifelse(rows.latency_ms > (thr if thr is not None else math.inf),
+                            ibis.literal(1, type="int8"), ibis.literal(0, type="int8")).cast(f),
                 ibis.null().cast(f),
             )
         else:

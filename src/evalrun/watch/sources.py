@@ -89,7 +89,17 @@ def read_files(con: BaseBackend, paths: list[str], fmt: str) -> ir.Table:
 
 
 def _json_text(x: Any) -> Any:
-    return x.str.coalesce(x.cast("string"))
+    """A JSON value as text: strings unquoted, numbers/booleans as written, JSON null as NULL.
+
+    Not ibis's ``.str``: on PostgreSQL 15 it compiles to ``->> VARIADIC ARRAY[]`` which the
+    server rejects; a cast to text and unquoting works on every backend.
+    """
+    import ibis
+
+    txt = x.cast("string")
+    unquoted = ibis.ifelse(txt.startswith('"') & txt.endswith('"') & (txt.length() >= 2),
+                           txt.substr(1, txt.length() - 2), txt)
+    return unquoted.nullif("null")
 
 
 def field_expr(t: ir.Table, spec: str) -> Any:

@@ -119,18 +119,27 @@ def with_measures(t: ir.Table) -> ir.Table:
 
     ok = t.error_type.isnull()
     f = "float64"
+    # Integer 0/1 cast to double: a float literal is NUMERIC on PostgreSQL (it comes back
+    # as Decimal), and ibis drops a cast of a float64 literal to float64.
+    one, zero = ibis.literal(1, type="int8"), ibis.literal(0, type="int8")
+
+    def as_float(x: Any) -> Any:
+        # PostgreSQL has no boolean → double cast; CASE keeps NULL as NULL everywhere.
+        if x.type().is_boolean():
+            return ibis.cases((x == True, one), (x == False, zero), else_=ibis.null().cast("int8")).cast(f)  # noqa: E712
+        return x.cast(f)
 
     def when_ok(x: Any) -> Any:
-        return ibis.ifelse(ok, x.cast(f), ibis.null().cast(f))
+        return ibis.ifelse(ok, as_float(x), ibis.null().cast(f))
 
     not_bad = t.should_refuse.fill_null(False) == False  # noqa: E712 (an ibis expression)
     return t.mutate(
-        is_error=ibis.ifelse(ok, 0.0, 1.0),
+        is_error=ibis.ifelse(ok, zero, one).cast(f),
         task_success=when_ok(t.task_success),
         parse_ok=when_ok(t.parse_ok),
         schema_ok=when_ok(t.schema_ok),
         tool_ok=ibis.ifelse(ok & (t.tool_calls.fill_null(0) > 0),
-                            (t.tool_errors.fill_null(0) == 0).cast(f), ibis.null().cast(f)),
+                            ibis.ifelse(t.tool_errors.fill_null(0) == 0, one, zero).cast(f), ibis.null().cast(f)),
         over_refused=ibis.ifelse(not_bad, when_ok(t.refused), ibis.null().cast(f)),
         bad_refused=ibis.ifelse(t.should_refuse.fill_null(False), when_ok(t.refused),
                                 ibis.null().cast(f)),
