@@ -230,11 +230,16 @@ class Arms(_Strict):
     candidate: Labels
     """The labels that differ for the candidate; the others are inherited."""
 
+    @field_validator("baseline")
+    @classmethod
+    def _complete(cls, v: Labels) -> Labels:
+        missing = [k for k, x in v.as_dict().items() if x is None]
+        if missing:
+            raise ValueError(f"the baseline needs all four labels; missing {', '.join(missing)}")
+        return v
+
     @model_validator(mode="after")
     def _distinct(self) -> Arms:
-        missing = [k for k, v in self.baseline.as_dict().items() if v is None]
-        if missing:
-            raise ValueError(f"baseline needs all four labels; missing {', '.join(missing)}")
         if self.resolved("candidate") == self.resolved("baseline"):
             raise ValueError("the candidate's labels equal the baseline's: the arms cannot be told apart")
         return self
