@@ -118,7 +118,7 @@ def test_traffic_then_watch_is_the_readme_demo(tmp_path: Path) -> None:
 
 
 def test_untrusted_text_is_inert_in_every_output(tmp_path: Path) -> None:
-    log, cols, _ = make_log(tmp_path, requests=20_000, seed=33, regression={"parse_fail": 0.3})
+    log, _cols, _ = make_log(tmp_path, requests=20_000, seed=33, regression={"parse_fail": 0.3})
     evil = '<script>alert(1)</script><img src=x onerror=alert(2)>\x1b[31m\u202e'
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     with log.open("w") as fh:
