@@ -200,13 +200,16 @@ def stage_rows(engine: Engine, plan: Plan, stage_name: str, at: datetime) -> ir.
 
     stage = plan.stage(stage_name)
     t = engine.table
-    t = t.mutate(arm=_arm_expr(t, plan))
-    cond = t.arm.notnull() & (t.ts < at)
+    # Cheap, selective filters first (time window, cohort), so the scan can prune; the arm
+    # is then assigned only to the stage's rows.
+    cond = t.ts < at
     if stage.start is not None:
         cond = cond & (t.ts >= stage.start)
     if stage.cohort:
         cond = cond & cohort_filter(stage.cohort, plan.source, t)
-    return t.filter(cond)
+    t = t.filter(cond)
+    t = t.mutate(arm=_arm_expr(t, plan))
+    return t.filter(t.arm.notnull())
 
 
 def _execute(engine: Engine, expr: Any) -> list[dict[str, Any]]:

@@ -72,7 +72,7 @@ def conform(t: ir.Table, cohort_fields: list[str]) -> ir.Table:
     present = set(t.columns)
     for name, dtype in COLUMNS.items():
         if name in present:
-            cols[name] = t[name].cast(dtype) if str(t[name].type()) != dtype else t[name]
+            cols[name] = t[name] if _same_type(t[name].type(), dtype) else t[name].cast(dtype)
         else:
             cols[name] = ibis.null().cast(dtype)
     for name in cohort_fields:
@@ -82,6 +82,15 @@ def conform(t: ir.Table, cohort_fields: list[str]) -> ir.Table:
         trace_id=out.trace_id.fill_null(out.unit_id),
         cohort=out.cohort.fill_null("(none)"),
     )
+
+
+def _same_type(have: Any, want: str) -> bool:
+    """No cast needed (a needless cast can keep filters from reaching the Parquet scan)."""
+    import ibis
+
+    if want.startswith("timestamp"):
+        return bool(have.is_timestamp() and have.timezone == "UTC")
+    return bool(have.copy(nullable=True) == ibis.dtype(want).copy(nullable=True))
 
 
 def by_trace(t: ir.Table, cohort_fields: list[str]) -> ir.Table:
