@@ -37,7 +37,8 @@ def write_log(directory: Path, rows: int) -> Path:
     import pyarrow.parquet as pq
     import yaml
 
-    from evalrun.watch.traffic import TrafficSpec, demo_plan, generate, write_log as write_chunk
+    from evalrun.watch.traffic import TrafficSpec, demo_plan, generate
+    from evalrun.watch.traffic import write_log as write_chunk
 
     path = directory / "traffic.parquet"
     if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:

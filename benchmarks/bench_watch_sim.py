@@ -23,7 +23,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from evalrun.watch.simulate import ArmModel, Scenario, first_rollback, simulated_verdict, with_candidate
+from evalrun.watch.simulate import (
+    ArmModel,
+    Scenario,
+    first_rollback,
+    simulated_verdict,
+    with_candidate,
+)
 from test_watch_sequential import STAGE1_TRIGGERS, plan_with
 
 

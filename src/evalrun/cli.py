@@ -92,15 +92,21 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
 @click.option("--workers", type=click.IntRange(1, 64),
               help="Processes making the calls (default: the suite's `workers`; 1 = this process).")
+@click.option("--sequential", is_flag=True,
+              help="Random case order; stop calling once every rule is decided (anytime-valid sequences).")
+@click.option("--look-every", type=click.IntRange(1), help="--sequential: cases per look (default: 5 %% of the suite, at least 5).")
 def compare(baseline: str, candidate: str, suite: str | None, out: str | None, resume_dir: str | None, aa: bool,
             no_cache: bool, refresh: bool, replay: bool, cache_dir: str | None, max_cost: float | None,
-            shard_spec: str | None, fmt: str, quiet: bool, workers: int | None) -> None:
+            shard_spec: str | None, fmt: str, quiet: bool, workers: int | None, sequential: bool,
+            look_every: int | None) -> None:
     """Run the suite against BASELINE and CANDIDATE, gate the change, write the reports."""
     from evalrun import api
     from evalrun.progress import Progress
 
     if sum([no_cache, refresh, replay]) > 1:
         raise click.UsageError("--no-cache, --refresh and --replay exclude each other")
+    if sequential and (resume_dir or max_cost is not None or shard_spec):
+        raise click.UsageError("--sequential excludes --resume, --max-cost and --shard")
     mode: api.CacheMode = "off" if no_cache else "refresh" if refresh else "replay" if replay else "use"
     if workers is not None and workers > 1 and mode != "replay":
         from evalrun.parallel import prestart
@@ -126,8 +132,12 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
             from evalrun.estimate import estimate
 
             progress.message("evalrun: " + estimate(project).line())
-        outcome = api.compare(project, run_dir=run_dir, progress=progress, resume=resume,
-                              max_cost=max_cost, cache=mode, cache_path=cache_dir, workers=workers)
+        if sequential:
+            outcome = api.compare_sequential(project, run_dir=run_dir, progress=progress, cache=mode,
+                                             cache_path=cache_dir, look_every=look_every)
+        else:
+            outcome = api.compare(project, run_dir=run_dir, progress=progress, resume=resume,
+                                  max_cost=max_cost, cache=mode, cache_path=cache_dir, workers=workers)
     except EvalrunError as exc:
         _fail(exc)
     except KeyboardInterrupt:
