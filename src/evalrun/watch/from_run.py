@@ -51,14 +51,18 @@ def triggers_from_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif metric.kind in ("continuous", "quantile"):
             if margin is not None and float(margin) > 1:
                 add({"metric": name, "kind": "ratio", "max_increase": round(float(margin) - 1, 6)})
-        elif name == "known_bad_refusal":
+        elif name == "known_bad_refusal" and margin is None:
             # Stage 1 fails on any flipped case; live traffic has no paired cases, so one point
             # of refusal rate is the smallest tolerance a sequence can ever call safe.
             add({"metric": name, "kind": "vs_baseline", "margin": 0.01})
         elif margin is not None:
+            # The rule's tolerance (its PASS margin): live, one boundary separates harm from safe.
             add({"metric": name, "kind": "vs_baseline", "margin": abs(float(margin))})
         if floor is not None and metric.kind == "binary":
             add({"metric": name, "kind": "absolute", "min": float(floor)})
+        ceiling = rule.get("ceiling")
+        if ceiling is not None and metric.kind == "binary":
+            add({"metric": name, "kind": "absolute", "max": float(ceiling)})
     return out
 
 
