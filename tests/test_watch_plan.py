@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import ibis
+import pyarrow as pa
 import pytest
 
 from evalrun.errors import UserInputError
@@ -68,7 +69,8 @@ def test_a_stage_without_triggers_is_refused() -> None:
 
 
 def test_cohort_rule_translates_to_a_filter() -> None:
-    t = ibis.memtable({"tenant": ["a", "b", "c", None], "region": ["eu", "eu", "us", "us"], "cohort": ["x"] * 4})
+    t = ibis.memtable(pa.table({"tenant": ["a", "b", "c", None], "region": ["eu", "eu", "us", "us"],
+                                "cohort": ["x"] * 4}))
     p = plan()
     expr = cohort_filter("tenant IN ('a', 'c') AND NOT region = 'us' OR tenant IS NULL", p.source, t)
     assert t.filter(expr).tenant.to_pyarrow().to_pylist() == ["a", None]
