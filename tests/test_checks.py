@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.server
 import json
 import textwrap
@@ -844,6 +845,45 @@ def test_a_check_past_its_time_budget_is_a_recorded_check_error(
     assert not out.passed
     assert out.facts.get("check_error") == "timeout", out.detail
     assert "time budget of 0.3 s" in out.detail
+
+
+class _SlowFinaliser:
+    """Cyclic garbage whose finaliser takes 2 ms: what a long test session leaves behind."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        until = time.monotonic() + 0.002
+        while time.monotonic() < until:
+            pass
+
+
+def test_a_budget_is_not_lost_in_other_objects_finalisers() -> None:
+    """The cyclic collector runs finalisers in whichever thread allocates, and Python drops
+    an exception raised inside one: a CheckTimeout arriving there was lost and the check ran
+    on (seen once in a full test run). Collection is paused inside a check."""
+    fn = build_check("json_schema", {"schema": {"type": "array", "uniqueItems": True}}, ctx())
+    inp = CheckInput(call=make_call(json.dumps([{"k": i} for i in range(30_000)])), tools=[],
+                     case_kind="representative", budget_s=0.3)
+    def leave_garbage_then_check() -> CheckOutcome:
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(1500):  # 3 s of finalisers, waiting for the next collection
+                _SlowFinaliser()
+        finally:
+            gc.enable()
+        return fn(inp)  # parsing 30,000 objects crosses the threshold: a collection, in this thread
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(20_000)
+    try:
+        out = _run_bounded(leave_garbage_then_check)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.collect()
+    assert out.facts == {"check_error": "timeout"}
 
 
 def test_the_issues_nested_quantifier_answers_without_backtracking() -> None:

@@ -19,6 +19,7 @@ a hang and never a crash of the run.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import threading
 import time
@@ -73,11 +74,19 @@ def _async_raiser() -> tuple[Callable[[int], None], Callable[[int], None]] | Non
     return raise_in, clear_in
 
 
+REFIRE_AFTER_S = 0.5
+"""A check still running this long after its ``CheckTimeout`` is sent gets a second one
+(the first can be lost: Python ignores exceptions raised inside a finaliser)."""
+
+_FIRINGS = 2
+
+
 class _Watchdog:
     """One daemon thread that raises ``CheckTimeout`` in threads whose budget ran out.
 
     Arming and disarming are a lock and a dict operation; the thread is only woken when a
-    new deadline is earlier than the one it sleeps towards.
+    new deadline is earlier than the one it sleeps towards. Each budget fires at most
+    twice: at its deadline, and once more ``REFIRE_AFTER_S`` later if still armed.
     """
 
     def __init__(self) -> None:
@@ -86,7 +95,7 @@ class _Watchdog:
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._armed: dict[int, tuple[int, float]] = {}  # token -> (thread ident, deadline)
+        self._armed: dict[int, tuple[int, float, int]] = {}  # token -> (thread ident, deadline, fired)
         self._fired: set[int] = set()
         self._next = 0
         self._sleeping_until = float("inf")
@@ -107,14 +116,15 @@ class _Watchdog:
                 self._thread.start()
             self._next += 1
             token = self._next
-            self._armed[token] = (threading.get_ident(), deadline)
+            self._armed[token] = (threading.get_ident(), deadline, 0)
             if deadline < self._sleeping_until:
                 self._cond.notify()
             return token
 
     def disarm(self, token: int) -> None:
         with self._cond:
-            if self._armed.pop(token, None) is None and token in self._fired:
+            self._armed.pop(token, None)
+            if token in self._fired:
                 self._fired.discard(token)
                 # The watchdog fired just as the check finished: drop the exception if it
                 # is still pending, so it cannot surface in unrelated code.
@@ -128,13 +138,16 @@ class _Watchdog:
                     self._sleeping_until = float("inf")
                     self._cond.wait()
                     continue
-                token, (ident, deadline) = min(self._armed.items(), key=lambda item: item[1][1])
+                token, (ident, deadline, fired) = min(self._armed.items(), key=lambda item: item[1][1])
                 now = time.monotonic()
                 if deadline > now:
                     self._sleeping_until = deadline
                     self._cond.wait(deadline - now)
                     continue
-                del self._armed[token]
+                if fired + 1 < _FIRINGS:
+                    self._armed[token] = (ident, now + REFIRE_AFTER_S, fired + 1)
+                else:
+                    del self._armed[token]
                 self._fired.add(token)
                 if self._raiser is not None:
                     self._raiser[0](ident)
@@ -151,6 +164,10 @@ def run_with_budget(fn: Callable[[], T], seconds: float | None) -> T:
     """
     if seconds is None or getattr(_local, "deadline", None) is not None:
         return fn()
+    # No cyclic collection inside a check: it would run other objects' finalisers in this
+    # thread, and a CheckTimeout arriving inside one is silently dropped by Python.
+    collecting = gc.isenabled()
+    gc.disable()
     _local.deadline = time.monotonic() + seconds
     token = _WATCHDOG.arm(seconds) if _WATCHDOG.enabled else None
     try:
@@ -161,3 +178,5 @@ def run_with_budget(fn: Callable[[], T], seconds: float | None) -> T:
                 _WATCHDOG.disarm(token)
         finally:
             _local.deadline = None
+            if collecting:
+                gc.enable()
