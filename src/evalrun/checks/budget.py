@@ -12,6 +12,10 @@ Two mechanisms, because no single one reaches everywhere:
   check blocked inside one long C call (``time.sleep`` in a user function) is stopped only
   when that call returns; the JSON scan and the regex matching are bounded by design.
 
+Python drops an exception raised inside a finaliser, so cyclic garbage collection (which
+runs other objects' finalisers in whichever thread allocates) is paused for the length of
+a check, and a budget fires a second time if its check is still running 0.5 s later.
+
 A check that runs out of budget is a recorded check error (a failed ``CheckOutcome``), never
 a hang and never a crash of the run.
 """
