@@ -13,7 +13,7 @@ How it works:
   ``provider_factory`` (pickled by reference, so it must be a module-level function), its
   own journal ``journal.w{i}.jsonl`` in the run folder (flushed per finished call, exactly
   like the single-process ``journal.jsonl``), and the same runner (``run_calls``: retries,
-  backoff, Retry-After).
+  backoff, Retry-After, and a warm-up of its own: imports and connections are per process).
 * Workers come from a ``forkserver`` (``spawn`` where there is none) that imports litellm
   once, before it forks any worker: the multi-second import is paid once instead of once
   per worker, and it runs while the parent loads the project, plans and reads the cache

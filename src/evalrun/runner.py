@@ -7,6 +7,14 @@ backoff and full jitter, honours Retry-After, and counts every attempt.
 
 Rate limits are shared: a 429 pauses *every* worker until its Retry-After has passed, so
 a limited provider is not hammered by the other in-flight calls.
+
+Latency: each answer records two times. ``latency_s`` is the provider's round trip as the
+provider measured it at the transport (see ``evalrun.providers.timing``); ``client_latency_s``
+is the whole provider call timed here, which also holds the client's CPU and its waits for
+the event loop. Before the others, the first call of each side runs alone (the warm-up), so
+the lazy imports and client set-up of a process's first calls land in no measured call;
+and ``order_calls`` interleaves the two sides in a seeded random order, so a drift in the
+provider or the machine hits both sides alike.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from evalrun.errors import EvalrunError
@@ -39,6 +47,36 @@ class PlannedCall:
         """Matches ``CallResult.identity`` of this call's result."""
         return call_identity(self.case_id, self.side, self.key)
 
+
+def order_calls(plan: Sequence[PlannedCall], seed: int) -> list[PlannedCall]:
+    """The calls in a seeded random order that keeps the two sides interleaved.
+
+    The unit is a (case, sample): both sides' calls of one unit stay adjacent, which side
+    goes first is a coin flip, and the units are shuffled. So at any moment of a run both
+    sides have made the same number of calls (±1), and a provider or machine that slows
+    down part-way slows both sides alike; the random order keeps any pattern in the case
+    list (kinds, lengths) from lining up with time. Same plan and seed, same order.
+    """
+    rng = random.Random(f"evalrun.order:{seed}")
+    units: dict[tuple[str, int], list[PlannedCall]] = {}
+    for planned in plan:
+        units.setdefault((planned.case_id, planned.sample), []).append(planned)
+    groups = list(units.values())
+    rng.shuffle(groups)
+    ordered: list[PlannedCall] = []
+    for group in groups:
+        if len(group) > 1 and rng.random() < 0.5:
+            group = group[::-1]
+        ordered.extend(group)
+    return ordered
+
+
+def warmup_calls(plan: Sequence[PlannedCall]) -> list[PlannedCall]:
+    """The first planned call of each side: made alone, before any other call starts."""
+    first: dict[str, PlannedCall] = {}
+    for planned in plan:
+        first.setdefault(planned.side, planned)
+    return list(first.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +189,11 @@ async def _one_call(
         result.attempts = attempt
         result.error_kind = None
         result.error_message = None
-        result.latency_s = elapsed
+        result.client_latency_s = elapsed
+        if resp.transport_s is not None and resp.latency_clock is not None:
+            result.latency_s, result.latency_clock = resp.transport_s, resp.latency_clock
+        else:  # the provider cannot time its transport: the whole call is all there is
+            result.latency_s, result.latency_clock = elapsed, "call"
         result.output = resp.output
         result.tool_calls = resp.tool_calls
         result.finish_reason = resp.finish_reason
@@ -176,19 +218,45 @@ async def run_calls(
     progress: ProgressHook | None = None,
     seed: int = 0,
     should_start: Callable[[PlannedCall], bool] | None = None,
+    warmup: bool = True,
 ) -> list[CallResult]:
-    """Make every planned call; each result is journaled the moment it finishes.
+    """Make every planned call (in plan order); each result is journaled the moment it finishes.
 
     ``should_start`` lets the caller stop starting new calls (a budget): a call it rejects
     is not made and not recorded. Results come back in completion order.
+
+    ``warmup``: first make the first call of each side alone (``warmup_calls``); those
+    results are ordinary results marked ``warmup``, except that a latency only the whole
+    call could time (clock "call") is dropped, since it holds the first-call costs.
     """
+    items = list(plan)
+    first = warmup_calls(items) if warmup else []
+    first_ids = {id(p) for p in first}
     queue: asyncio.Queue[PlannedCall] = asyncio.Queue()
-    for item in plan:
-        queue.put_nowait(item)
+    for item in items:
+        if id(item) not in first_ids:
+            queue.put_nowait(item)
     results: list[CallResult] = []
     rng = random.Random(seed)  # jitter only: never affects what is measured
     pause = _SharedPause()
     serial = asyncio.Semaphore(1)
+
+    async def make(planned: PlannedCall, *, is_warmup: bool = False) -> None:
+        if should_start is not None and not should_start(planned):
+            return
+        res = await _one_call(planned, provider, policy, rng, pause, serial)
+        if is_warmup:
+            res.warmup = True
+            if res.latency_clock == "call":
+                res.latency_s = None
+        if journal is not None:
+            journal.append(res)
+        results.append(res)
+        if progress is not None:
+            progress(res)
+
+    for planned in first:
+        await make(planned, is_warmup=True)
 
     async def worker() -> None:
         while True:
@@ -196,14 +264,7 @@ async def run_calls(
                 planned = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            if should_start is not None and not should_start(planned):
-                continue
-            res = await _one_call(planned, provider, policy, rng, pause, serial)
-            if journal is not None:
-                journal.append(res)
-            results.append(res)
-            if progress is not None:
-                progress(res)
+            await make(planned)
 
     n_workers = max(1, min(concurrency, queue.qsize()))
     tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
