@@ -12,9 +12,10 @@ Latency: each answer records two times. ``latency_s`` is the provider's round tr
 provider measured it at the transport (see ``evalrun.providers.timing``); ``client_latency_s``
 is the whole provider call timed here, which also holds the client's CPU and its waits for
 the event loop. Before the others, the first call of each side runs alone (the warm-up), so
-the lazy imports and client set-up of a process's first calls land in no measured call;
-and ``order_calls`` interleaves the two sides in a seeded random order, so a drift in the
-provider or the machine hits both sides alike.
+the lazy imports and client set-up of a process's first calls stall no other call; the
+warm-up's own transport time is kept (those costs fall outside the span), a whole-call
+time is not. ``order_calls`` interleaves the two sides in a seeded random order, so a
+drift in the provider or the machine hits both sides alike.
 """
 
 from __future__ import annotations
