@@ -285,7 +285,7 @@ def open_run_folder(
     * holding files but no evalrun run: refused (``UserInputError``): nothing is overwritten;
     * the run of these same inputs (same fingerprint): resumed when unfinished or when it
       could not measure (its failed calls are made again), else ``finished`` — a no-op;
-      with ``fresh`` (``--no-cache``/``--refresh``: new answers wanted) it is started over;
+      with ``fresh`` (``--refresh``: every call made again) a finished one is started over;
     * a run of other inputs: started over (its run files removed), so no old call can be
       mixed into the new run; with ``resume`` (an explicit ``--resume``) refused instead.
 
@@ -310,7 +310,7 @@ def open_run_folder(
         elif not same:
             mode, note = "restart", f"{path} held a run of other inputs: starting it over"
         elif fresh and state.finished:
-            mode, note = "restart", f"{path} held a finished run of these inputs: starting it over (fresh answers asked for)"
+            mode, note = "restart", f"{path} held a finished run of these inputs: starting it over (--refresh)"
         elif not state.finished:
             mode, note = "resume", f"{path} holds an unfinished run of these inputs: resuming it"
         elif state.verdict_status == "COULD_NOT_MEASURE":
@@ -422,7 +422,7 @@ def run(
     if cache != "replay":
         check_environment(project)
     folder = run_dir if isinstance(run_dir, RunFolder) else open_run_folder(
-        project, run_dir, resume=resume, fresh=cache in ("off", "refresh"))
+        project, run_dir, resume=resume, fresh=cache == "refresh")
     try:
         if folder.mode == "finished":
             wanted = {p.identity for p in plan_calls(project, with_keys=False)}
@@ -975,7 +975,7 @@ def compare(
     inputs is not run again; its stored outcome is returned (see ``open_run_folder``).
     """
     folder = run_dir if isinstance(run_dir, RunFolder) else open_run_folder(
-        project, run_dir, resume=resume, fresh=cache in ("off", "refresh"))
+        project, run_dir, resume=resume, fresh=cache == "refresh")
     try:
         if folder.mode == "finished":
             return stored_outcome(folder.path)

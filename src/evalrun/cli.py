@@ -115,7 +115,7 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
         total = len(project.cases) * project.suite.config.samples * 2
         progress = Progress(total, quiet=quiet)
         with api.open_run_folder(project, resume_dir or out, resume=resume_dir is not None,
-                                 fresh=mode in ("off", "refresh")) as folder:
+                                 fresh=mode == "refresh") as folder:
             run_dir = folder.path
             if folder.note:
                 progress.message(f"evalrun: {folder.note}")
