@@ -3,7 +3,8 @@
 * re-using ``--out``: a run of other inputs is started over (never appended to: ``report``,
   ``rescore`` and ``note`` would rebuild the old run); the finished run of the same inputs
   is a no-op (``--refresh`` starts it over); a run that could not measure
-  makes only its failed calls again; ``--resume`` of a folder of other inputs is refused;
+  makes only its failed calls again; ``--resume`` of changed inputs keeps only the calls
+  whose request is unchanged;
 * a folder of someone's files is refused and left untouched (hidden files aside);
 * two compares on one folder: the second stops at once (exit 4), the first is unharmed;
 * a write failure (a full disk, simulated with RLIMIT_FSIZE) is one line and exit 4, leaves
@@ -145,15 +146,19 @@ def test_a_run_that_could_not_measure_makes_only_its_failed_calls_again(tmp_path
     assert api.rescore(run_dir).verdict_status == second.verdict_status  # the answers win over the errors
 
 
-def test_resume_of_a_folder_of_other_inputs_is_refused(tmp_path: Path) -> None:
+def test_resume_of_changed_inputs_keeps_only_calls_whose_request_is_unchanged(tmp_path: Path) -> None:
     project = _project(tmp_path / "proj")
     run_dir = tmp_path / "run"
     api.compare(project, provider=_candidate_says("q"), run_dir=run_dir, cache="off")
-    (run_dir / "summary.json").unlink()  # as if interrupted
-    changed = _project(tmp_path / "proj", candidate_system="You are kind.")
-    with pytest.raises(UserInputError, match="other inputs"):
-        api.compare(changed, provider=_Refuse(), run_dir=run_dir, resume=True, cache="off")
-    assert _lines(run_dir / "journal.jsonl") == 2 * N_CASES
+    (run_dir / "summary.json").unlink()  # as if interrupted before the outputs
+    changed = _project(tmp_path / "proj", candidate_system="You are kind.")  # the candidate's requests change
+    provider = _candidate_says("q again")
+    outcome = api.compare(changed, provider=provider, run_dir=run_dir, resume=True, cache="off")
+    assert sorted(r.metadata["side"] for r in provider.calls) == ["candidate"] * N_CASES
+    assert json.loads((run_dir / "manifest.json").read_text())["fingerprint"] == changed.fingerprint()
+    rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert {r["output"] for r in rows if r["side"] == "candidate"} == {"q again"} and len(rows) == 2 * N_CASES
+    assert api.rescore(run_dir).summary["metrics"] == outcome.summary["metrics"]
 
 
 # --------------------------------------------------------------------------- someone else's folder
@@ -307,16 +312,26 @@ def test_a_full_disk_while_journaling_stops_the_run_and_resume_makes_only_the_re
 
 
 def test_report_and_compare_refuse_a_folder_another_evalrun_holds(tmp_path: Path) -> None:
-    """A lock held (here by this process, as a running compare would) stops `evalrun report`."""
+    """A lock held by another process (as a running compare holds it) stops `evalrun report`
+    and a compare; within one process the lock is re-entrant."""
     from evalrun.store import RunLock
 
     project = _project(tmp_path / "proj")
     run_dir = tmp_path / "run"
     api.compare(project, provider=_candidate_says("q"), run_dir=run_dir, cache="off")
-    with RunLock(run_dir):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from evalrun.store import RunLock; "
+         "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         proc = _cli("report", str(run_dir))
-        assert proc.returncode == 4 and "in use by another evalrun" in proc.stderr
+        assert proc.returncode == 4 and f"pid {holder.pid}" in proc.stderr and "in use by another evalrun" in proc.stderr
         with pytest.raises(CouldNotMeasureError, match="in use"):
             api.compare(project, provider=_Refuse(), run_dir=run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
     assert _cli("report", str(run_dir)).returncode in (0, 1, 3)
-
+    with RunLock(run_dir):  # re-entrant here: a command holding the folder may call the library on it
+        assert api.rescore(run_dir).verdict_status

@@ -287,7 +287,9 @@ def open_run_folder(
       could not measure (its failed calls are made again), else ``finished`` — a no-op;
       with ``fresh`` (``--refresh``: every call made again) a finished one is started over;
     * a run of other inputs: started over (its run files removed), so no old call can be
-      mixed into the new run; with ``resume`` (an explicit ``--resume``) refused instead.
+      mixed into the new run; with ``resume`` (an explicit ``--resume``) resumed instead:
+      a journaled call is kept only when its exact request (case, side, request key) is
+      still planned, and the manifest is rewritten for the new inputs.
 
     Raises ``RunFolderError`` (exit 4) when another evalrun holds the folder.
     """
@@ -302,9 +304,8 @@ def open_run_folder(
         if not state.is_run:
             mode, note = "new", ""
         elif resume and not same:
-            raise UserInputError(
-                "--resume: this run folder holds a run of other inputs (configs, templates, suite or cases "
-                "changed since): run without --resume to start it over", file=path)
+            mode, note = "resume", (f"resuming {path}, whose inputs changed since: calls whose request is "
+                                    "unchanged are kept, the others are made")
         elif resume:
             mode, note = "resume", f"resuming {path}: only its missing and failed calls are made"
         elif not same:
@@ -515,8 +516,8 @@ def _run(
                 done[r.identity] = r
     if folder.mode == "restart":
         clear_run(rd)
-    if folder.mode != "resume" or not (rd / MANIFEST).exists():
-        write_manifest(project, rd, created)
+    if folder.mode != "resume" or inspect_folder(rd).fingerprint != project.fingerprint():
+        write_manifest(project, rd, created)  # (a resume of changed inputs: the manifest says what runs now)
     plan = plan_calls(project, with_keys=cache != "replay")
     todo = [p for p in plan if p.identity not in done]
     store = _open_cache(project, cache, cache_path)

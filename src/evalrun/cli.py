@@ -295,8 +295,11 @@ def _append_step_summary(md: Path | None) -> None:
     """In GitHub Actions, put summary.md on the job's summary page."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target and md is not None and md.exists():
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(md.read_text(encoding="utf-8") + "\n")
+        try:
+            with open(target, "a", encoding="utf-8") as fh:
+                fh.write(md.read_text(encoding="utf-8") + "\n")
+        except OSError as exc:  # the verdict and its exit code stand; say what was not written
+            click.echo(f"evalrun: warning: cannot append summary.md to {target}: {exc.strerror or exc}", err=True)
 
 
 @main.command()

@@ -177,4 +177,4 @@ def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimat
         biggest_prompt = max((counted[p.key] for p in side_calls), default=0)
         per_call[side] = None if max_tokens is None else biggest_prompt * p_in + max_tokens * p_out
         out[side] = est
-    return Estimate(out, per_call, counted, bounds, prices_by_side)
+    return Estimate(out, per_call, prompt_tokens_by_key=counted, prompt_bound_by_key=bounds, prices=prices_by_side)

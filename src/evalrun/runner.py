@@ -342,8 +342,8 @@ async def run_calls(
     the run (its ``RunFolderError`` propagates): calls that cannot be saved are not made.
     """
     calls = list(plan)
-    for planned in calls:  # so store_safe masks them in whatever this process stores
-        register_secret(planned.request.api_key)
+    for key in {planned.request.api_key for planned in calls}:  # so store_safe masks them here too
+        register_secret(key)
     failures_to_open = policy.breaker_failures or max(10, concurrency)
     endpoints = _Endpoints(failures_to_open, policy.breaker_cooldown_s)
     picker = _Picker(calls, endpoints)

@@ -17,10 +17,11 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from evalrun.errors import CouldNotMeasureError
 from evalrun.records import CallResult
@@ -323,7 +324,10 @@ def inspect_folder(path: Path) -> FolderState:
         return FolderState(path, exists=False, is_run=False, others=())
     if not path.is_dir():
         return FolderState(path, exists=True, is_run=False, others=(path.name,))
-    names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+    try:
+        names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise RunFolderError(f"cannot read the run folder {path}: {exc.strerror or exc}") from exc
     manifest: dict[str, Any] | None = None
     if MANIFEST in names:
         try:
@@ -363,51 +367,76 @@ class RunLock:
     ``flock`` on ``DIR/.evalrun.lock``: released by the kernel when the process ends, even
     on ``kill -9``, so a crashed run never leaves a stale lock. A second evalrun on the same
     folder fails at once with a ``RunFolderError`` instead of making every call again and
-    overwriting the first one's files. (Where ``fcntl`` is missing, nothing is locked.)
+    overwriting the first one's files. Re-entrant within a process (a command that holds
+    the folder may call library functions that lock it too). Where ``fcntl`` is missing,
+    nothing is locked.
     """
 
+    _held: ClassVar[dict[Path, list[int]]] = {}  # resolved folder -> [fd, holders] (this process)
+    _guard = threading.Lock()
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
+        self.path = Path(path)
+        self._key: Path | None = None
 
     def acquire(self) -> RunLock:
         """Take the lock (creating the folder) or raise ``RunFolderError``; idempotent."""
-        if self._fd is not None:
+        if self._key is not None:
             return self
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            key = self.path.resolve()
         except OSError as exc:
             raise _write_error(self.path / LOCK, exc) from exc
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            self._fd = fd
-            return self
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = ""
-            with contextlib.suppress(OSError, ValueError):
-                holder = f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
-            os.close(fd)
-            raise RunFolderError(
-                f"{self.path} is in use by another evalrun{holder}: wait for it to finish, or choose another --out"
-            ) from None
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        with RunLock._guard:
+            held = RunLock._held.get(key)
+            if held is not None:
+                held[1] += 1
+            else:
+                RunLock._held[key] = [_lock_folder(self.path), 1]
+        self._key = key
         return self
 
     def release(self) -> None:
         """Let go of the lock (idempotent). The lock file stays: removing it would race."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._key is None:
+            return
+        with RunLock._guard:
+            held = RunLock._held[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del RunLock._held[self._key]
+                os.close(held[0])
+        self._key = None
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _lock_folder(path: Path) -> int:
+    """Open and ``flock`` ``path/.evalrun.lock``; its fd (holding the lock) or RunFolderError."""
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _write_error(path / LOCK, exc) from exc
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        with contextlib.suppress(OSError, ValueError):
+            holder = f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
+        os.close(fd)
+        raise RunFolderError(
+            f"{path} is in use by another evalrun{holder}: wait for it to finish, or choose another --out"
+        ) from None
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
