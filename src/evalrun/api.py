@@ -483,15 +483,19 @@ def _cache_hits(store: ResponseCache, todo: list[PlannedCall], log: LogHook | No
             "(damaged or written by another version): those calls are made again")
     hits: list[CallResult] = []
     remaining: list[PlannedCall] = []
+    taken: set[str] = set()
     for p in todo:
         stored = found.get(p.key)
         if stored is None:
             remaining.append(p)
             continue
-        hits.append(dataclasses.replace(
-            stored, case_id=p.case_id, side=p.side, sample=p.sample, request_key=p.key, cached=True,
-            tool_calls=[dataclasses.replace(t) for t in stored.tool_calls],
-            attempt_latencies_s=list(stored.attempt_latencies_s)))
+        if p.key in taken:  # the decoded object already answers another planned call
+            stored = dataclasses.replace(stored, tool_calls=[dataclasses.replace(t) for t in stored.tool_calls],
+                                         attempt_latencies_s=list(stored.attempt_latencies_s))
+        taken.add(p.key)
+        stored.case_id, stored.side, stored.sample, stored.request_key, stored.cached = (
+            p.case_id, p.side, p.sample, p.key, True)
+        hits.append(stored)
     return hits, remaining
 
 
