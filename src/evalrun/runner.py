@@ -322,6 +322,19 @@ async def _one_call(
     return result
 
 
+def _register_keys(calls: list[PlannedCall]) -> None:
+    """Register every key the plan carries (its own and its router deployments'), so
+    ``store_safe`` masks them in this process — a worker process included."""
+    seen: set[int] = set()
+    for planned in calls:
+        req = planned.request
+        register_secret(req.api_key)
+        if req.router is not None and id(req.router) not in seen:
+            seen.add(id(req.router))
+            for deployment in req.router.get("model_list") or []:
+                register_secret((deployment.get("litellm_params") or {}).get("api_key"))
+
+
 async def run_calls(
     plan: Iterable[PlannedCall],
     provider: Provider,
@@ -342,8 +355,7 @@ async def run_calls(
     the run (its ``RunFolderError`` propagates): calls that cannot be saved are not made.
     """
     calls = list(plan)
-    for key in {planned.request.api_key for planned in calls}:  # so store_safe masks them here too
-        register_secret(key)
+    _register_keys(calls)
     failures_to_open = policy.breaker_failures or max(10, concurrency)
     endpoints = _Endpoints(failures_to_open, policy.breaker_cooldown_s)
     picker = _Picker(calls, endpoints)

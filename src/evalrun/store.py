@@ -7,6 +7,12 @@ loses at most the line being written. Reading tolerates a torn last line.
 A run made by worker processes (``evalrun.parallel``) has one journal per worker,
 ``journal.w0.jsonl``, ``journal.w1.jsonl``, … next to ``journal.jsonl`` (cache hits and
 single-process runs); ``read_journals`` reads them all.
+
+Every write is atomic (temp file + rename) or a whole journal line, and a failed write is a
+one-line ``RunFolderError`` (exit 4), never a traceback. ``summary.json`` is written last:
+its presence means the run finished. ``inspect_folder`` tells what a folder holds (a run,
+of which inputs, finished or not; or someone's files), ``clear_run`` removes a run's files
+and nothing else, and ``RunLock`` keeps a second evalrun out of a folder in use.
 """
 
 from __future__ import annotations
