@@ -32,7 +32,7 @@ from evalrun.config import (
     project_root,
     resolve_suite_path,
 )
-from evalrun.errors import CouldNotMeasureError, MissingExtraError, UserInputError
+from evalrun.errors import CouldNotMeasureError, ExitCode, MissingExtraError, UserInputError
 from evalrun.prompts import PromptRenderer
 from evalrun.providers.base import Pricing, Provider, ProviderRequest
 from evalrun.records import SIDES, CallResult, Score, Side
@@ -890,8 +890,12 @@ def result_rows(project: Project, results: Sequence[CallResult], scores: Sequenc
     return rows
 
 
-def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult], created: str) -> CompareOutcome:
+def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult], created: str,
+                  adjust: Callable[[dict[str, Any]], None] | None = None) -> CompareOutcome:
     """Score, compare, gate and write every output file of a run folder.
+
+    ``adjust`` may amend the summary before anything is written (``--sequential`` adds its
+    block and, after an early stop, its verdict).
 
     summary.json goes last, after removing the previous one first: a folder with a
     summary.json is one whose every output was written (a kill or a full disk before that
@@ -904,6 +908,8 @@ def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult]
     ordered = sort_results(results)
     scores = score(project, ordered)
     summary = summarize(project, ordered, scores, created)
+    if adjust is not None:
+        adjust(summary)
     rows = result_rows(project, ordered, scores)
     try:
         (run_dir / SUMMARY).unlink(missing_ok=True)
@@ -990,6 +996,71 @@ def compare(
     finally:
         if folder is not run_dir:
             folder.close()
+
+
+def compare_sequential(
+    project: Project,
+    *,
+    provider: Provider | None = None,
+    run_dir: str | Path | None = None,
+    progress: ProgressHook | None = None,
+    cache: CacheMode = "use",
+    cache_path: str | Path | None = None,
+    look_every: int | None = None,
+) -> CompareOutcome:
+    """`compare --sequential`: cases in a seeded random order, a batch at a time, stopping
+    as soon as every gate rule is decided by its anytime-valid sequence (see
+    ``evalrun.watch.stage1``). Without an early stop the whole suite runs and the ordinary
+    gate decides. Calls are made in this process (batches are small)."""
+    import dataclasses
+
+    from evalrun.watch import stage1
+
+    cfg = project.suite.config
+    kinds = {c.id: c.kind for c in project.cases}
+    order = stage1.sequential_order([c.id for c in project.cases], kinds, cfg.seed)
+    by_id = {c.id: c for c in project.cases}
+    n_bad = sum(1 for k in kinds.values() if k == "known_bad")
+    step = look_every or max(5, len(order) // 20)
+    rd = Path(run_dir) if run_dir is not None else new_run_dir(project)
+    taken, decided = 0, None
+    looks: list[dict[str, Any]] = []
+    rules: list[stage1.RuleLook] = []
+    sub, outcome = project, None
+    while taken < len(order) and decided is None:
+        taken = min(len(order), max(taken + step, n_bad))
+        sub = dataclasses.replace(project, cases=[by_id[c] for c in order[:taken]])
+        outcome = run(sub, provider=provider, run_dir=rd, progress=progress, resume=bool(looks),
+                      cache=cache, cache_path=cache_path, workers=1)
+        results = sort_results(outcome.results)
+        rows = [{**dataclasses.asdict(sc), "case_id": r.case_id, "side": r.side, "ok": r.ok,
+                 "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd, "latency_s": r.latency_s}
+                for r, sc in zip(results, score(sub, results), strict=True)]
+        rules = stage1.look(dict(cfg.gate.rules), rows, alpha=cfg.gate.alpha,
+                            n_opt=max(len(order) / 2, 10), known_bad_done=taken >= n_bad)
+        decided = stage1.decision(rules, taken)
+        looks.append({"cases": taken, "decision": decided})
+    assert outcome is not None
+    write_manifest(sub, rd, outcome.created)
+    planned = len(order) * cfg.samples * 2
+    block = {"cases_run": taken, "cases_total": len(order), "calls_made": taken * cfg.samples * 2,
+             "calls_planned": planned, "looks": looks, "stopped_early": decided is not None and taken < len(order),
+             "decision": decided, "rules": [r.to_dict() for r in rules], "seed": cfg.seed}
+
+    def adjust(summary: dict[str, Any]) -> None:
+        summary["sequential"] = block
+        if decided is None or taken >= len(order):
+            return
+        verdict = summary["verdict"]
+        why = [f"{r.rule}: sequence [{r.low:.4g}, {r.high:.4g}] {'beyond' if r.status == 'fail' else 'inside'} "
+               f"its threshold" if r.low is not None and r.high is not None else f"{r.rule}: {r.note or r.status}"
+               for r in rules if r.status == ("fail" if decided == "FAIL" else "pass")]
+        verdict["status"] = decided
+        verdict["exit_code"] = int(ExitCode.REGRESSION if decided == "FAIL" else ExitCode.PASSED)
+        verdict["reasons"] = [f"sequential: decided after {taken} of {len(order)} cases "
+                              f"({block['calls_made']} of {planned} calls)", *why, *verdict.get("reasons", [])]
+
+    return write_outputs(sub, rd, outcome.results, outcome.created, adjust=adjust)
 
 
 def load_run(run_dir: str | Path) -> tuple[Project, list[CallResult], dict[str, Any]]:
