@@ -13,7 +13,7 @@ import pytest
 from evalrun import api
 from evalrun.cache import ResponseCache
 from evalrun.measurement import latency_measurement
-from evalrun.providers.base import ProviderRequest, ProviderResponse
+from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
 from evalrun.records import CallResult, Side
 from evalrun.runner import PlannedCall, RetryPolicy, order_calls, run_calls, warmup_calls
 from evalrun.testing import FakeProvider, fake_response
@@ -109,6 +109,40 @@ def test_first_call_of_each_side_runs_alone_before_the_others() -> None:
     flagged = {f"{r.case_id}/{r.side}" for r in results if r.warmup}
     assert flagged == set(keys)
     assert len(results) == 20
+
+
+class _RetryingWarmup(FakeProvider):
+    """The first warm-up call fails once (retryable); its retry waits for another call to start."""
+
+    def __init__(self, warm: list[PlannedCall]) -> None:
+        super().__init__()
+        self.warm = [f"{p.case_id}/{p.side}" for p in warm]
+        self.tries: Counter[str] = Counter()
+        self.others_started = asyncio.Event()
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        key = f"{request.metadata['case_id']}/{request.metadata['side']}"
+        self.tries[key] += 1
+        if key == self.warm[0]:
+            if self.tries[key] == 1:
+                raise ProviderError("server_error", "busy", retryable=True)
+            # Held back until the others run: a runner that kept them waiting for the whole
+            # warm-up call (retries included) would never get here in time.
+            await asyncio.wait_for(self.others_started.wait(), timeout=10)
+        elif key not in self.warm:
+            self.others_started.set()
+        return fake_response("ok")
+
+
+def test_a_warmup_that_must_retry_does_not_hold_back_the_others() -> None:
+    """Only a warm-up's first attempt runs alone; its retries go on alongside the other calls."""
+    plan = order_calls(_plan(6), 4)
+    provider = _RetryingWarmup(warmup_calls(plan))
+    policy = RetryPolicy(max_attempts=2, initial_s=0.01, max_s=0.01)
+    results = asyncio.run(run_calls(plan, provider, concurrency=3, policy=policy, journal=None))
+    assert len(results) == 12 and all(r.ok for r in results), [r.error_message for r in results]
+    [retried] = [r for r in results if r.attempts == 2]
+    assert retried.warmup and f"{retried.case_id}/{retried.side}" == provider.warm[0]
 
 
 def test_warmup_latency_timed_only_as_a_whole_call_is_dropped() -> None:
