@@ -120,24 +120,27 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
             api.check_environment(project)
         total = len(project.cases) * project.suite.config.samples * 2
         progress = Progress(total, quiet=quiet)
-        run_dir = Path(resume_dir) if resume_dir else api.new_run_dir(project, out)
-        resume = resume_dir is not None or api.is_unfinished_run_of(run_dir, project)
-        if resume and resume_dir is None:
-            progress.message(f"evalrun: {run_dir} holds an unfinished run of these inputs: resuming it")
-        progress.message(
-            f"evalrun: {len(project.cases)} cases x {project.suite.config.samples} sample(s) x 2 sides -> {run_dir}"
-            + (" (A/A: measuring the noise floor)" if project.aa_mode else "")
-        )
-        if max_cost is not None:
-            from evalrun.estimate import estimate
+        with api.open_run_folder(project, resume_dir or out, resume=resume_dir is not None,
+                                 fresh=mode == "refresh") as folder:
+            run_dir = folder.path
+            finished = folder.mode == "finished"
+            if folder.note and (finished or not sequential):  # --sequential decides per look (api)
+                progress.message(f"evalrun: {folder.note}")
+            if not finished:
+                progress.message(
+                    f"evalrun: {len(project.cases)} cases x {project.suite.config.samples} sample(s) x 2 sides -> {run_dir}"
+                    + (" (A/A: measuring the noise floor)" if project.aa_mode else "")
+                )
+            if max_cost is not None and not finished:
+                from evalrun.estimate import estimate
 
-            progress.message("evalrun: " + estimate(project).line())
-        if sequential:
-            outcome = api.compare_sequential(project, run_dir=run_dir, progress=progress, cache=mode,
-                                             cache_path=cache_dir, look_every=look_every)
-        else:
-            outcome = api.compare(project, run_dir=run_dir, progress=progress, resume=resume,
-                                  max_cost=max_cost, cache=mode, cache_path=cache_dir, workers=workers)
+                progress.message("evalrun: " + estimate(project).line())
+            if sequential and not finished:
+                outcome = api.compare_sequential(project, run_dir=run_dir, progress=progress, cache=mode,
+                                                 cache_path=cache_dir, look_every=look_every)
+            else:
+                outcome = api.compare(project, run_dir=folder, progress=progress, max_cost=max_cost, cache=mode,
+                                      cache_path=cache_dir, workers=workers, log=progress.message)
     except EvalrunError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -303,8 +306,11 @@ def _append_step_summary(md: Path | None) -> None:
     """In GitHub Actions, put summary.md on the job's summary page."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target and md is not None and md.exists():
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(md.read_text(encoding="utf-8") + "\n")
+        try:
+            with open(target, "a", encoding="utf-8") as fh:
+                fh.write(md.read_text(encoding="utf-8") + "\n")
+        except OSError as exc:  # the verdict and its exit code stand; say what was not written
+            click.echo(f"evalrun: warning: cannot append summary.md to {target}: {exc.strerror or exc}", err=True)
 
 
 @main.command()

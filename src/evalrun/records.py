@@ -6,8 +6,9 @@ Each has ``to_dict``/``from_dict`` so the journal (JSONL) round-trips exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Side = Literal["baseline", "candidate"]
 SIDES: tuple[Side, Side] = ("baseline", "candidate")
@@ -26,11 +27,19 @@ ERROR_KINDS = (
     "missing_dependency",
     "budget_exceeded",
     "cache_miss",
+    "circuit_open",  # not attempted: the endpoint failed call after call (see runner.CircuitBreaker)
     "unknown",
 )
 
 # How a call's cost was established.
 CostStatus = Literal["priced", "config", "local", "unpriced"]
+_COST_STATUSES = frozenset(get_args(CostStatus))
+
+# How a call's latency was taken (see evalrun.providers.timing): the transport span with
+# kernel receive timestamps, the transport span read by the event loop, an in-process
+# model's generation, or the whole provider call (no transport timing available).
+LatencyClock = Literal["socket", "loop", "generation", "call"]
+_LATENCY_CLOCKS = frozenset(get_args(LatencyClock))
 
 
 def call_identity(case_id: str, side: str, request_key: str) -> str:
@@ -64,8 +73,15 @@ class CallResult:
     completion_tokens: int | None = None
     tokens_estimated: bool = False  # usage was absent or impossible; counted locally with tiktoken
     response_truncated: bool = False  # the answer exceeded the suite's max_response_mb: text cut there
-    latency_s: float | None = None  # the answering attempt's round trip (what a user waits)
-    attempt_latencies_s: list[float] = field(default_factory=list)
+    # The answering attempt's provider round trip, what latency rules read: request sent ->
+    # response received at the transport (``latency_clock`` says how it was taken).
+    latency_s: float | None = None
+    # The same attempt as the client saw it: the whole provider call, including building
+    # the request, parsing the answer and any wait for the busy event loop.
+    client_latency_s: float | None = None
+    latency_clock: LatencyClock | None = None
+    warmup: bool = False  # made alone before the others, to load what first calls load
+    attempt_latencies_s: list[float] = field(default_factory=list)  # client view per attempt
     wall_s: float | None = None  # first attempt start to final outcome, incl. backoff waits
     cost_usd: float | None = None
     cost_status: CostStatus = "unpriced"
@@ -84,15 +100,99 @@ class CallResult:
         """Which planned call this answers: side and request key (see ``PlannedCall.identity``)."""
         return call_identity(self.case_id, self.side, self.request_key)
 
+    @property
+    def client_overhead_s(self) -> float | None:
+        """The client's own share of the answering attempt: whole call minus provider time.
+
+        None when there is no separate provider time (clock "call", or not answered).
+        """
+        if self.latency_s is None or self.client_latency_s is None or self.latency_clock in (None, "call"):
+            return None
+        return self.client_latency_s - self.latency_s
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallResult:
-        data = dict(data)
-        data["tool_calls"] = [ToolCall(**tc) for tc in data.get("tool_calls") or []]
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Rebuild a result from its ``to_dict`` form, checking every field's type.
+
+        Rows come back from files a user, a crash or another version may have altered (the
+        journal, the response cache): a wrong-typed field raises ``ValueError`` naming it,
+        so the caller can treat the row as missing instead of failing later, far away.
+        Unknown keys are ignored (rows of a newer evalrun).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a call result is a JSON object, not {type(data).__name__}")
+        values: dict[str, Any] = {}
+        for name, check in _FIELD_CHECKS.items():
+            if name not in data:
+                if name in _REQUIRED:
+                    raise ValueError(f"call result without {name!r}")
+                continue
+            value = data[name]
+            if not check(value):
+                raise ValueError(f"call result field {name!r} has an invalid value: {value!r:.60}")
+            values[name] = value
+        values["tool_calls"] = [ToolCall(tc["name"], tc["arguments"], tc.get("id"))
+                                for tc in values.get("tool_calls") or []]
+        values["attempt_latencies_s"] = [float(x) for x in values.get("attempt_latencies_s") or []]
+        if "latency_clock" not in data and values.get("latency_s") is not None:
+            # Written before transport timing: its latency is the whole call.
+            values["latency_clock"] = "call"
+            values["client_latency_s"] = values["latency_s"]
+        return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _opt(check: Any) -> Any:
+    return lambda v: v is None or check(v)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_tool_call(value: Any) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("name"), str)
+            and isinstance(value.get("arguments"), str) and _opt(_is_str)(value.get("id")))
+
+
+_REQUIRED = frozenset({"case_id", "side", "sample", "model"})
+# What each stored field of a CallResult may hold (see ``CallResult.from_dict``).
+_FIELD_CHECKS: dict[str, Any] = {
+    "case_id": _is_str,
+    "side": lambda v: v in SIDES,
+    "sample": lambda v: _is_int(v) and v >= 0,
+    "model": _is_str,
+    "output": _opt(_is_str),
+    "tool_calls": lambda v: isinstance(v, list) and all(_is_tool_call(t) for t in v),
+    "finish_reason": _opt(_is_str),
+    "refusal": _opt(_is_str),
+    "prompt_tokens": _opt(_is_int),
+    "completion_tokens": _opt(_is_int),
+    "tokens_estimated": lambda v: isinstance(v, bool),
+    "latency_s": _opt(_is_number),
+    "attempt_latencies_s": lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+    "wall_s": _opt(_is_number),
+    "cost_usd": _opt(_is_number),
+    "cost_status": lambda v: v in _COST_STATUSES,
+    "attempts": lambda v: _is_int(v) and v >= 0,
+    "error_kind": _opt(_is_str),
+    "error_message": _opt(_is_str),
+    "cached": lambda v: isinstance(v, bool),
+    "request_key": _is_str,
+    "client_latency_s": _opt(_is_number),
+    "latency_clock": lambda v: v is None or v in _LATENCY_CLOCKS,
+    "warmup": lambda v: isinstance(v, bool),
+}
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
 """Provider answers read with a size cap, in bounded memory, and kept for a second look.
 
-litellm's OpenAI-compatible path reads a response body with httpx, which decompresses each
-network chunk without an output limit and joins the whole body in memory: ~260 KB of gzip
-on the wire became a 268 MB completion (2.5 GB of memory for four calls). The transport
-here wraps litellm's own (``litellm.aclient_session``) and:
+litellm reads a response body with httpx, which decompresses each network chunk without an
+output limit and joins the whole body in memory: ~260 KB of gzip on the wire became a
+268 MB completion (2.5 GB of memory for four calls). The transport here wraps every
+transport litellm creates (``install_in_litellm``; the aiohttp session underneath, and
+its timing, are untouched) and:
 
 * asks only for ``gzip`` / ``deflate`` and decodes them itself, ``PIECE`` bytes at a time
   (``zlib`` with ``max_length``), so a decompression bomb never expands beyond the cap;
@@ -14,8 +15,9 @@ here wraps litellm's own (``litellm.aclient_session``) and:
   provider can parse an answer litellm refused (content as a list of parts, a ``dict``
   finish_reason, impossible usage) and give one error kind to every malformed one.
 
-Only litellm's OpenAI-compatible path (``openai/``, routers, most gateways) reads through
-this transport; other providers' text is capped after the fact (see ``LitellmProvider``).
+litellm's paths through httpx (``openai/…``, routers, its own handler for other
+providers) read through this transport; ``aiohttp_openai/…`` and in-process models are
+capped as text after the fact (see ``LitellmProvider``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ __all__ = [
     "BoundedTransport",
     "ResponseBodyError",
     "capture",
-    "is_wrapped",
-    "wrap_client",
+    "install_in_litellm",
 ]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -249,19 +250,41 @@ class BoundedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def is_wrapped(client: Any) -> bool:
-    """Whether ``client`` reads through ``BoundedTransport`` (``wrap_client`` made it)."""
-    return isinstance(getattr(client, "_transport", None), BoundedTransport)
+def install_in_litellm() -> bool:
+    """Wrap every async HTTP transport litellm creates from now on; True when in place.
 
+    litellm builds its transports in one factory, ``AsyncHTTPHandler.create_async_transport``,
+    for the OpenAI SDK path (``openai/…``, also around a ``shared_session``) and for its own
+    HTTP handler (other providers); proxy mounts are derived from that transport in
+    ``create_httpx_proxy_mounts``. Both are wrapped here, once per process. Idempotent.
+    ``aiohttp_openai/…`` reads without httpx and is capped only as text, after the fact.
+    """
+    try:
+        from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+    except ImportError:
+        return False
+    factory = AsyncHTTPHandler.__dict__.get("create_async_transport")
+    mounts = AsyncHTTPHandler.__dict__.get("create_httpx_proxy_mounts")
+    if not isinstance(factory, staticmethod) or not isinstance(mounts, staticmethod):
+        return False
+    if getattr(factory.__func__, "evalrun_bounded", False):
+        return True
+    make_transport, make_mounts = factory.__func__, mounts.__func__
 
-def wrap_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    """Route every transport of ``client`` (its default and its proxy mounts) through the cap."""
-    transport = getattr(client, "_transport", None)
-    if isinstance(transport, httpx.AsyncBaseTransport) and not isinstance(transport, BoundedTransport):
-        client._transport = BoundedTransport(transport)
-    mounts = getattr(client, "_mounts", None)
-    if isinstance(mounts, dict):
-        for pattern, mounted in list(mounts.items()):
-            if isinstance(mounted, httpx.AsyncBaseTransport) and not isinstance(mounted, BoundedTransport):
-                mounts[pattern] = BoundedTransport(mounted)
-    return client
+    def create_async_transport(*args: Any, **kwargs: Any) -> Any:
+        transport = make_transport(*args, **kwargs)
+        return BoundedTransport(transport) if isinstance(transport, httpx.AsyncBaseTransport) else transport
+
+    def create_httpx_proxy_mounts(transport: Any, *args: Any, **kwargs: Any) -> Any:
+        inner = transport.inner if isinstance(transport, BoundedTransport) else transport
+        found = make_mounts(inner, *args, **kwargs)
+        if not found:
+            return found
+        return {k: BoundedTransport(v) if isinstance(v, httpx.AsyncBaseTransport) else v for k, v in found.items()}
+
+    create_async_transport.evalrun_bounded = True  # type: ignore[attr-defined]
+    for name in ("create_async_transport", "_create_async_transport"):
+        setattr(AsyncHTTPHandler, name, staticmethod(create_async_transport))
+    for name in ("create_httpx_proxy_mounts", "_create_httpx_proxy_mounts"):
+        setattr(AsyncHTTPHandler, name, staticmethod(create_httpx_proxy_mounts))
+    return True

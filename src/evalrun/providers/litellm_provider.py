@@ -8,7 +8,7 @@ pay for it. Retries belong to the runner, so every hidden retry layer is switche
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import email.utils
 import hashlib
 import importlib
@@ -31,8 +31,7 @@ from evalrun.providers.bounded_http import (
     DEFAULT_MAX_BYTES,
     BodyCapture,
     capture,
-    is_wrapped,
-    wrap_client,
+    install_in_litellm,
 )
 from evalrun.providers.completion_json import (
     Completion,
@@ -40,6 +39,7 @@ from evalrun.providers.completion_json import (
     parse_completion,
     salvage_content,
 )
+from evalrun.providers.timing import use_clock
 from evalrun.records import CostStatus
 from evalrun.secrets import register_secret, scrub, scrub_known
 
@@ -73,6 +73,8 @@ _RESERVED_PARAMS = frozenset(
         "context_window_fallback_dict",
         "stream",
         "drop_params",
+        "shared_session",
+        "client",
     }
 )
 
@@ -155,6 +157,8 @@ def import_litellm() -> ModuleType:
             module = importlib.import_module("litellm")
             _import_seconds = time.perf_counter() - start
             _quieten(module)
+            # Every answer read through httpx is capped and kept (bounded_http).
+            install_in_litellm()
             _litellm = module
     return _litellm
 
@@ -415,7 +419,22 @@ class LitellmProvider:
     def __init__(self, *, drop_params: bool = True) -> None:
         self.drop_params = drop_params
         self._routers: dict[str, Any] = {}
-        self._http_client: Any = None
+        self._session: Any = None  # the timed aiohttp session of the running loop
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def _timed_session(self) -> Any:
+        """The loop's HTTP session that stamps each exchange (``evalrun.providers.timed_session``).
+
+        One per event loop: an aiohttp session is bound to the loop it was made on, and
+        litellm would quietly replace a foreign one with an untimed session of its own.
+        """
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session_loop is not loop or self._session.closed:
+            from evalrun.providers.timed_session import open_timed_session
+
+            self._session = open_timed_session()
+            self._session_loop = loop
+        return self._session
 
     def _router(self, litellm: ModuleType, spec: dict[str, Any]) -> Any:
         """One litellm Router per deployment list, reused across calls (it tracks rpm/tpm).
@@ -453,7 +472,6 @@ class LitellmProvider:
 
             ensure_registered(request.model, request.local_model_path)
         litellm = import_litellm()
-        self._install_http_client(litellm)
 
         kwargs: dict[str, Any] = {
             k: v for k, v in request.params.items() if v is not None and k not in _RESERVED_PARAMS
@@ -470,6 +488,13 @@ class LitellmProvider:
             num_retries=0,
             drop_params=self.drop_params,
         )
+        if not is_local:
+            # Every HTTP path of litellm sends through this session, where the exchange is
+            # timed (an in-process model times its own generation instead).
+            session = self._timed_session()
+            kwargs["shared_session"] = session
+            if request.model.startswith("aiohttp_openai/"):
+                kwargs["client"] = session  # that path takes its aiohttp session as `client`
         if request.router is not None:
             router = self._router(litellm, request.router)
             secrets = tuple(
@@ -480,10 +505,15 @@ class LitellmProvider:
         max_bytes = request.max_response_bytes or DEFAULT_MAX_BYTES
         with capture(max_bytes) as seen:
             try:
-                if request.router is not None:
-                    response = await router.acompletion(**kwargs)
-                else:
-                    response = await litellm.acompletion(**kwargs)
+                # The clock rides in this task's context: the socket writes of this call and
+                # the local model's generation find it there. Only the span it records is the
+                # provider's latency; everything else in this method is the client's overhead.
+                # The capture rides there too: the capped transport keeps this call's body.
+                with use_clock() as clock:
+                    if request.router is not None:
+                        response = await router.acompletion(**kwargs)
+                    else:
+                        response = await litellm.acompletion(**kwargs)
             except Exception as exc:
                 for inner in _chain(exc):
                     # Raised on purpose inside a custom handler (the local provider): a missing
@@ -491,14 +521,23 @@ class LitellmProvider:
                     if isinstance(inner, ProviderError | EvalrunError):
                         raise inner from None
                 error = classify_exception(exc, secrets=secrets, litellm=litellm)
-                if _answered(seen) and (seen.truncated or error.kind in _UNREADABLE):
-                    # litellm could not read an answer the server did send (too large, or a
-                    # shape it refuses): read it here, with one rule for every oddity. A
-                    # 200 that litellm read as a rate limit or an auth error stays that.
-                    return self._from_body(litellm, request, seen, is_local, secrets)
-                # `from None`: the raw litellm exception may echo headers; don't print it.
-                raise error from None
+                if not (_answered(seen) and (seen.truncated or error.kind in _UNREADABLE)):
+                    # `from None`: the raw litellm exception may echo headers; don't print it.
+                    raise error from None
+                # litellm could not read an answer the server did send (too large, or a shape
+                # it refuses): read it here, with one rule for every oddity. A 200 that litellm
+                # read as a rate limit or an auth error keeps that kind (raised above).
+                normalised = self._from_body(litellm, request, seen, is_local, secrets)
+            else:
+                normalised = self._from_response(litellm, request, response, is_local, secrets)
+        measured = clock.measured()
+        if measured is not None:
+            normalised.transport_s, normalised.latency_clock = measured
+        return normalised
 
+    def _from_response(
+        self, litellm: ModuleType, request: ProviderRequest, response: Any, is_local: bool, secrets: tuple[str, ...]
+    ) -> ProviderResponse:
         try:
             completion = parse_completion(response)
         except MalformedCompletion as exc:
@@ -511,35 +550,6 @@ class LitellmProvider:
                 "malformed_response", message.splitlines()[0][:MAX_MESSAGE_CHARS], retryable=True
             ) from None
         return self._finish(litellm, request, completion, response, is_local, truncated=False)
-
-    def _install_http_client(self, litellm: ModuleType) -> None:
-        """Make litellm's OpenAI-compatible calls read through the size-capped transport.
-
-        One wrapped client per process, in ``litellm.aclient_session``. litellm closes it
-        with its cached SDK clients (``close_litellm_async_clients``, called by ``aclose``),
-        so a closed one is replaced. A client a host application installed itself is left
-        alone (its answers are then capped only as text, after the fact).
-        """
-        lib: Any = litellm
-        current = getattr(lib, "aclient_session", None)
-        if current is not None and (not is_wrapped(current) or not current.is_closed):
-            if is_wrapped(current):
-                self._http_client = current
-            return
-        lib.aclient_session = None
-        client: Any
-        try:
-            from litellm.llms.openai.common_utils import BaseOpenAILLM
-
-            client = BaseOpenAILLM._get_async_http_client()  # litellm's own transport, TLS, proxies
-        except Exception:  # an internal that moved: plain httpx still gets the cap
-            import httpx
-
-            client = httpx.AsyncClient(follow_redirects=True)
-        if client is None:
-            return
-        self._http_client = wrap_client(client)
-        lib.aclient_session = self._http_client
 
     def _from_body(
         self,
@@ -596,7 +606,9 @@ class LitellmProvider:
         # A missing usage object arrives as zeros (litellm fills them in), and impossible
         # counts were dropped by parse_completion: either way, count the tokens here.
         if not prompt_tokens and request.messages:
-            prompt_tokens = _count_tokens(litellm, request.model, messages=request.messages)
+            from evalrun.estimate import count_prompt_tokens  # tools and schemas are billed too
+
+            prompt_tokens = count_prompt_tokens(litellm, request.model, request.messages, request.params)
             estimated = True
         completion_text = (output or "") + "".join(t.name + t.arguments for t in tool_calls)
         completion_text += refusal or ""
@@ -661,7 +673,17 @@ class LitellmProvider:
             return None
 
     async def aclose(self) -> None:
-        """Close litellm's cached async HTTP clients (a no-op if litellm was never imported)."""
+        """Close litellm's cached async HTTP clients and this loop's timed session."""
+        try:
+            await self._close_litellm_clients()
+        finally:
+            session, self._session = self._session, None
+            if session is not None and not session.closed and self._session_loop is asyncio.get_running_loop():
+                await session.close()
+            self._session_loop = None
+
+    @staticmethod
+    async def _close_litellm_clients() -> None:
         if _litellm is None:
             return
         close = getattr(_litellm, "close_litellm_async_clients", None)
@@ -672,10 +694,4 @@ class LitellmProvider:
         flush = getattr(getattr(_litellm, "in_memory_llm_clients_cache", None), "flush_cache", None)
         if callable(flush):
             flush()
-        client, self._http_client = self._http_client, None
-        if client is not None:
-            lib: Any = _litellm
-            if getattr(lib, "aclient_session", None) is client:
-                lib.aclient_session = None
-            with contextlib.suppress(Exception):
-                await client.aclose()
+
