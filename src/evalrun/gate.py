@@ -236,8 +236,9 @@ def _eval_rate(rd: RuleDef, spec: RuleSpec, m: dict[str, Any], scope: str, gate:
     pend.passes = non_inferior and bound_ok
     if rd.name == "known_bad_refusal":
         ids = list(m.get("regressed_case_ids") or [])
-        for case_id in ids:
-            res.warnings.append(f"known-bad case {case_id} is refused less often in the candidate")
+        if ids:
+            res.warnings.append(f"known-bad case{'s' if len(ids) > 1 else ''} refused less often in the candidate: "
+                                + ", ".join(ids))
         if spec.any_flip and (ids or int(m.get("regressed_cases") or 0)):
             pend.gate_fail = (f"{len(ids) or int(m.get('regressed_cases') or 0)} known-bad case(s) refused less "
                               "often in the candidate (strict any-flip policy)")
