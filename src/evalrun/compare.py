@@ -153,10 +153,13 @@ def _z_sum(alpha: float) -> float:
     return z_one_sided(alpha) + z_one_sided(1.0 - POWER)
 
 
-def _calls_per_case(frame: pd.DataFrame, column: str) -> dict[str, pd.Series]:
-    """Per side: how many calls measured ``column`` for each case."""
-    sub = frame.loc[frame[column].notna(), ["case_id", "side"]]
-    return {side: sub.loc[sub["side"] == side, "case_id"].value_counts() for side in ("baseline", "candidate")}
+def _calls_per_side(frame: pd.DataFrame, column: str) -> dict[str, int]:
+    """Per side: how many calls measured ``column`` (the K samples behind the per-case rates)."""
+    if column not in frame:
+        return {"baseline": 0, "candidate": 0}
+    present = frame[column].notna().to_numpy()
+    sides = frame["side"].to_numpy()
+    return {side: int(np.count_nonzero(present & (sides == side))) for side in ("baseline", "candidate")}
 
 
 def _side_rate(values: pd.Series, calls: int, conf: float) -> dict[str, Any]:
@@ -183,7 +186,7 @@ def binary_metric(
     """
     conf = settings.confidence
     wide = _per_case(frame, column)
-    counts = _calls_per_case(frame, column) if column in frame else {}
+    counts = _calls_per_side(frame, column)
     out: dict[str, Any] = {
         "metric": name,
         "label": label,
@@ -192,7 +195,7 @@ def binary_metric(
     }
     for side in ("baseline", "candidate"):
         col = wide[side] if side in wide else pd.Series(dtype=float)
-        out[side] = _side_rate(col, int(counts[side].sum()) if side in counts else 0, conf)
+        out[side] = _side_rate(col, counts[side], conf)
     paired = wide.dropna()
     out["paired_n"] = len(paired)
     if len(paired) == 0:
