@@ -453,8 +453,7 @@ def _beyond_text(res: RuleResult, kind: str, fail_at: float | None) -> str:
         return f"wholly above {fail_at:g}"
     side = "below" if RULES[res.rule].higher_is_better else "above"
     if not fail_at:
-        return (f"wholly {side} 0: an evident regression (this rule fails on any evident change; "
-                "set fail_margin to tolerate small ones)")
+        return f"wholly {side} 0: an evident regression"
     return f"wholly {side} the fail margin {_fmt_delta(fail_at)}"
 
 

@@ -44,8 +44,9 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-# Bootstrap chunk size (replicates x calls): a few arrays of this many 8-byte values.
-_MAX_CHUNK_ELEMENTS = 2_000_000
+# Bootstrap chunk size (replicates x calls): bounds the working arrays (a few 8 MB ones);
+# the random stream is consumed identically whatever the chunk size.
+_MAX_CHUNK_ELEMENTS = 1 << 20
 
 
 def _norm_cdf(x: float) -> float:
@@ -355,38 +356,63 @@ class QuantileRatio(_Result):
     confidence: float
 
 
-def _side_quantiles(
-    counts: npt.NDArray[np.int64], case_sorted: npt.NDArray[np.intp], vals_sorted: FloatArray, qs: Sequence[float]
+def _sorted_quantiles(
+    weights: npt.NDArray[np.int64], width: int, vals_sorted: FloatArray, qs: Sequence[float]
 ) -> FloatArray:
     """Per-replicate quantiles (rows: qs, columns: replicates) of one side's calls.
 
-    Replicate j holds every call of case i ``counts[j, i]`` times. With the calls sorted by
-    value, the k-th smallest value of a replicate sits at the first sorted position whose
-    running count of copies exceeds k; numpy's linear interpolation between the order
-    statistics at (N − 1)q is applied to those (N: the replicate's number of calls).
+    ``weights[j, r]`` (r < ``width``) is how many copies of the r-th smallest call replicate
+    j holds; columns past ``width`` must be zero. One running count over the whole
+    (row-major) array finds every order statistic: replicate j's k-th smallest value sits at
+    the first position of row j where the running count exceeds (the count before row j) + k.
+    numpy's linear interpolation between the order statistics at (N − 1)q is applied to those
+    (N: the replicate's number of calls).
     """
-    weights = counts[:, case_sorted]
-    running = np.cumsum(weights, axis=1)
-    totals = running[:, -1] if running.shape[1] else np.zeros(counts.shape[0], dtype=np.int64)
-    rows = counts.shape[0]
-    # One monotone array over all rows: row j's running counts are shifted past row j-1's.
-    offsets = np.concatenate(([0], np.cumsum(totals)[:-1])).astype(np.int64)
-    flat = (running + offsets[:, None]).ravel()
-    width = running.shape[1]
+    rows, stride = weights.shape
     out = np.full((len(qs), rows), np.nan)
+    if width == 0:
+        return out
+    running = np.cumsum(weights.ravel())
+    ends = running[stride - 1 :: stride]
+    offsets = np.concatenate(([0], ends[:-1]))
+    totals = ends - offsets
+    row_start = np.arange(rows, dtype=np.int64) * stride
     ok = totals > 0
     for k, q in enumerate(qs):
         h = (totals - 1) * float(q)
         lo = np.floor(h).astype(np.int64)
         hi = np.minimum(lo + 1, totals - 1)
-        frac = h - lo
-        pos_lo = np.searchsorted(flat, offsets + lo, side="right") - np.arange(rows) * width
-        pos_hi = np.searchsorted(flat, offsets + hi, side="right") - np.arange(rows) * width
-        pos_lo = np.clip(pos_lo, 0, max(width - 1, 0))
-        pos_hi = np.clip(pos_hi, 0, max(width - 1, 0))
+        pos_lo = np.clip(np.searchsorted(running, offsets + lo, side="right") - row_start, 0, width - 1)
+        pos_hi = np.clip(np.searchsorted(running, offsets + hi, side="right") - row_start, 0, width - 1)
         lo_v, hi_v = vals_sorted[pos_lo], vals_sorted[pos_hi]
-        out[k] = np.where(ok, lo_v + (hi_v - lo_v) * frac, np.nan)
+        out[k] = np.where(ok, lo_v + (hi_v - lo_v) * (h - lo), np.nan)
     return out
+
+
+def _side_quantiles(
+    idx: npt.NDArray[np.int64], case_sorted: npt.NDArray[np.intp], vals_sorted: FloatArray, n_cases: int,
+    qs: Sequence[float],
+) -> FloatArray:
+    """Replicate quantiles of one side for the drawn case indices ``idx`` (rows: replicates).
+
+    With at most one call per case (one sample per case, the common case), each case maps
+    to one sorted position and the copies are counted straight into sorted order; otherwise
+    per-case counts are spread to their calls.
+    """
+    rows, width = idx.shape[0], case_sorted.size
+    if width == 0:
+        return np.full((len(qs), rows), np.nan)
+    row_base = np.arange(rows, dtype=np.int64)[:, None]
+    if np.bincount(case_sorted, minlength=n_cases).max() <= 1:
+        slot = np.full(n_cases, width, dtype=np.int64)  # cases without a call: one extra slot
+        slot[case_sorted] = np.arange(width)
+        weights = np.bincount((slot[idx] + row_base * (width + 1)).ravel(), minlength=rows * (width + 1))
+        weights = weights.reshape(rows, width + 1)
+        weights[:, width] = 0
+    else:
+        counts = np.bincount((idx + row_base * n_cases).ravel(), minlength=rows * n_cases).reshape(rows, n_cases)
+        weights = counts[:, case_sorted]
+    return _sorted_quantiles(weights, width, vals_sorted, qs)
 
 
 def quantile_ratio_bootstrap(
@@ -464,6 +490,13 @@ def _replicates(
     bv: FloatArray, bc: npt.NDArray[np.intp], cv: FloatArray, cc: npt.NDArray[np.intp],
     n_cases: int, qs: Sequence[float], n_boot: int, seed: int,
 ) -> tuple[FloatArray, FloatArray]:
+    """Replicate quantiles of both sides from one stream of case draws (PCG64(seed)).
+
+    The two sides of a chunk are counted on two threads (numpy releases the GIL in the
+    gathers, cumulative sums and searches); the draws, and so the result, do not depend on it.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     rng = np.random.Generator(np.random.PCG64(seed))
     width = max(bv.size, cv.size, n_cases)
     rows = max(1, _MAX_CHUNK_ELEMENTS // width)
@@ -473,14 +506,13 @@ def _replicates(
         sides.append((c[order], v[order]))
     out_b = np.empty((len(qs), n_boot))
     out_c = np.empty((len(qs), n_boot))
-    for start in range(0, n_boot, rows):
-        stop = min(n_boot, start + rows)
-        idx = rng.integers(0, n_cases, size=(stop - start, n_cases))
-        offsets = np.arange(stop - start, dtype=np.int64)[:, None] * n_cases
-        counts = np.bincount((idx + offsets).ravel(), minlength=(stop - start) * n_cases)
-        counts = counts.reshape(stop - start, n_cases)
-        out_b[:, start:stop] = _side_quantiles(counts, sides[0][0], sides[0][1], qs)
-        out_c[:, start:stop] = _side_quantiles(counts, sides[1][0], sides[1][1], qs)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, n_boot, rows):
+            stop = min(n_boot, start + rows)
+            idx = rng.integers(0, n_cases, size=(stop - start, n_cases))
+            jobs = [pool.submit(_side_quantiles, idx, case_sorted, vals, n_cases, qs) for case_sorted, vals in sides]
+            out_b[:, start:stop] = jobs[0].result()
+            out_c[:, start:stop] = jobs[1].result()
     return out_b, out_c
 
 

@@ -1,6 +1,8 @@
-"""Pure statistics for the paired baseline-vs-candidate gate.
+"""Statistical primitives: proportions, quantiles and their intervals, decisions, BH.
 
-Everything here is side-effect free and depends only on numpy and scipy.
+Everything here is side-effect free and depends only on numpy and scipy. The cluster-aware
+estimators the gate decides on build on these in :mod:`evalrun.inference`; power
+calculations live in :mod:`evalrun.power`.
 
 Conventions used throughout:
 

@@ -28,12 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["RulePower", "SuitePower", "suite_power"]
 
 _RATE_MEASURED = {
-    "pass_rate": "every case",
-    "parse_strict": "cases with a json or json_schema check",
-    "schema_valid": "cases with a json_schema check",
-    "tool_valid": "cases with a tool_call check",
-    "over_refusal": "cases that should be answered",
-    "known_bad_refusal": "cases that should be refused",
+    "pass_rate": "",
+    "parse_strict": " with a json or json_schema check",
+    "schema_valid": " with a json_schema check",
+    "tool_valid": " with a tool_call check",
+    "over_refusal": " that should be answered",
+    "known_bad_refusal": " that should be refused",
 }
 
 
@@ -92,7 +92,8 @@ def _rate_counts(cases: list[Any]) -> dict[str, int]:
 
 
 def _pts(x: float) -> str:
-    return f"{abs(x) * 100:.3g} pts"
+    """A margin in words: ``-0.03`` → ``3-point``."""
+    return f"{abs(x) * 100:.3g}-point"
 
 
 def suite_power(project: Project) -> SuitePower:
@@ -159,7 +160,7 @@ def _rate_power(
     name: str, scope: str, spec: RuleSpec, n: int, k: int, conf_z: float, level: float, fail_at: float | None
 ) -> RulePower:
     if n == 0:
-        return RulePower(name, scope, 0, None, None, None, f"not applicable: no {_RATE_MEASURED[name]}")
+        return RulePower(name, scope, 0, None, None, None, f"not applicable: no cases{_RATE_MEASURED[name]}")
     margin = spec.margin if spec.margin is not None else 0.0
     lower_is_better = name == "over_refusal"
     safe = margin > 0 if lower_is_better else margin < 0  # an equal candidate can only clear a margin on its safe side
@@ -172,16 +173,16 @@ def _rate_power(
     detect = power.rate_drop_detectable(n, distance, level)
     word = "rise" if name == "over_refusal" else "drop"
     samples = f" × {k} samples" if k > 1 else ""
-    what = f"{n} {_RATE_MEASURED[name]}{samples}"
+    what = f"{n} case{'s' if n != 1 else ''}{_RATE_MEASURED[name]}{samples}"
     if to_pass is None:
-        pass_txt = f"the {_pts(margin)} margin can never PASS an equally good candidate"
+        pass_txt = f"a {_pts(margin)} margin on this side can never PASS an equally good candidate"
     elif n < to_pass:
         pass_txt = f"can never PASS with the {_pts(margin)} margin ({to_pass} cases could)"
     else:
         pass_txt = f"an equally good candidate can PASS (needs ≥ {to_pass} cases)"
     if bound is not None:
         pass_txt += f" and the {'floor' if spec.floor is not None else 'ceiling'} {bound * 100:g}%"
-    detect_txt = (f"smallest detectable {word} {_pts(detect)}" if detect is not None
+    detect_txt = (f"smallest detectable {word} {detect * 100:.3g} points" if detect is not None
                   else f"no {word} is detectable at this level")
     return RulePower(name, scope, n, to_pass is not None and n >= to_pass, to_pass, detect,
                      f"{what}: {pass_txt}; {detect_txt}")

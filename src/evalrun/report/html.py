@@ -383,7 +383,7 @@ def _metrics(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                     totals.append(f"{side} total {fmt.count(s.get('total'))}")
             notes.append("; ".join(totals))
             if m.get("excluded"):
-                notes.append(f"{fmt.count(m.get('excluded'))} case(s) excluded from the ratio (zero on a side)")
+                notes.append(f"{fmt.count(m.get('excluded'))} case(s) excluded from the ratio (no value on one side)")
         if m.get("note"):
             notes.append(_s(m.get("note"), 300))
         if typ == "ratio" and _num(m.get("ratio")) is None:
