@@ -488,7 +488,8 @@ def _power_numbers(pend: _Pending, level: float, alpha: float) -> None:
     n = int(moments.get("n") or 0)
     distance = -fail_at if hib else fail_at
     res.mde = power.fail_mde(se, distance, level)
-    res.cases_to_pass = power.cases_to_pass(abs(margin), conf_z)
+    safe = margin < 0 if hib else margin > 0  # an equal candidate can only clear a margin on its safe side
+    res.cases_to_pass = power.cases_to_pass(abs(margin), conf_z) if safe else None
     if n:
         s1, s2 = float(moments.get("sum_d") or 0.0), float(moments.get("sum_d2") or 0.0)
         options = []
