@@ -319,6 +319,15 @@ def _eval_ratio(rd: RuleDef, spec: RuleSpec, m: dict[str, Any] | None, scope: st
 
 def evaluate_rules(
     metrics: Sequence[dict[str, Any]], gate: GateConfig, scope: str, only: Sequence[str] | None = None
+) -> list[RuleResult]:
+    """Every enabled rule applied to one metric table on its own (its FAIL tests form the family)."""
+    pending = _evaluate_rules(metrics, gate, scope, only)
+    _decide(pending, gate)
+    return [p.result for p in pending]
+
+
+def _evaluate_rules(
+    metrics: Sequence[dict[str, Any]], gate: GateConfig, scope: str, only: Sequence[str] | None = None
 ) -> list[_Pending]:
     """Every enabled rule applied to one metric table, before the family-wise step."""
     by = _by_metric(metrics)
@@ -363,6 +372,18 @@ def familywise(pending: Sequence[_Pending], alpha: float) -> dict[str, Any]:
     return {"method": "holm", "alpha": alpha, "hypotheses": m,
             "first_step_level": alpha / m if m else alpha,
             "rejected": [(h, adj <= alpha) for h, adj in zip(hyps, adjusted, strict=True)]}
+
+
+def _decide(pending: Sequence[_Pending], gate: GateConfig) -> dict[str, Any]:
+    """The family-wise step over ``pending``, then every rule's final status; the family's summary."""
+    fw = familywise(pending, gate.alpha)
+    rejected: dict[int, list[_Hypothesis]] = {}
+    for h, is_rejected in fw.pop("rejected"):
+        if is_rejected:
+            rejected.setdefault(id(h.result), []).append(h)
+    for pend in pending:
+        _finish(pend, rejected, gate, fw["first_step_level"])
+    return fw
 
 
 def _finish(pend: _Pending, rejected: dict[int, list[_Hypothesis]], gate: GateConfig, level: float) -> None:
@@ -540,7 +561,7 @@ def decide_verdict(
 ) -> Verdict:
     """The verdict over all rules, overall and for each critical cohort."""
     measure = measurement_rule(overall, gate)
-    pending = evaluate_rules(overall, gate, "overall")
+    pending = _evaluate_rules(overall, gate, "overall")
     missing: list[RuleResult] = []
     for cohort in gate.critical_cohorts:
         entry = cohorts.get(cohort)
@@ -548,15 +569,8 @@ def decide_verdict(
             missing.append(RuleResult(rule="critical_cohort", scope=f"cohort:{cohort}", trigger=f"critical cohort {cohort} is measured",
                                       metric="-", status="fail", reason="no case in the suite belongs to this critical cohort"))
             continue
-        pending.extend(evaluate_rules(entry["metrics"], gate, f"cohort:{cohort}", only=COHORT_RULES))
-    fw = familywise(pending, gate.alpha)
-    rejected: dict[int, list[_Hypothesis]] = {}
-    for h, is_rejected in fw.pop("rejected"):
-        if is_rejected:
-            rejected.setdefault(id(h.result), []).append(h)
-    level = fw["first_step_level"]
-    for pend in pending:
-        _finish(pend, rejected, gate, level)
+        pending.extend(_evaluate_rules(entry["metrics"], gate, f"cohort:{cohort}", only=COHORT_RULES))
+    fw = _decide(pending, gate)
     rules = [measure, *(p.result for p in pending), *missing, *extra_rules]
     warnings = [f"{r.rule}{'' if r.scope == 'overall' else f' [{r.scope}]'}: {w}" for r in rules for w in r.warnings]
     paired_total = max((int(m.get("paired_n") or 0) for m in overall if m["metric"] == "pass_rate"), default=0)
