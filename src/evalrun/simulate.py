@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -191,7 +191,3 @@ def verdict_rates(
     out.update({f"fail:{k}": v / reps for k, v in rule_fails.items()})
     return out
 
-
-def with_rates(scenario: Scenario, **changes: Any) -> Scenario:
-    """A copy of ``scenario`` with some fields changed (dataclasses.replace, re-exported)."""
-    return replace(scenario, **changes)
