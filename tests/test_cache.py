@@ -415,3 +415,123 @@ def test_new_cache_folder_is_git_ignored_and_close_is_idempotent(tmp_path: Path)
         c.get("k")
     with ResponseCache(path) as again:
         assert again.get("k") is not None
+
+
+# -- damaged rows, and one answer shared by several planned calls ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("attempts", "two"), ("output", 5), ("tool_calls", [1]), ("side", "both"), ("cost_usd", "free"),
+     ("prompt_tokens", 1.5), ("tool_calls", [{"name": "f", "arguments": {"a": 1}}])],
+    ids=["attempts-str", "output-int", "tool-call-int", "side", "cost-str", "tokens-float", "arguments-dict"],
+)
+def test_a_row_with_a_wrong_typed_field_is_a_counted_miss(cache: ResponseCache, field: str, value: Any) -> None:
+    import json
+
+    cache.put_many([("good", ok_result(1)), ("bad", ok_result(2))])
+    conn = sqlite3.connect(str(cache.path))
+    row = json.loads(conn.execute("SELECT result FROM responses WHERE key = 'bad'").fetchone()[0])
+    row[field] = value
+    conn.execute("UPDATE responses SET result = ? WHERE key = 'bad'", (json.dumps(row),))
+    conn.commit()
+    conn.close()
+    got = cache.get_many(["good", "bad"])
+    assert set(got) == {"good"} and cache.unreadable == 1
+
+
+def _fake_project(root: Path, cases: list[dict[str, Any]], **sides: Any) -> Any:
+    from evalrun import api
+    from projectkit import variant, write_project
+
+    b, c = write_project(root, cases=cases, baseline=sides.get("baseline") or variant("baseline"),
+                         candidate=sides.get("candidate") or variant("candidate"))
+    return api.load_project(b, c)
+
+
+def test_a_damaged_cache_row_means_one_more_call_and_a_warning_not_a_traceback(tmp_path: Path) -> None:
+    import json
+
+    from evalrun import api
+    from evalrun.testing import FakeProvider
+    from projectkit import case
+
+    project = _fake_project(tmp_path / "proj", [case(f"c{i}", expect=[{"contains": {"value": "q"}}]) for i in range(3)])
+    first = FakeProvider()
+    api.compare(project, provider=first, run_dir=tmp_path / "run1", cache_path=tmp_path / "cache")
+    assert first.count == 6
+    conn = sqlite3.connect(str(tmp_path / "cache" / "responses.sqlite3"))
+    key, payload = conn.execute("SELECT key, result FROM responses ORDER BY key LIMIT 1").fetchone()
+    conn.execute("UPDATE responses SET result = ? WHERE key = ?",
+                 (json.dumps({**json.loads(payload), "attempts": "many", "output": 7}), key))
+    conn.commit()
+    conn.close()
+    notices: list[str] = []
+    second = FakeProvider()
+    outcome = api.compare(project, provider=second, run_dir=tmp_path / "run2", cache_path=tmp_path / "cache",
+                          log=notices.append)
+    # The damaged row was a miss: its request was made again (once per side: both sides of
+    # this project send the same requests).
+    assert second.count == 2
+    assert len(notices) == 1 and "1 cached answer(s)" in notices[0] and "could not be read" in notices[0]
+    assert outcome.summary["calls"]["baseline"]["total"] == outcome.summary["calls"]["candidate"]["total"] == 3
+    # The fresh answer replaced the damaged row: a third run is all hits, no warning.
+    notices.clear()
+    third = FakeProvider()
+    api.compare(project, provider=third, run_dir=tmp_path / "run3", cache_path=tmp_path / "cache", log=notices.append)
+    assert third.count == 0 and notices == []
+
+
+def _rows(run_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in (run_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_warm_cache_never_swaps_cases_that_render_the_same_prompt(tmp_path: Path) -> None:
+    """Two cases with the same template and vars (so the same request) but different ids and
+    expectations: the warm run must keep each case as itself, once per side."""
+    from evalrun import api
+    from evalrun.testing import FakeProvider
+    from projectkit import case
+
+    same = {"question": "What is 2 + 2?"}
+    cases = [case("asks-four", vars=same, expect=[{"contains": {"value": "2 + 2"}}]),
+             case("asks-five", vars=same, expect=[{"contains": {"value": "five"}}]),
+             case("other", expect=[{"contains": {"value": "q"}}])]
+    project = _fake_project(tmp_path / "proj", cases)
+    cold = api.compare(project, provider=FakeProvider(), run_dir=tmp_path / "cold", cache_path=tmp_path / "cache")
+    provider = FakeProvider()
+    warm = api.compare(project, provider=provider, run_dir=tmp_path / "warm", cache_path=tmp_path / "cache")
+    assert provider.count == 0
+    for run_dir in (tmp_path / "cold", tmp_path / "warm"):
+        rows = _rows(run_dir)
+        assert sorted((r["case_id"], r["side"]) for r in rows) == sorted(
+            (c["id"], side) for c in cases for side in ("baseline", "candidate"))
+        passed = {(r["case_id"], r["side"]): r["score"]["passed"] for r in rows}
+        assert passed == {(cid, side): cid != "asks-five" for cid in ("asks-four", "asks-five", "other")
+                          for side in ("baseline", "candidate")}
+    assert [r["case_id"] for r in _rows(tmp_path / "warm")] == [r["case_id"] for r in _rows(tmp_path / "cold")]
+    assert warm.verdict_status == cold.verdict_status
+
+
+def test_a_warm_cache_keeps_both_sides_when_they_send_the_same_request(tmp_path: Path) -> None:
+    """Baseline and candidate differ only in labels (not A/A mode): every request is the same
+    on both sides. A warm run used to relabel the one cached object as the candidate twice:
+    "no case was measured on both sides", exit 4, on every warm run."""
+    from evalrun import api
+    from evalrun.testing import FakeProvider
+    from projectkit import LABELS, case, variant
+
+    project = _fake_project(
+        tmp_path / "proj", [case(f"c{i}", expect=[{"contains": {"value": "q"}}]) for i in range(6)],
+        candidate=variant("candidate", versions={**LABELS, "policy_version": "p2"}))
+    assert not project.aa_mode
+    cold = api.compare(project, provider=FakeProvider(), run_dir=tmp_path / "cold", cache_path=tmp_path / "cache")
+    provider = FakeProvider()
+    warm = api.compare(project, provider=provider, run_dir=tmp_path / "warm", cache_path=tmp_path / "cache")
+    assert provider.count == 0
+    assert warm.verdict_status == cold.verdict_status != "COULD_NOT_MEASURE"
+    assert warm.summary["calls"]["baseline"]["cached"] == warm.summary["calls"]["candidate"]["cached"] == 6
+    assert sorted((r["case_id"], r["side"]) for r in _rows(tmp_path / "warm")) == sorted(
+        (f"c{i}", side) for i in range(6) for side in ("baseline", "candidate"))

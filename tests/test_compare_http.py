@@ -172,6 +172,98 @@ def test_max_cost_stops_spending(tmp_path: Path, openai_server: OpenAIServer) ->
     assert openai_server.count == before
 
 
+# A realistic tool declaration (~1,800 tokens): every request carries it, every provider bills it.
+BIG_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "search_catalog",
+        "description": "Search the shop's catalogue. " + "Use filters to narrow results by brand and price. " * 60,
+        "parameters": {
+            "type": "object",
+            "properties": {f"filter_{i}": {"type": "string", "description": f"optional filter number {i} " * 8}
+                           for i in range(24)},
+            "required": ["filter_0"],
+        },
+    },
+}
+SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {
+    "type": "object", "properties": {"answer": {"type": "string", "description": "the answer " * 20}}}}}
+
+
+def _billed_prompt_tokens(body: dict[str, Any]) -> int:
+    """What a provider bills: the messages with the tools, plus the response_format schema."""
+    from evalrun.providers.litellm_provider import import_litellm
+
+    litellm = import_litellm()
+    n = litellm.token_counter(model=body["model"], messages=body["messages"], tools=body.get("tools"))
+    if body.get("response_format"):
+        n += litellm.token_counter(model=body["model"], text=json.dumps(body["response_format"]))
+    return int(n) + 3
+
+
+def _tool_project(tmp_path: Path, server: OpenAIServer, *, n: int, concurrency: int = 8) -> api.Project:
+    b, c = _project(tmp_path, server, n=n, suite={"concurrency": concurrency},
+                    pricing={"input_per_mtok": 5.0, "output_per_mtok": 15.0})
+    for path in (b, c):
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+        data["params"].update({"tools": [BIG_TOOL], "response_format": SCHEMA_FORMAT, "max_tokens": 20})
+        path.write_text(yaml.safe_dump(data))
+    return api.load_project(b, c)
+
+
+def test_estimate_counts_everything_the_request_carries(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    from evalrun.estimate import estimate
+
+    project = _tool_project(tmp_path, openai_server, n=4)
+    plan = api.plan_calls(project, with_keys=False)
+    body = {"model": "evalrun-http-test", "messages": plan[0].request.messages, "tools": [BIG_TOOL],
+            "response_format": SCHEMA_FORMAT}
+    billed = _billed_prompt_tokens(body)
+    assert billed > 1500  # the tool declaration dominates the prompt
+    est = estimate(project)
+    per_call = est.sides["baseline"].prompt_tokens / est.sides["baseline"].calls
+    assert billed - 10 <= per_call <= billed + 10, (per_call, billed)
+
+
+def test_max_cost_is_never_passed_with_tools_and_concurrency(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    """Requests dominated by a tool declaration, 8 calls in flight. A cap at the true cost of
+    5 calls used to let 11 through (2.2x over); now the prompts alone are seen to exceed it.
+    A cap just above the prompts of all 40 calls stops the run short of the cap."""
+    openai_server.behaviour = lambda body, n: Reply(content='{"answer": "ok"}', prompt_tokens=_billed_prompt_tokens(body),
+                                                    completion_tokens=12)
+    project = _tool_project(tmp_path, openai_server, n=20)
+    plan = api.plan_calls(project, with_keys=False)
+    body = {"model": "evalrun-http-test", "messages": plan[0].request.messages, "tools": [BIG_TOOL],
+            "response_format": SCHEMA_FORMAT}
+    prompt_cost = _billed_prompt_tokens(body) * 5.0 / 1e6
+    one_call = prompt_cost + 12 * 15.0 / 1e6
+    from evalrun.errors import CouldNotMeasureError
+
+    with pytest.raises(CouldNotMeasureError, match="refused before any call"):
+        api.compare(project, run_dir=tmp_path / "five", cache="off", max_cost=5 * one_call)
+    assert openai_server.count == 0
+    cap = 40 * prompt_cost + 20 * (one_call - prompt_cost)  # every prompt, half the completions
+    with pytest.raises(CouldNotMeasureError, match="budget reached"):
+        api.compare(project, run_dir=tmp_path / "run", cache="off", max_cost=cap)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    spent = sum(r["cost_usd"] for r in rows)
+    assert spent <= cap, f"spent ${spent:.5f} of a ${cap:.5f} cap over {len(rows)} calls"
+    assert openai_server.count == len(rows) >= 30  # it holds calls back near the cap, it does not starve the run
+
+
+def test_a_missing_usage_is_counted_with_the_tools(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = lambda body, n: Reply(content='{"answer": "ok"}', usage=None)
+    project = _tool_project(tmp_path, openai_server, n=2)
+    api.compare(project, run_dir=tmp_path / "run", cache="off")
+    bodies = openai_server.requests
+    rows = [json.loads(x) for x in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()]
+    assert all(r["tokens_estimated"] for r in rows)
+    billed = _billed_prompt_tokens(bodies[0])
+    assert all(billed - 10 <= r["prompt_tokens"] <= billed + 10 for r in rows), [r["prompt_tokens"] for r in rows]
+
+
 def test_shards_merged_equal_the_unsharded_run(tmp_path: Path, openai_server: OpenAIServer) -> None:
     openai_server.behaviour = _fenced_for_three
     b, c = _project(tmp_path, openai_server, n=10)

@@ -154,7 +154,9 @@ def check_accounting(
     assert len(keys) == len(set(keys)), "a call is recorded twice in results.jsonl"
     assert set(keys) == expected, "a call is missing from results.jsonl"
     for r in rows:
-        assert r["attempts"] >= 1 and len(r["attempt_latencies_s"]) == r["attempts"], r
+        # A call an open circuit breaker did not make is recorded with zero attempts.
+        assert (r["attempts"] >= 1) != (r["error_kind"] == "circuit_open"), r
+        assert len(r["attempt_latencies_s"]) == r["attempts"], r
         assert r["attempts"] <= project.suite.config.max_attempts
         if r["error_kind"] is not None:
             assert r["error_kind"] in ERROR_KINDS, r["error_kind"]
@@ -291,6 +293,79 @@ def test_429_without_retry_after_backs_off_then_gives_up(tmp_path: Path, openai_
     assert outcome.verdict_status == "COULD_NOT_MEASURE" and outcome.exit_code == 4
     record("429 burst without Retry-After; one call limited throughout", faults.faulted, rows,
            outcome.verdict_status, outcome.exit_code)
+
+
+def test_429_on_one_side_pauses_that_endpoint_not_the_run(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    """The baseline's endpoint answers 429 (Retry-After 2 s) to each call's first attempt:
+    the candidate's calls (another endpoint) go on meanwhile instead of waiting it out."""
+
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        if side == "baseline" and attempt == 1:
+            return Reply(status=429, headers={"Retry-After": "2"}, error_message="rate limited")
+        return None
+
+    _, outcome, rows, faults = run_compare(tmp_path, openai_server, plan, n_cases=8, suite={"concurrency": 4})
+    assert faults is not None
+    assert all(r["error_kind"] is None for r in rows)
+    first_429 = min(h.at for h in faults.hits if h.side == "baseline")
+    candidate = [h.at for h in faults.hits if h.side == "candidate"]
+    # Every candidate request arrived inside the baseline's first 2 s pause...
+    assert len(candidate) == 8 and max(candidate) < first_429 + 2.0, [round(t - first_429, 2) for t in candidate]
+    # ... and no baseline call came back before its Retry-After had passed.
+    for c in {h.case_id for h in faults.hits if h.side == "baseline"}:
+        hits = faults.attempts("baseline", c)
+        assert hits[1].at - hits[0].at >= 2.0
+    record("429 (Retry-After 2 s) on every baseline call's first attempt", faults.faulted, rows,
+           outcome.verdict_status, outcome.exit_code)
+
+
+def test_an_always_429_endpoint_opens_the_circuit(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    """The baseline's endpoint answers 429 to everything: after 10 calls failed in a row (all
+    their attempts) its remaining calls are recorded as circuit_open without being made; the
+    candidate is unaffected; the run says COULD_NOT_MEASURE instead of retrying for minutes."""
+
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        if side == "baseline":
+            return Reply(status=429, headers={"retry-after-ms": "200"}, error_message="rate limited")
+        return None
+
+    _, outcome, rows, faults = run_compare(tmp_path, openai_server, plan, n_cases=30,
+                                           suite={"concurrency": 4, "max_attempts": 3})
+    assert faults is not None
+    base = [r for r in rows if r["side"] == "baseline"]
+    limited = [r for r in base if r["error_kind"] == "rate_limited"]
+    opened = [r for r in base if r["error_kind"] == "circuit_open"]
+    assert len(limited) + len(opened) == 30
+    # Opened after 10 failed calls; calls already on their way when it opened still finished.
+    assert 10 <= len(limited) <= 10 + 4 and len(opened) >= 16
+    assert all(r["attempts"] == 3 for r in limited) and all(r["attempts"] == 0 for r in opened)
+    assert "rate_limited" in opened[0]["error_message"] and "run again" in opened[0]["error_message"]
+    assert sum(1 for h in faults.hits if h.side == "baseline") == 3 * len(limited) < 3 * 30
+    assert all(r["error_kind"] is None for r in rows if r["side"] == "candidate")
+    assert outcome.verdict_status == "COULD_NOT_MEASURE" and outcome.exit_code == 4
+    record("429 on every baseline request (circuit opens)", faults.faulted, rows, outcome.verdict_status,
+           outcome.exit_code)
+
+
+def test_a_retry_after_longer_than_evalrun_waits_is_not_retried_early(
+    tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    """Retry-After: 3600 on candidate c00: honoured by not coming back at all (one attempt, a
+    message saying why), never by retrying after the 60 s cap."""
+
+    def plan(side: str, cid: str, attempt: int) -> Reply | None:
+        if (side, cid) == ("candidate", "c00"):
+            return Reply(status=429, headers={"Retry-After": "3600"}, error_message="daily quota exhausted")
+        return None
+
+    started = time.monotonic()
+    _, outcome, rows, faults = run_compare(tmp_path, openai_server, plan, suite={"max_attempts": 4})
+    assert faults is not None and time.monotonic() - started < 30
+    row = next(r for r in rows if (r["case_id"], r["side"]) == ("c00", "candidate"))
+    assert (row["error_kind"], row["attempts"]) == ("rate_limited", 1)
+    assert "Retry-After 3600 s" in row["error_message"] and "not retried" in row["error_message"]
+    assert outcome.exit_code == 4
+    record("429 with Retry-After 3600 s on one call", faults.faulted, rows, outcome.verdict_status, outcome.exit_code)
 
 
 # --------------------------------------------------------------------------- server errors
@@ -443,6 +518,57 @@ def test_malformed_bodies(tmp_path: Path, openai_server: OpenAIServer, label: st
     assert failed == [("c03", "baseline", "malformed_response", 3)]
     assert outcome.exit_code == 4
     record(label, faults.faulted, rows, outcome.verdict_status, outcome.exit_code)
+
+
+def _surrogate_body(body: dict[str, Any], number: int, tools: bool) -> Reply:
+    """A completion whose content, refusal and tool arguments carry a lone surrogate as a
+    JSON escape: valid JSON, but no UTF-8 file can hold the decoded text."""
+    cid = CASE_RE.search(last_user_text(body))
+    message: dict[str, Any] = {"role": "assistant", "content": f"abc\ud800def {cid.group(1) if cid else '?'}"}
+    if tools:
+        message["tool_calls"] = [{"id": "call_\udfff", "type": "function",
+                                  "function": {"name": "get_weather", "arguments": '{"city": "Par\ud83dis"}'}}]
+    data = {"id": f"x{number}", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+    return Reply(raw_body=json.dumps(data))  # ensure_ascii: the surrogates travel as \ud800 escapes
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_lone_surrogates_from_a_provider_are_stored_safely(
+    tmp_path: Path, openai_server: OpenAIServer, workers: int
+) -> None:
+    """Content "abc\\ud800def" used to crash journaling for good (traceback; resuming called
+    again and crashed again). Now every text is stored with U+FFFD in its place, the run ends
+    with a verdict, and running the same command again calls nothing."""
+    openai_server.behaviour = lambda body, n: _surrogate_body(body, n, tools=True)
+    b, c = fault_project(tmp_path / "proj", openai_server.base_url, n_cases=4, params={"tools": [WEATHER_TOOL]},
+                         suite={"workers": workers})
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--out", str(run_dir), "--quiet"]
+    env = {**os.environ, KEY_ENV: "sk-faults-test-000000000"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT, env=env, check=False)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    rows = check_accounting(api.load_project(b, c), run_dir, summary, proc.returncode, openai_server.count)
+    assert openai_server.count == 8
+    for r in rows:
+        assert r["error_kind"] is None and r["output"].startswith("abc\ufffddef ")
+        assert r["tool_calls"] == [{"name": "get_weather", "arguments": '{"city": "Par\ufffdis"}', "id": "call_\ufffd"}]
+    # Every file is valid UTF-8, the report included.
+    for f in run_dir.iterdir():
+        f.read_bytes().decode("utf-8")
+    # The same command again: nothing to call (the run is finished), same exit code.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT, env=env, check=False)
+    assert again.returncode == proc.returncode and openai_server.count == 8, again.stderr
+    # An interrupted run (no summary yet) resumes from the journal without calling again.
+    (run_dir / "summary.json").unlink()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT, env=env, check=False)
+    assert resumed.returncode == proc.returncode and openai_server.count == 8, resumed.stderr
+    assert (run_dir / "summary.json").exists()
+    record(f"lone surrogates in content, tool call and id ({workers} worker(s)), CLI", 8, rows,
+           summary["verdict"]["status"], proc.returncode)
 
 
 def test_missing_usage_is_estimated(tmp_path: Path, openai_server: OpenAIServer) -> None:

@@ -218,3 +218,35 @@ def test_sigkill_three_times_then_resume_loses_and_repeats_nothing(
                f"{repeats} repeated (in flight at a kill), {cached} answered from the cache, "
                f"torn tails seen after kills: {torn_seen}")
     print("\n".join(log))
+
+
+def test_sigkill_the_moment_summary_json_appears_leaves_a_finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """summary.json is written last: a kill right after it finds every other output written,
+    and the same command again is a no-op (it used to find summary.json without report.html,
+    start over, and journal every call a second time)."""
+    monkeypatch.setenv(KEY_ENV, "sk-kill-test-0000000000")
+    env = dict(os.environ)
+    with OpenAIServer() as server:
+        b, c = _project(tmp_path / "proj", server.base_url)
+        run = tmp_path / "run"
+        cmd = _cli(["--no-cache"], str(b), str(c), "--out", str(run))
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        summary = run / "summary.json"
+        deadline = time.monotonic() + 120
+        try:
+            while not summary.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            proc.kill()
+            proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert summary.exists(), "the run ended without a summary.json"
+        for name in ("results.jsonl", "summary.md", "report.html", "junit.xml", "rollout_note.md"):
+            assert (run / name).exists(), f"summary.json was there before {name}"
+        assert server.count == N_CALLS
+        lines = (run / "journal.jsonl").read_bytes()
+        again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+        assert again.returncode in (0, 3), again.stderr
+        assert server.count == N_CALLS and (run / "journal.jsonl").read_bytes() == lines

@@ -5,7 +5,7 @@ once (the server counts), their results equal a single-process run's, the per-wo
 journals are readable, and the progress hook sees every result. Also: ``workers=1`` is the
 in-process path, a worker killed mid-run loses none of the other results and surfaces as an
 error, a provider error raised in a worker reaches the caller as itself, and a 429 with
-Retry-After holds back new requests (the shared pause: per process with workers).
+Retry-After holds back new requests to its endpoint (the pause: per process with workers).
 
 No timing assertions: the rate-limit tests count requests by arrival order and by the
 server's own clock relative to the 429 it sent, with slack for calls already in flight.
@@ -192,7 +192,7 @@ def test_429_with_retry_after_holds_back_new_requests(
     assert any(r.attempts > 1 for r in results)
     t429 = window[0]
     limited = [t for t in arrivals if t429 < t < t429 + retry_after]
-    # Without a shared pause, every worker task would keep sending (each getting a 429)
+    # Without the endpoint pause, every worker task would keep sending (each getting a 429)
     # through the whole window. With it, only calls already on their way when the first
     # 429 came back arrive: at most one per task (the concurrency), plus one per process
     # for a task that started just before its process saw its own first 429.

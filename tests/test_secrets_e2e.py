@@ -2,9 +2,10 @@
 
 A recognisable fake key sits in the variable named by ``api_key_env``. `evalrun compare`
 runs as a subprocess (the CLI exactly as a user runs it, cache on as by default) against
-three 127.0.0.1 servers: one that answers normally, one that answers 401 echoing the
+127.0.0.1 servers: one that answers normally, one that answers 401 echoing the
 Authorization header and the key in its error body, one that answers 500 with the key in
-the body. For each: the server did receive the key, and the key (or its distinctive tail)
+the body, and one that answers 200 with the key echoed into the content, a tool call and
+the refusal field (in one process and with two worker processes). For each: the server did receive the key, and the key (or its distinctive tail)
 is in no file of the run folder (recursively), not in the project's response cache, not in
 stdout or stderr, and not in any error message of results.jsonl.
 """
@@ -63,10 +64,26 @@ def _echo_500(server: OpenAIServer) -> Callable[[dict[str, Any], int], Reply]:
     return behaviour
 
 
-SCENARIOS: dict[str, tuple[Behaviour, set[int]]] = {
-    "normal": (_normal, {0, 3}),
-    "401-echoes-key": (_echo_401, {4}),
-    "500-echoes-key": (_echo_500, {4}),
+def _echo_200(server: OpenAIServer) -> Callable[[dict[str, Any], int], Reply]:
+    """A "successful" answer that echoes the Authorization header into the content, a tool
+    call's arguments and the refusal field (a misbehaving proxy or a prompt-injected model)."""
+
+    def behaviour(body: dict[str, Any], n: int) -> Reply:
+        header = server.authorizations[n - 1] or ""
+        key = header.removeprefix("Bearer ")
+        return Reply(content=f"I was called with {header}; the key is {key}.",
+                     tool_calls=[{"name": "leak", "arguments": json.dumps({"key": key}), "id": f"call_{key[-6:]}"}],
+                     refusal=f"no ({key})")
+
+    return behaviour
+
+
+SCENARIOS: dict[str, tuple[Behaviour, set[int], list[str]]] = {
+    "normal": (_normal, {0, 3}, []),
+    "401-echoes-key": (_echo_401, {4}, []),
+    "500-echoes-key": (_echo_500, {4}, []),
+    "200-echoes-key-in-content": (_echo_200, {0, 3}, []),
+    "200-echoes-key-in-content-2-workers": (_echo_200, {0, 3}, ["--workers", "2"]),
 }
 
 
@@ -94,20 +111,20 @@ def _files(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
-    """All three scenarios, their CLI subprocesses running at the same time."""
+    """All scenarios, their CLI subprocesses running at the same time."""
     root = tmp_path_factory.mktemp("secrets")
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVALRUN_")}
     env[KEY_ENV] = SECRET
     out: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
         procs = {}
-        for name, (behaviour, _) in SCENARIOS.items():
+        for name, (behaviour, _, extra) in SCENARIOS.items():
             server = stack.enter_context(OpenAIServer())
             server.behaviour = behaviour(server)
             b, c = _project(root / name, server.base_url)
             run_dir = root / name / "run"
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--out", str(run_dir)],
+                [sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--out", str(run_dir), *extra],
                 cwd=root / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             )
             out[name] = {"server": server, "project": root / name, "run": run_dir}
@@ -128,7 +145,9 @@ def test_key_is_sent_but_never_stored_or_shown(runs: dict[str, dict[str, Any]], 
     assert not _leaks(r["stdout"]), "key on stdout"
     assert not _leaks(r["stderr"]), "key on stderr"
     files = _files(r["run"])
-    assert {"manifest.json", "journal.jsonl", "results.jsonl", "summary.json", "report.html"} <= {f.name for f in files}
+    names = {f.name for f in files}
+    assert {"manifest.json", "results.jsonl", "summary.json", "report.html"} <= names
+    assert names & {"journal.jsonl", "journal.w0.jsonl"}  # one process, or worker journals
     for f in files:
         assert not _leaks(f.read_bytes()), f"key in {f.relative_to(r['project'])}"
     cache = r["project"] / ".evalrun-cache"
@@ -141,6 +160,12 @@ def test_key_is_sent_but_never_stored_or_shown(runs: dict[str, dict[str, Any]], 
     assert len(rows) == 6
     if scenario == "normal":
         assert all(row["error_kind"] is None for row in rows)
+    elif scenario.startswith("200"):
+        # The echo is kept where it was, masked: the output still says what the model said.
+        for row in rows:
+            assert row["error_kind"] is None
+            assert row["output"] == "I was called with Bearer ***; the key is ***."
+            assert row["tool_calls"][0]["arguments"] == '{"key": "***"}' and row["refusal"] == "no (***)"
     else:
         kind = "auth" if scenario.startswith("401") else "server_error"
         assert all(row["error_kind"] == kind for row in rows)

@@ -160,6 +160,8 @@ class ResponseCache:
         self._inherited: list[sqlite3.Connection] = []
         self._pid = os.getpid()
         self._conn: sqlite3.Connection | None = None
+        self.unreadable = 0
+        """Rows ``get``/``get_many`` found but could not read (treated as misses) so far."""
         parent = self.path.parent
         if not parent.exists():
             try:
@@ -299,7 +301,8 @@ class ResponseCache:
         return result
 
     def get(self, key: str) -> CallResult | None:
-        """The stored result for ``key`` with ``cached=True``, or ``None``.
+        """The stored result for ``key`` with ``cached=True``, or ``None`` (also for a row
+        that cannot be read: counted in :attr:`unreadable`).
 
         Latency, cost, tokens and tool calls are as recorded when the call was made. The
         ``case_id``/``side``/``sample`` fields are those of the call that was *stored*
@@ -328,8 +331,10 @@ class ResponseCache:
                 for key, payload in rows:
                     try:
                         found[key] = self._decode(key, payload)
-                    except (ValueError, TypeError, KeyError):
-                        continue  # an unreadable row is a miss: the call is simply made again
+                    except (ValueError, TypeError, KeyError, AttributeError):
+                        # An unreadable row (hand-edited, damaged, another version's) is a
+                        # miss: the call is made again and its fresh answer replaces the row.
+                        self.unreadable += 1
         return found
 
     # -- writing ----------------------------------------------------------------------

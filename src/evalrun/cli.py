@@ -92,15 +92,21 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
 @click.option("--workers", type=click.IntRange(1, 64),
               help="Processes making the calls (default: the suite's `workers`; 1 = this process).")
+@click.option("--sequential", is_flag=True,
+              help="Random case order; stop calling once every rule is decided (anytime-valid sequences).")
+@click.option("--look-every", type=click.IntRange(1), help="--sequential: cases per look (default: 5 %% of the suite, at least 5).")
 def compare(baseline: str, candidate: str, suite: str | None, out: str | None, resume_dir: str | None, aa: bool,
             no_cache: bool, refresh: bool, replay: bool, cache_dir: str | None, max_cost: float | None,
-            shard_spec: str | None, fmt: str, quiet: bool, workers: int | None) -> None:
+            shard_spec: str | None, fmt: str, quiet: bool, workers: int | None, sequential: bool,
+            look_every: int | None) -> None:
     """Run the suite against BASELINE and CANDIDATE, gate the change, write the reports."""
     from evalrun import api
     from evalrun.progress import Progress
 
     if sum([no_cache, refresh, replay]) > 1:
         raise click.UsageError("--no-cache, --refresh and --replay exclude each other")
+    if sequential and (resume_dir or max_cost is not None or shard_spec):
+        raise click.UsageError("--sequential excludes --resume, --max-cost and --shard")
     mode: api.CacheMode = "off" if no_cache else "refresh" if refresh else "replay" if replay else "use"
     if workers is not None and workers > 1 and mode != "replay":
         from evalrun.parallel import prestart
@@ -114,20 +120,27 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
             api.check_environment(project)
         total = len(project.cases) * project.suite.config.samples * 2
         progress = Progress(total, quiet=quiet)
-        run_dir = Path(resume_dir) if resume_dir else api.new_run_dir(project, out)
-        resume = resume_dir is not None or api.is_unfinished_run_of(run_dir, project)
-        if resume and resume_dir is None:
-            progress.message(f"evalrun: {run_dir} holds an unfinished run of these inputs: resuming it")
-        progress.message(
-            f"evalrun: {len(project.cases)} cases x {project.suite.config.samples} sample(s) x 2 sides -> {run_dir}"
-            + (" (A/A: measuring the noise floor)" if project.aa_mode else "")
-        )
-        if max_cost is not None:
-            from evalrun.estimate import estimate
+        with api.open_run_folder(project, resume_dir or out, resume=resume_dir is not None,
+                                 fresh=mode == "refresh") as folder:
+            run_dir = folder.path
+            finished = folder.mode == "finished"
+            if folder.note and (finished or not sequential):  # --sequential decides per look (api)
+                progress.message(f"evalrun: {folder.note}")
+            if not finished:
+                progress.message(
+                    f"evalrun: {len(project.cases)} cases x {project.suite.config.samples} sample(s) x 2 sides -> {run_dir}"
+                    + (" (A/A: measuring the noise floor)" if project.aa_mode else "")
+                )
+            if max_cost is not None and not finished:
+                from evalrun.estimate import estimate
 
-            progress.message("evalrun: " + estimate(project).line())
-        outcome = api.compare(project, run_dir=run_dir, progress=progress, resume=resume,
-                              max_cost=max_cost, cache=mode, cache_path=cache_dir, workers=workers)
+                progress.message("evalrun: " + estimate(project).line())
+            if sequential and not finished:
+                outcome = api.compare_sequential(project, run_dir=run_dir, progress=progress, cache=mode,
+                                                 cache_path=cache_dir, look_every=look_every)
+            else:
+                outcome = api.compare(project, run_dir=folder, progress=progress, max_cost=max_cost, cache=mode,
+                                      cache_path=cache_dir, workers=workers, log=progress.message)
     except EvalrunError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -293,8 +306,11 @@ def _append_step_summary(md: Path | None) -> None:
     """In GitHub Actions, put summary.md on the job's summary page."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target and md is not None and md.exists():
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(md.read_text(encoding="utf-8") + "\n")
+        try:
+            with open(target, "a", encoding="utf-8") as fh:
+                fh.write(md.read_text(encoding="utf-8") + "\n")
+        except OSError as exc:  # the verdict and its exit code stand; say what was not written
+            click.echo(f"evalrun: warning: cannot append summary.md to {target}: {exc.strerror or exc}", err=True)
 
 
 @main.command()
@@ -321,3 +337,143 @@ def report(run_dir: str) -> None:
 def run() -> Any:
     """Console-script entry that never shows a traceback for a user error."""
     return main()
+
+
+WATCH_EXIT_HELP = """\b
+Exit codes:
+  0  continue: every trigger is on its safe side and the stage's minimums are met
+  1  rollback: a rollback trigger's sequence is wholly in its harm region
+  2  usage or plan error (nothing was queried)
+  3  hold: inconclusive, a hold trigger fired, split mismatch, stale data or max duration
+  4  could not measure: no data in the window, or the source cannot be read
+"""
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:8080", param_hint="--serve") from None
+    if not 0 <= number <= 65535:
+        raise click.BadParameter("port must be 0-65535", param_hint="--serve")
+    return host or "127.0.0.1", number
+
+
+@main.command("watch", epilog=WATCH_EXIT_HELP)
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--stage", help="Stage to decide (required unless --serve, which serves every stage).")
+@click.option("--at", "at", help="Decide as of this time (ISO 8601 with zone; default now): replays a past decision.")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Folder for verdict.json, summary.md, report.html (default: reports/watch-STAGE next to the plan).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True, help="stdout: the verdict and table, or verdict.json.")
+@click.option("--serve", "listen", help="Answer verdicts over HTTP on HOST:PORT (Argo Rollouts Web metric, Flagger webhooks).")
+@click.option("--refresh", type=click.FloatRange(min=0), default=60.0, show_default=True, help="--serve: recompute a verdict at most every N seconds.")
+def watch_cmd(plan: str, stage: str | None, at: str | None, out: str | None, fmt: str,
+              listen: str | None, refresh: float) -> None:
+    """Decide a rollout stage from live logs: continue, hold or roll back."""
+    from evalrun.watch import run as watch_run
+
+    if listen is not None:
+        _serve(plan, stage, out, listen, refresh)
+        return
+    if not stage:
+        raise click.UsageError("--stage is required (or use --serve)")
+    try:
+        outcome = watch_run.watch(plan, stage, at=watch_run.parse_at(at), out_dir=out)
+    except EvalrunError as exc:
+        _fail(exc)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(outcome.summary, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        from evalrun.watch.markdown import render_terminal
+
+        click.echo(render_terminal(outcome))
+        click.echo(f"report: {outcome.files['html']}")
+    _append_step_summary(outcome.files.get("summary_md"))
+    sys.exit(outcome.exit_code)
+
+
+def _serve(plan: str, stage: str | None, out: str | None, listen: str, refresh: float) -> None:
+    from evalrun.watch.plan import load_plan
+    from evalrun.watch.serve import VerdictCache, make_server, plan_compute
+
+    host, port = _parse_listen(listen)
+    try:
+        loaded = load_plan(plan)
+    except EvalrunError as exc:
+        _fail(exc)
+    names = {s.name for s in loaded.stages}
+    if stage is not None and stage not in names:
+        raise click.BadParameter(f"no stage {stage!r} (stages: {', '.join(sorted(names))})", param_hint="--stage")
+    cache = VerdictCache(plan_compute(Path(plan), Path(out) if out else None), refresh_s=refresh)
+    server = make_server(host, port, cache, {stage} if stage else names)
+    click.echo(f"evalrun watch: serving {', '.join(sorted({stage} if stage else names))} on "
+               f"http://{host}:{server.server_address[1]}/verdict/<stage> (Ctrl-C stops)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command("plan")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default="rollout.yaml", show_default=True, help="Plan file to write.")
+@click.option("--log", "log_path", default="logs/requests.jsonl", show_default=True, help="Log file(s) the plan's source points at (edit later for other sources).")
+@click.option("--force", is_flag=True, help="Overwrite an existing plan file.")
+def plan_cmd(run_dir: str, out: str, log_path: str, force: bool) -> None:
+    """Write a rollout plan (rollout.yaml) from a Stage-1 run: labels, triggers, cohorts, owner."""
+    from evalrun.watch.from_run import write_plan
+
+    try:
+        path = write_plan(run_dir, out, log_path=log_path, force=force)
+    except EvalrunError as exc:
+        _fail(exc)
+    click.echo(f"written: {path}")
+    click.echo(f"next: point source.path at your logs, then `evalrun watch {path} --stage canary`")
+
+
+@main.command("traffic")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--requests", "n", type=click.IntRange(min=1), default=100_000, show_default=True, help="Requests in the log.")
+@click.option("--days", type=click.FloatRange(min=0.01), default=2.0, show_default=True, help="Days the log spans.")
+@click.option("--end", help="Time of the last request (ISO 8601; default 2026-11-30T12:00:00Z).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same log).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="parquet", show_default=True, help="Log file format.")
+@click.option("--regression", "regressions", multiple=True, default=("parse_fail=0.05",), show_default=True,
+              help="Candidate rate change NAME=VALUE (error, parse_fail, task_fail, over_refusal, tool_fail, cost_scale, latency_scale); repeatable; 'none' for an A/A log.")
+@click.option("--regression-cohort", help="Tenant the regression hits (default: the canary tenant, staff).")
+@click.option("--no-content", is_flag=True, help="Omit answer text (smaller, faster logs).")
+def traffic_cmd(directory: str, n: int, days: float, end: str | None, seed: int, fmt: str,
+                regressions: tuple[str, ...], regression_cohort: str | None, no_content: bool) -> None:
+    """Write a realistic synthetic request log and a rollout plan that watches it."""
+    from evalrun.watch.traffic import Rates, TrafficSpec, write_demo
+
+    changes: dict[str, float] = {}
+    for item in regressions:
+        if item == "none":
+            continue
+        key, _, value = item.partition("=")
+        if key not in Rates.__dataclass_fields__:
+            raise click.BadParameter(f"unknown rate {key!r}", param_hint="--regression")
+        try:
+            changes[key] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected NAME=NUMBER", param_hint="--regression") from None
+    spec_kwargs: dict[str, Any] = {}
+    if end is not None:
+        from evalrun.watch.run import parse_at
+
+        try:
+            spec_kwargs["end"] = parse_at(end)
+        except EvalrunError as exc:
+            _fail(exc)
+    spec = TrafficSpec(requests=n, days=days, seed=seed, regression=changes,
+                       regression_cohort=regression_cohort, content=not no_content, **spec_kwargs)
+    files = write_demo(Path(directory), spec, fmt)  # type: ignore[arg-type]
+    for path in files.values():
+        click.echo(f"written: {path}")
+    click.echo(f"next: evalrun watch {files['plan']} --stage canary --at {spec.end.isoformat().replace('+00:00', 'Z')}")

@@ -1,13 +1,17 @@
 """Spend guard: expected tokens and cost of a compare before any call is made.
 
-Prompt tokens are counted (litellm's counter for the model, tiktoken-based offline);
-completion tokens are bounded by ``max_tokens``. Cost comes from the config's
-``pricing:``, litellm's price map, zero for local models, or is *unpriced* — which is
-reported as such, never as $0.
+Prompt tokens are counted for everything a request carries and a provider bills: the
+messages, the declared ``tools`` (and ``tool_choice``), and every other structured
+parameter (``response_format``'s schema, ``extra`` payloads) — litellm's counter for the
+model, tiktoken-based offline. Completion tokens are bounded by ``max_tokens``. Cost
+comes from the config's ``pricing:``, litellm's price map, zero for local models, or is
+*unpriced* — which is reported as such, never as $0.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +40,18 @@ class SideEstimate:
 
 @dataclass(slots=True)
 class Estimate:
-    """Bounds for both sides; ``per_call_max`` feeds the --max-cost guard."""
+    """Bounds for both sides; the per-call figures feed the --max-cost guard.
+
+    ``prompt_tokens_by_key``: counted prompt tokens per request key; ``prompt_bound_by_key``:
+    a hard upper bound of the same (see ``prompt_token_bound``); ``prices``: USD per prompt
+    and per completion token of each priced side.
+    """
 
     sides: dict[str, SideEstimate]
     per_call_max_usd: dict[str, float | None] = field(default_factory=dict)
+    prompt_tokens_by_key: dict[str, int] = field(default_factory=dict)
+    prompt_bound_by_key: dict[str, int] = field(default_factory=dict)
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
     power: SuitePower | None = None  # what the suite can decide, per rule (evalrun.suite_power)
 
     def total_min(self) -> float | None:
@@ -88,6 +100,46 @@ def _prices(litellm: Any, model: str) -> tuple[float, float] | None:
         return None
 
 
+# Request parameters that are plain settings, not text a provider reads (and bills).
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+# Counted by litellm's counter with the messages (it knows how providers render them).
+_COUNTED_WITH_MESSAGES = frozenset({"tools", "tool_choice"})
+
+
+def _billable_extras(params: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Structured request parameters whose content reaches the model (response_format's
+    schema, legacy ``functions``, ``extra`` payloads): counted as their JSON text."""
+    return sorted((k, v) for k, v in params.items()
+                  if k not in _COUNTED_WITH_MESSAGES and not isinstance(v, _SCALAR_TYPES))
+
+
+def count_prompt_tokens(litellm: Any, model: str, messages: Sequence[Mapping[str, Any]],
+                        params: Mapping[str, Any]) -> int:
+    """Prompt tokens of one request: messages with the declared tools and tool_choice, plus
+    the JSON text of every other structured parameter. A tokenizer that cannot load
+    offline falls back to ~4 characters per token over the same text."""
+    tools = params.get("tools") or None
+    tool_choice = params.get("tool_choice")
+    extras = _billable_extras(params)
+    try:
+        n = int(litellm.token_counter(model=model, messages=list(messages), tools=tools,
+                                      tool_choice=tool_choice if isinstance(tool_choice, dict) else None))
+        for _, value in extras:
+            n += int(litellm.token_counter(model=model, text=json.dumps(value, sort_keys=True, default=str)))
+        return n
+    except Exception:
+        text = json.dumps([list(messages), tools, tool_choice, extras], default=str)
+        return len(text) // 4 + 1
+
+
+def prompt_token_bound(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> int:
+    """A hard upper bound of a request's prompt tokens: the UTF-8 bytes of its messages,
+    tools and structured parameters as JSON. A byte-level tokenizer never makes more tokens
+    than bytes, and the JSON syntax outweighs the few tokens a provider adds per message."""
+    billable = [list(messages), params.get("tools"), params.get("tool_choice"), _billable_extras(params)]
+    return len(json.dumps(billable, ensure_ascii=False, default=str).encode("utf-8", "replace")) + 16
+
+
 def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimate:
     """Count prompt tokens of every planned call and bound the cost of each side."""
     from evalrun.api import plan_calls
@@ -98,6 +150,8 @@ def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimat
     out: dict[str, SideEstimate] = {}
     per_call: dict[str, float | None] = {}
     counted: dict[str, int] = {}
+    bounds: dict[str, int] = {}
+    prices_by_side: dict[str, tuple[float, float]] = {}
     for side in SIDES:
         v = project.variant(side)
         cfg = v.config
@@ -106,10 +160,8 @@ def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimat
         est.calls = len(side_calls)
         for p in side_calls:
             if p.key not in counted:
-                try:
-                    counted[p.key] = int(litellm.token_counter(model=cfg.model, messages=p.request.messages))
-                except Exception:  # tokenizer unavailable offline: ~4 characters per token
-                    counted[p.key] = sum(len(str(m.get("content", ""))) for m in p.request.messages) // 4 + 1
+                counted[p.key] = count_prompt_tokens(litellm, cfg.model, p.request.messages, p.request.params)
+                bounds[p.key] = max(counted[p.key], prompt_token_bound(p.request.messages, p.request.params))
             est.prompt_tokens += counted[p.key]
         max_tokens = cfg.params.max_tokens
         est.max_completion_tokens = None if max_tokens is None else max_tokens * est.calls
@@ -129,6 +181,7 @@ def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimat
                 continue
             p_in, p_out = prices
             est.cost_status = "priced"
+        prices_by_side[side] = (p_in, p_out)
         est.cost_min_usd = est.prompt_tokens * p_in
         est.cost_max_usd = None if max_tokens is None else est.cost_min_usd + max_tokens * est.calls * p_out
         biggest_prompt = max((counted[p.key] for p in side_calls), default=0)
@@ -136,4 +189,5 @@ def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimat
         out[side] = est
     from evalrun.suite_power import suite_power
 
-    return Estimate(out, per_call, suite_power(project))
+    return Estimate(out, per_call, prompt_tokens_by_key=counted, prompt_bound_by_key=bounds, prices=prices_by_side,
+                    power=suite_power(project))

@@ -37,10 +37,11 @@ How it works:
   ``if __name__ == "__main__":`` guard): like ``spawn``, each worker imports the parent's
   ``__main__`` module. The ``evalrun`` command and ``python -m evalrun`` are.
 
-Rate limits: the runner's shared pause (a 429 with Retry-After holds back every call) is
-per process. With N workers, a 429 pauses the worker that received it; the other workers
-pause when their own calls are limited, which under a real rate limit is within a few
-requests. Requests in flight across workers still never exceed the suite's concurrency.
+Rate limits: the runner's per-endpoint pause (a 429 with Retry-After holds back every call
+to that endpoint) and its circuit breaker are per process. With N workers, a 429 pauses
+the endpoint in the worker that received it; the other workers pause when their own calls
+are limited, which under a real rate limit is within a few requests. Requests in flight
+across workers still never exceed the suite's concurrency.
 
 Budgets (``--max-cost``) need one place that decides whether each next call may start:
 run them in one process (``workers=1``).

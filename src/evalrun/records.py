@@ -6,8 +6,9 @@ Each has ``to_dict``/``from_dict`` so the journal (JSONL) round-trips exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Side = Literal["baseline", "candidate"]
 SIDES: tuple[Side, Side] = ("baseline", "candidate")
@@ -26,11 +27,13 @@ ERROR_KINDS = (
     "missing_dependency",
     "budget_exceeded",
     "cache_miss",
+    "circuit_open",  # not attempted: the endpoint failed call after call (see runner.CircuitBreaker)
     "unknown",
 )
 
 # How a call's cost was established.
 CostStatus = Literal["priced", "config", "local", "unpriced"]
+_COST_STATUSES = frozenset(get_args(CostStatus))
 
 
 def call_identity(case_id: str, side: str, request_key: str) -> str:
@@ -88,10 +91,77 @@ class CallResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallResult:
-        data = dict(data)
-        data["tool_calls"] = [ToolCall(**tc) for tc in data.get("tool_calls") or []]
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Rebuild a result from its ``to_dict`` form, checking every field's type.
+
+        Rows come back from files a user, a crash or another version may have altered (the
+        journal, the response cache): a wrong-typed field raises ``ValueError`` naming it,
+        so the caller can treat the row as missing instead of failing later, far away.
+        Unknown keys are ignored (rows of a newer evalrun).
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a call result is a JSON object, not {type(data).__name__}")
+        values: dict[str, Any] = {}
+        for name, check in _FIELD_CHECKS.items():
+            if name not in data:
+                if name in _REQUIRED:
+                    raise ValueError(f"call result without {name!r}")
+                continue
+            value = data[name]
+            if not check(value):
+                raise ValueError(f"call result field {name!r} has an invalid value: {value!r:.60}")
+            values[name] = value
+        values["tool_calls"] = [ToolCall(tc["name"], tc["arguments"], tc.get("id"))
+                                for tc in values.get("tool_calls") or []]
+        values["attempt_latencies_s"] = [float(x) for x in values.get("attempt_latencies_s") or []]
+        return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _opt(check: Any) -> Any:
+    return lambda v: v is None or check(v)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_tool_call(value: Any) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("name"), str)
+            and isinstance(value.get("arguments"), str) and _opt(_is_str)(value.get("id")))
+
+
+_REQUIRED = frozenset({"case_id", "side", "sample", "model"})
+# What each stored field of a CallResult may hold (see ``CallResult.from_dict``).
+_FIELD_CHECKS: dict[str, Any] = {
+    "case_id": _is_str,
+    "side": lambda v: v in SIDES,
+    "sample": lambda v: _is_int(v) and v >= 0,
+    "model": _is_str,
+    "output": _opt(_is_str),
+    "tool_calls": lambda v: isinstance(v, list) and all(_is_tool_call(t) for t in v),
+    "finish_reason": _opt(_is_str),
+    "refusal": _opt(_is_str),
+    "prompt_tokens": _opt(_is_int),
+    "completion_tokens": _opt(_is_int),
+    "tokens_estimated": lambda v: isinstance(v, bool),
+    "latency_s": _opt(_is_number),
+    "attempt_latencies_s": lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+    "wall_s": _opt(_is_number),
+    "cost_usd": _opt(_is_number),
+    "cost_status": lambda v: v in _COST_STATUSES,
+    "attempts": lambda v: _is_int(v) and v >= 0,
+    "error_kind": _opt(_is_str),
+    "error_message": _opt(_is_str),
+    "cached": lambda v: isinstance(v, bool),
+    "request_key": _is_str,
+}
 
 
 @dataclass(slots=True)

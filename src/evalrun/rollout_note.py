@@ -587,7 +587,9 @@ def write_rollout_note(
     candidate: VariantConfig,
 ) -> Path:
     """Render the note and write it to ``run_dir/rollout_note.md``; return the path."""
+    from evalrun.store import write_text
+
     path = Path(run_dir) / ROLLOUT_NOTE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_rollout_note(summary, findings, baseline, candidate), encoding="utf-8")
+    write_text(path, render_rollout_note(summary, findings, baseline, candidate))  # atomic; one-line errors
     return path

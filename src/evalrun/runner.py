@@ -5,22 +5,33 @@ Retry-After 7 blocked one call 15 s here), which hides rate limits from the repo
 makes latency lie. Providers get ``max_retries=0``; this module retries with exponential
 backoff and full jitter, honours Retry-After, and counts every attempt.
 
-Rate limits are shared: a 429 pauses *every* worker until its Retry-After has passed, so
-a limited provider is not hammered by the other in-flight calls.
+Rate limits are per endpoint (model, api_base and key): a 429 pauses the calls to that
+endpoint until its Retry-After has passed, so a limited provider is not hammered by the
+other in-flight calls, while calls to other endpoints (the other side of a comparison)
+go on. A Retry-After longer than the policy's longest wait ends the call instead of
+retrying early. An endpoint whose calls keep failing after their retries trips a circuit
+breaker: its remaining calls are recorded as ``circuit_open`` at once (a probe call is let
+through now and then), so a dead endpoint costs seconds, not hours.
+
+Everything a provider returns is made safe to store here, before any file sees it:
+lone surrogates (valid JSON escapes, invalid UTF-8) become U+FFFD and every registered
+secret is masked, so the journal, results, cache and reports never hold an echoed key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from evalrun.errors import EvalrunError
 from evalrun.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
-from evalrun.records import CallResult, Side, call_identity
-from evalrun.secrets import scrub_known
+from evalrun.records import CallResult, Side, ToolCall, call_identity
+from evalrun.secrets import register_secret, scrub_known, scrub_registered
 from evalrun.store import Journal
 
 
@@ -40,44 +51,172 @@ class PlannedCall:
         return call_identity(self.case_id, self.side, self.key)
 
 
+LONGEST_RETRY_AFTER_S = 60.0
+"""The longest Retry-After honoured by waiting (or ``backoff.max_s`` when that is larger)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded attempts with capped exponential backoff and full jitter."""
+    """Bounded attempts with capped exponential backoff and full jitter.
+
+    ``breaker_failures``: calls to one endpoint failing in a row (after their retries) that
+    open its circuit (None: ``max(10, concurrency)``); ``breaker_cooldown_s``: how long an
+    open circuit rejects calls before one probe call is let through.
+    """
 
     max_attempts: int = 4
     initial_s: float = 0.5
     max_s: float = 20.0
     multiplier: float = 2.0
+    breaker_failures: int | None = None
+    breaker_cooldown_s: float = 30.0
+
+    @property
+    def longest_wait_s(self) -> float:
+        """The longest Retry-After waited for; a longer one ends the call (never retried early)."""
+        return max(self.max_s, LONGEST_RETRY_AFTER_S)
 
     def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (attempt counts from 1)."""
         cap = min(self.max_s, self.initial_s * self.multiplier ** (attempt - 1))
         jittered = rng.uniform(cap / 2, cap)
         if retry_after_s is not None:
-            # The server said when: never come back earlier, but do not wait absurdly long.
-            return max(jittered, min(retry_after_s, max(self.max_s, 60.0)))
+            # The server said when: never come back earlier (a longer wait than
+            # longest_wait_s is not retried at all, see _one_call).
+            return max(jittered, min(retry_after_s, self.longest_wait_s))
         return jittered
 
 
 ProgressHook = Callable[[CallResult], None]
+AdmitHook = Callable[["PlannedCall"], Awaitable[bool]]
+"""Awaited before a call starts (a budget): True to make it, False to skip it (not recorded)."""
+
+# Failures that say "this endpoint is not serving", as opposed to "this request is wrong".
+_ENDPOINT_FAILURES = frozenset({"rate_limited", "server_error", "timeout", "connection", "malformed_response"})
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
-class _SharedPause:
-    """A run-wide 'do not start a request before T' set by rate-limit answers."""
+def store_safe(text: str) -> str:
+    """``text`` as it may be stored: lone surrogates → U+FFFD, registered secrets masked.
 
-    def __init__(self) -> None:
-        self.until = 0.0
+    A JSON body may carry ``"\\ud800"`` (a valid escape) that no UTF-8 file can hold.
+    """
+    if _SURROGATE_RE.search(text) is not None:
+        text = _SURROGATE_RE.sub("\ufffd", text)
+    return scrub_registered(text)
 
-    def push(self, seconds: float) -> None:
-        self.until = max(self.until, time.monotonic() + seconds)
+
+def _safe_opt(text: str | None) -> str | None:
+    return store_safe(text) if isinstance(text, str) else text
+
+
+class Endpoint:
+    """Where calls go (model, api_base, key): its rate-limit pause and circuit breaker."""
+
+    def __init__(self, label: str, failures_to_open: int, cooldown_s: float) -> None:
+        self.label = label
+        self.paused_until = 0.0
+        self.failures_to_open = failures_to_open
+        self.cooldown_s = cooldown_s
+        self.failures_in_a_row = 0
+        self.open_until: float | None = None  # None: closed
+        self.probing = False
+        self.last_failure = ""
+
+    def pause(self, seconds: float) -> None:
+        """No request to this endpoint starts before ``seconds`` from now."""
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
     async def wait(self) -> None:
+        """Return once the endpoint is not paused."""
         while True:
-            remaining = self.until - time.monotonic()
+            remaining = self.paused_until - time.monotonic()
             if remaining <= 0:
                 return
             await asyncio.sleep(remaining)
+
+    def admits(self) -> bool:
+        """Whether a call may be made now (closed circuit, or the one probe of an open one)."""
+        if self.open_until is None:
+            return True
+        if self.probing or time.monotonic() < self.open_until:
+            return False
+        self.probing = True
+        return True
+
+    def record(self, result: CallResult) -> None:
+        """Account a finished call: a success closes the circuit; failures in a row open it."""
+        self.probing = False
+        if result.ok or result.error_kind not in _ENDPOINT_FAILURES:
+            if result.ok:
+                self.failures_in_a_row = 0
+                self.open_until = None
+            return
+        self.failures_in_a_row += 1
+        self.last_failure = f"{result.error_kind}: {result.error_message or ''}".strip(": ")[:200]
+        if self.failures_in_a_row >= self.failures_to_open:
+            self.open_until = time.monotonic() + self.cooldown_s
+
+    def rejected(self, planned: PlannedCall) -> CallResult:
+        """The recorded outcome of a call the open circuit did not make."""
+        return CallResult(
+            case_id=planned.case_id, side=planned.side, sample=planned.sample, model=planned.request.model,
+            request_key=planned.key, attempts=0, wall_s=0.0, error_kind="circuit_open",
+            error_message=store_safe(scrub_known(
+                f"not attempted: the last {self.failures_in_a_row} calls to {self.label} failed after their "
+                f"retries (last: {self.last_failure}); run again to retry")),
+        )
+
+
+class _Endpoints:
+    """One ``Endpoint`` per (model, api_base, key) seen in a plan; keys stay in memory only."""
+
+    def __init__(self, failures_to_open: int, cooldown_s: float) -> None:
+        self.failures_to_open = failures_to_open
+        self.cooldown_s = cooldown_s
+        self.by_key: dict[tuple[str, str | None, str | None], Endpoint] = {}
+
+    def of(self, req: ProviderRequest) -> Endpoint:
+        key = (req.model, req.api_base, req.api_key)
+        ep = self.by_key.get(key)
+        if ep is None:
+            label = f"{req.model}" + (f" at {req.api_base}" if req.api_base else "")
+            ep = self.by_key[key] = Endpoint(label, self.failures_to_open, self.cooldown_s)
+        return ep
+
+
+class _Picker:
+    """Hands out calls in plan order, holding back those whose endpoint is paused.
+
+    A call of a paused endpoint is set aside (not started: it would only wait, holding a
+    concurrency slot other endpoints could use) and handed out first once the pause ends.
+    """
+
+    def __init__(self, plan: Iterable[PlannedCall], endpoints: _Endpoints) -> None:
+        self.queue: deque[PlannedCall] = deque(plan)
+        self.endpoints = endpoints
+        self.held: dict[int, tuple[Endpoint, deque[PlannedCall]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.queue) + sum(len(q) for _, q in self.held.values())
+
+    async def next(self) -> PlannedCall | None:
+        """The next call to make, or None when every call was handed out."""
+        while True:
+            now = time.monotonic()
+            for ep, held in self.held.values():
+                if held and ep.paused_until <= now:
+                    return held.popleft()
+            while self.queue:
+                planned = self.queue.popleft()
+                ep = self.endpoints.of(planned.request)
+                if ep.paused_until <= now:
+                    return planned
+                self.held.setdefault(id(ep), (ep, deque()))[1].append(planned)
+            waits = [ep.paused_until for ep, held in self.held.values() if held]
+            if not waits:
+                return None
+            await asyncio.sleep(max(0.0, min(waits) - now))
 
 
 # litellm's timeout is per read: a server that trickles bytes can keep an attempt alive far
@@ -99,12 +238,28 @@ def _is_in_process(model: str) -> bool:
     return model.startswith("local/")
 
 
+def _take_response(result: CallResult, resp: ProviderResponse) -> None:
+    """Copy a response into the result, every text made safe to store (see ``store_safe``)."""
+    result.output = _safe_opt(resp.output)
+    result.tool_calls = [ToolCall(store_safe(t.name) if isinstance(t.name, str) else t.name,
+                                  store_safe(t.arguments) if isinstance(t.arguments, str) else t.arguments,
+                                  _safe_opt(t.id))
+                         for t in resp.tool_calls]
+    result.finish_reason = _safe_opt(resp.finish_reason)
+    result.refusal = _safe_opt(resp.refusal)
+    result.prompt_tokens = resp.prompt_tokens
+    result.completion_tokens = resp.completion_tokens
+    result.tokens_estimated = resp.tokens_estimated
+    result.cost_usd = resp.cost_usd
+    result.cost_status = resp.cost_status
+
+
 async def _one_call(
     planned: PlannedCall,
     provider: Provider,
     policy: RetryPolicy,
     rng: random.Random,
-    pause: _SharedPause,
+    endpoint: Endpoint,
     serial: asyncio.Semaphore,
 ) -> CallResult:
     req = planned.request
@@ -113,7 +268,7 @@ async def _one_call(
     )
     started = time.monotonic()
     for attempt in range(1, policy.max_attempts + 1):
-        await pause.wait()
+        await endpoint.wait()
         t0 = time.monotonic()
         try:
             if _is_in_process(req.model):
@@ -129,12 +284,21 @@ async def _one_call(
             result.attempt_latencies_s.append(time.monotonic() - t0)
             result.attempts = attempt
             result.error_kind = exc.kind
-            result.error_message = scrub_known(exc.message)[:500]
-            if not exc.retryable or attempt == policy.max_attempts:
+            message = exc.message
+            too_long = exc.retry_after_s is not None and exc.retry_after_s > policy.longest_wait_s
+            if too_long and exc.retryable and attempt < policy.max_attempts:
+                message += (f" (Retry-After {exc.retry_after_s:g} s is longer than evalrun waits, "
+                            f"{policy.longest_wait_s:g} s: not retried early)")
+            result.error_message = store_safe(scrub_known(message))[:500]
+            if not exc.retryable or attempt == policy.max_attempts or too_long:
+                if exc.kind == "rate_limited" and exc.retry_after_s is not None and not too_long:
+                    endpoint.pause(exc.retry_after_s)
+                # A wait too long to honour pauses nothing: the endpoint's other calls find
+                # out for themselves in one attempt each, and the circuit breaker ends it.
                 break
             wait = policy.delay(attempt, rng, exc.retry_after_s)
             if exc.kind == "rate_limited":
-                pause.push(wait)
+                endpoint.pause(wait)
             else:
                 await asyncio.sleep(wait)
             continue
@@ -144,7 +308,7 @@ async def _one_call(
             result.attempt_latencies_s.append(time.monotonic() - t0)
             result.attempts = attempt
             result.error_kind = "unknown"
-            result.error_message = scrub_known(f"{type(exc).__name__}: {exc}")[:500]
+            result.error_message = store_safe(scrub_known(f"{type(exc).__name__}: {exc}"))[:500]
             break
         elapsed = time.monotonic() - t0
         result.attempt_latencies_s.append(elapsed)
@@ -152,18 +316,23 @@ async def _one_call(
         result.error_kind = None
         result.error_message = None
         result.latency_s = elapsed
-        result.output = resp.output
-        result.tool_calls = resp.tool_calls
-        result.finish_reason = resp.finish_reason
-        result.refusal = resp.refusal
-        result.prompt_tokens = resp.prompt_tokens
-        result.completion_tokens = resp.completion_tokens
-        result.tokens_estimated = resp.tokens_estimated
-        result.cost_usd = resp.cost_usd
-        result.cost_status = resp.cost_status
+        _take_response(result, resp)
         break
     result.wall_s = time.monotonic() - started
     return result
+
+
+def _register_keys(calls: list[PlannedCall]) -> None:
+    """Register every key the plan carries (its own and its router deployments'), so
+    ``store_safe`` masks them in this process — a worker process included."""
+    seen: set[int] = set()
+    for planned in calls:
+        req = planned.request
+        register_secret(req.api_key)
+        if req.router is not None and id(req.router) not in seen:
+            seen.add(id(req.router))
+            for deployment in req.router.get("model_list") or []:
+                register_secret((deployment.get("litellm_params") or {}).get("api_key"))
 
 
 async def run_calls(
@@ -175,37 +344,46 @@ async def run_calls(
     journal: Journal | None,
     progress: ProgressHook | None = None,
     seed: int = 0,
-    should_start: Callable[[PlannedCall], bool] | None = None,
+    admit: AdmitHook | None = None,
 ) -> list[CallResult]:
     """Make every planned call; each result is journaled the moment it finishes.
 
-    ``should_start`` lets the caller stop starting new calls (a budget): a call it rejects
-    is not made and not recorded. Results come back in completion order.
+    ``admit`` is awaited before a call starts and may hold it back (a budget waiting for
+    calls in flight to finish) or skip it: a skipped call is not made and not recorded.
+    A call whose endpoint's circuit is open is recorded as ``circuit_open`` without being
+    made. Results come back in completion order. A journal that cannot be written stops
+    the run (its ``RunFolderError`` propagates): calls that cannot be saved are not made.
     """
-    queue: asyncio.Queue[PlannedCall] = asyncio.Queue()
-    for item in plan:
-        queue.put_nowait(item)
+    calls = list(plan)
+    _register_keys(calls)
+    failures_to_open = policy.breaker_failures or max(10, concurrency)
+    endpoints = _Endpoints(failures_to_open, policy.breaker_cooldown_s)
+    picker = _Picker(calls, endpoints)
     results: list[CallResult] = []
     rng = random.Random(seed)  # jitter only: never affects what is measured
-    pause = _SharedPause()
     serial = asyncio.Semaphore(1)
 
     async def worker() -> None:
         while True:
-            try:
-                planned = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            planned = await picker.next()
+            if planned is None:
                 return
-            if should_start is not None and not should_start(planned):
+            endpoint = endpoints.of(planned.request)
+            if not endpoint.admits():
+                res = endpoint.rejected(planned)
+            elif admit is not None and not await admit(planned):
+                endpoint.probing = False
                 continue
-            res = await _one_call(planned, provider, policy, rng, pause, serial)
+            else:
+                res = await _one_call(planned, provider, policy, rng, endpoint, serial)
+                endpoint.record(res)
             if journal is not None:
                 journal.append(res)
             results.append(res)
             if progress is not None:
                 progress(res)
 
-    n_workers = max(1, min(concurrency, queue.qsize()))
+    n_workers = max(1, min(concurrency, len(picker)))
     tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
     try:
         await asyncio.gather(*tasks)

@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Iterable
 
-__all__ = ["MASK", "clear_known_secrets", "register_secret", "scrub", "scrub_known"]
+__all__ = ["MASK", "clear_known_secrets", "register_secret", "scrub", "scrub_known", "scrub_registered"]
 
 MASK = "***"
 
@@ -56,6 +56,21 @@ def scrub_known(text: str) -> str:
     with _lock:
         known = tuple(_known)
     return scrub(text, known)
+
+
+def scrub_registered(text: str) -> str:
+    """``text`` with every registered secret value masked, and nothing else changed.
+
+    For what a model or server *said* (outputs, tool arguments, refusals): a key echoed back
+    must never be stored, but credential-*shaped* text ("Bearer tokens are…") is the
+    model's answer and is kept, so checks score exactly what was returned.
+    """
+    with _lock:
+        known = tuple(_known)
+    for secret in sorted(known, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def clear_known_secrets() -> None:

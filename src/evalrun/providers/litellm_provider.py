@@ -528,7 +528,9 @@ class LitellmProvider:
         estimated = False
         # litellm turns a missing usage object into zeros; a zero next to real text is "missing".
         if not prompt_tokens and request.messages:
-            prompt_tokens = _count_tokens(litellm, request.model, messages=request.messages)
+            from evalrun.estimate import count_prompt_tokens  # tools and schemas are billed too
+
+            prompt_tokens = count_prompt_tokens(litellm, request.model, request.messages, request.params)
             estimated = True
         completion_text = (output or "") + "".join(t.name + t.arguments for t in tool_calls)
         completion_text += refusal or ""

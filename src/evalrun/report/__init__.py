@@ -43,11 +43,15 @@ def render_junit(summary: dict[str, Any]) -> str:
     return _render(summary)
 
 
-def write_reports(project: Project, summary: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path) -> dict[str, Path]:
-    """Write summary.json, summary.md, report.html and junit.xml into ``run_dir``.
+def write_reports(
+    project: Project, summary: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path, *, summary_json: bool = True
+) -> dict[str, Path]:
+    """Write summary.md, report.html, junit.xml and then summary.json into ``run_dir``.
 
     Each file is written atomically (temp file + rename), so a crash never leaves a
-    half-written report that looks complete. Returns the paths by kind.
+    half-written report that looks complete; summary.json comes last (it marks a finished
+    run). ``summary_json=False`` leaves it to the caller (``api.write_outputs`` writes the
+    rollout note first). Returns the paths by kind.
     """
     from evalrun.store import write_json, write_text
 
@@ -59,7 +63,6 @@ def write_reports(project: Project, summary: dict[str, Any], rows: list[dict[str
         "html": run_dir / "report.html",
         "junit": run_dir / "junit.xml",
     }
-    write_json(paths["summary_json"], summary)
     from evalrun.report.sanitize import strip_bidi
 
     # Belt and braces: no bidi override survives anywhere in a document a reviewer reads,
@@ -67,4 +70,8 @@ def write_reports(project: Project, summary: dict[str, Any], rows: list[dict[str
     write_text(paths["summary_md"], strip_bidi(render_markdown(summary)))
     write_text(paths["html"], strip_bidi(render_html(project, summary, rows)))
     write_text(paths["junit"], render_junit(summary))
+    if summary_json:
+        write_json(paths["summary_json"], summary)
+    else:
+        del paths["summary_json"]
     return paths

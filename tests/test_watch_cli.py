@@ -1,0 +1,211 @@
+"""`evalrun watch`, `evalrun plan` and `evalrun traffic` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from evalrun.cli import main
+from evalrun.watch.serve import VerdictCache, make_server
+from watchkit import AT, base_plan, make_log, write_plan
+
+AT_ARG = AT.isoformat().replace("+00:00", "Z")
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three generated logs: a regression, an A/A, and one with the regression elsewhere."""
+    out = {}
+    for name, spec in {
+        "regressed": {"regression": {"parse_fail": 0.10}},
+        "aa": {"regression": {}},
+    }.items():
+        d = tmp_path_factory.mktemp(name)
+        log, _, _ = make_log(d, requests=60_000, seed=31, **spec)
+        out[name] = write_plan(d / "rollout.yaml", base_plan(log.name))
+    return out
+
+
+@pytest.mark.parametrize(("log", "stage_patch", "code"), [
+    ("aa", {}, 0),
+    ("regressed", {}, 1),
+    ("aa", {"min_samples": 10**6}, 3),
+    ("aa", {"cohort": "tenant = 'nobody'"}, 4),
+], ids=["continue", "rollback", "hold", "no-data"])
+def test_exit_codes(logs: dict[str, Path], tmp_path: Path, log: str, stage_patch: dict[str, Any], code: int) -> None:
+    plan = yaml.safe_load(logs[log].read_text())
+    plan["stages"][0].update(stage_patch)
+    plan["source"]["path"] = str(logs[log].parent / plan["source"]["path"])
+    path = write_plan(tmp_path / "rollout.yaml", plan)
+    result = run("watch", str(path), "--stage", "canary", "--at", AT_ARG, "--out", str(tmp_path / "out"))
+    assert result.exit_code == code, result.output
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert verdict["exit_code"] == code
+    assert verdict["verdict"] == {0: "continue", 1: "rollback", 3: "hold", 4: "no_data"}[code]
+    assert (tmp_path / "out" / "report.html").read_text().startswith("<!doctype html>")
+    assert "STAGE canary:" in result.output
+
+
+@pytest.mark.parametrize(("patch", "field", "words"), [
+    ({"alpha": 2}, "alpha", "less than 0.5"),
+    ({"stages": [{"name": "c", "owner": "o", "cohort": "tenant = "}]}, "stages.0.cohort", "cannot parse"),
+    ({"stages": [{"name": "c", "owner": "o", "cohort": "secret_col = 'x'"}]}, "stages.0.cohort", "unknown field 'secret_col'"),
+    ({"stages": [{"name": "c", "owner": "o", "cohort": "tenant = 'a'; DROP TABLE x"}]}, "stages.0.cohort", "not supported"),
+    ({"triggers": [{"metric": "parse_rate", "kind": "absolute", "min": 0.9}]}, "triggers.0.metric", "unknown metric 'parse_rate'"),
+    ({"triggers": [{"metric": "parse_strict", "kind": "absolute", "min": 0.9, "max": 0.99}]}, "triggers.0", "exactly one of max or min"),
+    ({"triggers": [{"metric": "cost_ratio", "kind": "ratio", "margin": 0.1}]}, "triggers.0", "margin does not apply to kind ratio"),
+    ({"labels": {"baseline": {"model_version": "m"}, "candidate": {"prompt_version": "p"}}}, "labels.baseline", "missing"),
+    ({"labels": {"baseline": {"model_version": "m", "prompt_version": "p", "retrieval_version": "r", "policy_version": "v"},
+                 "candidate": {"prompt_version": "p"}}}, "labels", "cannot be told apart"),
+    ({"bucket": "fortnight"}, "bucket", "duration"),
+    ({"surprise": 1}, "surprise", "unknown key"),
+    ({"stages": [{"name": "c", "owner": "o", "min_duration": "3h", "max_duration": "2h"}]}, "stages.0", "max_duration"),
+], ids=lambda v: str(v)[:30])
+def test_plan_errors_are_one_line_naming_file_and_field(tmp_path: Path, patch: dict[str, Any], field: str, words: str) -> None:
+    plan = base_plan("traffic.jsonl")
+    plan.update(patch)
+    path = write_plan(tmp_path / "rollout.yaml", plan)
+    result = run("watch", str(path), "--stage", "canary")
+    assert result.exit_code == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and f"field {field}" in lines[0] and words in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_unknown_stage_is_a_usage_error(logs: dict[str, Path]) -> None:
+    result = run("watch", str(logs["aa"]), "--stage", "canry")
+    assert result.exit_code == 2
+    assert "no stage 'canry'" in result.stderr and "canary" in result.stderr
+
+
+def test_bad_at_is_a_usage_error(logs: dict[str, Path]) -> None:
+    result = run("watch", str(logs["aa"]), "--stage", "canary", "--at", "yesterday")
+    assert result.exit_code == 2 and "--at" in result.stderr
+
+
+def test_json_format_prints_verdict_json(logs: dict[str, Path], tmp_path: Path) -> None:
+    result = run("watch", str(logs["regressed"]), "--stage", "canary", "--at", AT_ARG, "--format", "json",
+                 "--out", str(tmp_path))
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "rollback" and data["owner"] == "dana"
+    assert data == json.loads((tmp_path / "verdict.json").read_text())
+
+
+def test_traffic_then_watch_is_the_readme_demo(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run("traffic", str(out), "--requests", "60000")
+    assert result.exit_code == 0, result.output
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["candidate"]["parse_fail"] == 0.05 and truth["candidate"]["cohort"] == "staff"
+    watched = run("watch", str(out / "rollout.yaml"), "--stage", "canary", "--at", "2026-11-30T12:00:00Z")
+    assert watched.exit_code in (1, 3)
+    assert "parse_strict" in watched.stdout
+
+
+def test_untrusted_text_is_inert_in_every_output(tmp_path: Path) -> None:
+    log, _cols, _ = make_log(tmp_path, requests=20_000, seed=33, regression={"parse_fail": 0.3})
+    evil = '<script>alert(1)</script><img src=x onerror=alert(2)>\x1b[31m\u202e'
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    with log.open("w") as fh:
+        for r in rows:
+            if r["tenant"] == "staff" and r.get("output"):
+                r["output"] = evil + r["output"]
+            fh.write(json.dumps(r) + "\n")
+    plan = base_plan(log.name)
+    plan["stages"][0]["owner"] = "<b>owner</b>"
+    path = write_plan(tmp_path / "rollout.yaml", plan)
+    result = run("watch", str(path), "--stage", "canary", "--at", AT_ARG, "--out", str(tmp_path / "o"))
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "<script>" not in html and "<img" not in html and "<b>owner" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\u202e" not in html and "\x1b" not in html
+    import html as html_lib
+
+    csp = html_lib.unescape(html.split('http-equiv="Content-Security-Policy" content="', 1)[1].split('"', 1)[0])
+    assert csp.startswith("default-src 'none'; style-src 'sha256-") and "script-src" not in csp
+    md = (tmp_path / "o" / "summary.md").read_text()
+    assert "<b>owner" not in md
+    assert "\x1b" not in result.stdout
+
+
+def test_serve_answers_argo_and_flagger(tmp_path: Path) -> None:
+    verdicts = {"canary": "rollback", "wider": "continue"}
+    calls: list[str] = []
+
+    def compute(stage: str) -> dict[str, Any]:
+        calls.append(stage)
+        return {"stage": stage, "verdict": verdicts[stage], "exit_code": 0, "reasons": [], "at": "t", "owner": "o"}
+
+    server = make_server("127.0.0.1", 0, VerdictCache(compute, refresh_s=3600), set(verdicts))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def get(path: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(base + path, method=method, data=b"{}" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        assert get("/verdict/canary") == (200, compute("canary"))
+        assert get("/gate/canary", "POST")[0] == 409
+        assert get("/rollback/canary", "POST")[0] == 200
+        assert get("/gate/wider")[0] == 200
+        assert get("/rollback/wider")[0] == 409
+        assert get("/verdict/nope")[0] == 404
+        assert get("/healthz") == (200, {"ok": True})
+        assert calls.count("canary") == 2  # one for the server (cached after), one direct above
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plan_from_a_stage1_run_maps_gate_rules_to_triggers(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_rollout_note import FULL_ROLLOUT, build  # a real Stage-1 summary, built offline
+
+    summary, _, project = build(tmp_path / "proj", candidate_extra=FULL_ROLLOUT)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    manifest = {"candidate": {"config": project.candidate.config.model_dump(mode="json")}}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    result = run("plan", str(run_dir), "--out", str(tmp_path / "rollout.yaml"))
+    assert result.exit_code == 0, result.output
+    plan = yaml.safe_load((tmp_path / "rollout.yaml").read_text())
+    assert plan["labels"]["candidate"] == {"prompt_version": "shop-v2"}
+    assert plan["labels"]["baseline"]["prompt_version"] == "shop-v1"
+    rules = {r["rule"] for r in summary["verdict"]["rules"] if r.get("scope") == "overall" and not r["rule"].startswith("label_")}
+    assert {t["metric"] for t in plan["triggers"]} == rules
+    assert {"metric": "parse_strict", "kind": "absolute", "min": 0.99} in plan["triggers"]
+    assert {"metric": "cost_ratio", "kind": "ratio", "max_increase": pytest.approx(0.1)} in plan["triggers"]
+    assert plan["stages"][0]["owner"] == "Dana (shop-assistant on-call)"
+    assert plan["stages"][0]["cohort"] == "cohort IN ('north')"
+    again = run("plan", str(run_dir), "--out", str(tmp_path / "rollout.yaml"))
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_help_and_validate_do_not_import_the_watch_engine() -> None:
+    code = ("import sys; from click.testing import CliRunner; from evalrun.cli import main; "
+            "CliRunner().invoke(main, ['--help']); "
+            "print(sorted(m for m in ('ibis', 'duckdb', 'pyarrow', 'sqlglot') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
