@@ -262,18 +262,19 @@ def test_workers_are_other_processes(tmp_path: Path) -> None:
 
 
 def test_a_killed_worker_loses_nothing_of_the_others(tmp_path: Path) -> None:
-    plan = _plan(10)  # 20 calls; worker 0 gets the even positions (all baseline calls)
+    plan = _plan(10)  # 20 calls; worker 0 gets cases x00, x02, ..., worker 1 x01, x03, x05, ...
     seen: list[CallResult] = []
     with pytest.raises(WorkerCrashedError) as info:
         run_in_workers(plan, workers=2, concurrency=2, policy=POLICY, journal_dir=tmp_path, seed=0,
                        progress=seen.append, provider_factory=crashing_provider, preload=())
     err = info.value
-    assert "worker 0" in str(err) and "SIGKILL" in str(err) and "resume" in str(err)
+    assert "worker 1" in str(err) and "SIGKILL" in str(err) and "after 4 of 10 calls" in str(err)
+    assert "resume" in str(err)
     got = {(r.case_id, r.side) for r in err.results}
-    # The other worker finished its whole slice; the killed one got x00..x04 done first.
-    assert {(f"x{i:02d}", "candidate") for i in range(10)} <= got
-    assert {(f"x{i:02d}", "baseline") for i in range(5)} <= got
-    assert ("x05", "baseline") not in got
+    # The other worker finished its whole slice; the killed one got x01 and x03 done first.
+    assert {(f"x{i:02d}", side) for i in range(0, 10, 2) for side in SIDES} <= got
+    assert {(f"x{i:02d}", side) for i in (1, 3) for side in SIDES} <= got
+    assert len(got) == 14 and ("x05", "baseline") not in got
     # Everything received is in the journals (and progress saw it).
     assert {(r.case_id, r.side) for r in read_journals(tmp_path)} == got
     assert {(r.case_id, r.side) for r in seen} == got
@@ -291,8 +292,11 @@ def test_a_provider_error_in_a_worker_is_raised_as_itself(tmp_path: Path) -> Non
 def test_split_plan_and_concurrency() -> None:
     plan = _plan(5)
     slices = split_plan(plan, 2)
-    assert [len(s) for s in slices] == [5, 5]
-    assert {p.side for p in slices[0]} == {"baseline"} and slices[0][0] is plan[0]
+    assert [len(s) for s in slices] == [6, 4]  # 5 cases: 3 to the first worker, 2 to the second
+    assert slices[0][0] is plan[0]
+    for part in slices:  # each worker makes both sides of its cases, one after the other
+        assert [p.side for p in part] == ["baseline", "candidate"] * (len(part) // 2)
+        assert [p.case_id for p in part[::2]] == [p.case_id for p in part[1::2]]
     assert sorted(p.key for s in split_plan(plan, 3) for p in s) == sorted(p.key for p in plan)
     assert split_concurrency(50, 2) == [25, 25] and split_concurrency(7, 3) == [3, 2, 2]
     assert effective_workers(4, 100, 2) == 2 and effective_workers(4, 1, 50) == 1 and effective_workers(2, 10, 50) == 2

@@ -36,7 +36,7 @@ from evalrun.errors import CouldNotMeasureError, ExitCode, MissingExtraError, Us
 from evalrun.prompts import PromptRenderer
 from evalrun.providers.base import Pricing, Provider, ProviderRequest
 from evalrun.records import SIDES, CallResult, Score, Side
-from evalrun.runner import PlannedCall, ProgressHook, RetryPolicy, run_calls
+from evalrun.runner import PlannedCall, ProgressHook, RetryPolicy, order_calls, run_calls
 from evalrun.secrets import register_secret
 
 if TYPE_CHECKING:
@@ -161,7 +161,8 @@ def check_environment(project: Project) -> None:
 
 
 def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_keys: bool = True) -> list[PlannedCall]:
-    """Every (case, sample, side) call, interleaved so both sides see the same conditions.
+    """Every (case, sample, side) call, interleaved so both sides see the same conditions:
+    a seeded random order of (case, sample) pairs, sides adjacent (``runner.order_calls``).
 
     ``with_keys=False`` plans without reading API keys (rescoring, estimates).
     """
@@ -212,7 +213,7 @@ def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_
                     metadata={"case_id": case.id, "side": side, "sample": sample, "kind": case.kind},
                 )
                 plan.append(PlannedCall(case.id, side, sample, req, key))
-    return plan
+    return order_calls(plan, project.suite.config.seed)
 
 
 def default_provider() -> Provider:
@@ -829,6 +830,7 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
     by_kind = cmp.slice_tables(frame, "kind", settings, samples)
     by_cohort = cmp.slice_tables(frame, "cohort", settings, samples, critical=gate.critical_cohorts)
     from evalrun.fingerprint import audit_rules, label_audit
+    from evalrun.measurement import latency_measurement
 
     findings = label_audit(project.baseline, project.candidate)
     verdict = decide_verdict(overall, by_cohort, gate, extra_rules=audit_rules(findings))
@@ -868,6 +870,7 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
         "flips": cmp.flips(frame, project.cases),
         "flaky": cmp.flaky_cases(frame),
         "consistency": cmp.consistency(frame),
+        "latency_measurement": latency_measurement(results),
     }
 
 
@@ -885,6 +888,7 @@ def result_rows(project: Project, results: Sequence[CallResult], scores: Sequenc
         rows.append(
             {
                 **plain(r),
+                "client_overhead_s": r.client_overhead_s,
                 "variant": name,
                 "kind": case.kind,
                 "cohort": case.cohort,

@@ -297,6 +297,7 @@ class ResponseCache:
     def _decode(key: str, payload: str) -> CallResult:
         result = CallResult.from_dict(json.loads(payload))
         result.cached = True
+        result.warmup = False  # whatever the original call was, this run did not make it
         result.request_key = key
         return result
 

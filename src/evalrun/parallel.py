@@ -6,14 +6,14 @@ second however high the concurrency. Threads do not help (the GIL); processes do
 
 How it works:
 
-* The plan is split round-robin into ``workers`` slices (so each worker sees both sides and
-  every kind of case), and the concurrency is split across them (the slices' concurrency
+* The plan is split round-robin by (case, sample) into ``workers`` slices (so each worker
+  sees both sides of each of its cases, interleaved, and every kind of case), and the concurrency is split across them (the slices' concurrency
   adds up to the suite's: a provider never sees more requests in flight than configured).
 * Each worker is a process with one event loop (``asyncio.run``), its own provider from
   ``provider_factory`` (pickled by reference, so it must be a module-level function), its
   own journal ``journal.w{i}.jsonl`` in the run folder (flushed per finished call, exactly
   like the single-process ``journal.jsonl``), and the same runner (``run_calls``: retries,
-  backoff, Retry-After).
+  backoff, Retry-After, and a warm-up of its own: imports and connections are per process).
 * Workers come from a ``forkserver`` (``spawn`` where there is none) that imports litellm
   once, before it forks any worker: the multi-second import is paid once instead of once
   per worker, and it runs while the parent loads the project, plans and reads the cache
@@ -116,8 +116,21 @@ class WorkerCrashedError(CouldNotMeasureError):
 
 
 def split_plan(plan: Sequence[PlannedCall], workers: int) -> list[list[PlannedCall]]:
-    """Round-robin slices: call ``k`` goes to worker ``k % workers`` (sides stay interleaved)."""
-    return [list(plan[i::workers]) for i in range(workers)]
+    """Round-robin slices of (case, sample) units: unit ``k`` goes to worker ``k % workers``.
+
+    A unit's calls (its two sides, adjacent in the plan: ``runner.order_calls``) stay
+    together and in order, so every worker's slice keeps both sides level; splitting call
+    by call would send the first call of every pair to one worker and the second to the
+    other (with the old fixed order: every baseline call to one process).
+    """
+    slices: list[list[PlannedCall]] = [[] for _ in range(workers)]
+    unit, last = -1, None
+    for planned in plan:
+        key = (planned.case_id, planned.sample)
+        if key != last:
+            unit, last = unit + 1, key
+        slices[unit % workers].append(planned)
+    return slices
 
 
 def split_concurrency(concurrency: int, workers: int) -> list[int]:

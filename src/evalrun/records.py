@@ -35,6 +35,12 @@ ERROR_KINDS = (
 CostStatus = Literal["priced", "config", "local", "unpriced"]
 _COST_STATUSES = frozenset(get_args(CostStatus))
 
+# How a call's latency was taken (see evalrun.providers.timing): the transport span with
+# kernel receive timestamps, the transport span read by the event loop, an in-process
+# model's generation, or the whole provider call (no transport timing available).
+LatencyClock = Literal["socket", "loop", "generation", "call"]
+_LATENCY_CLOCKS = frozenset(get_args(LatencyClock))
+
 
 def call_identity(case_id: str, side: str, request_key: str) -> str:
     """One call of a run. The request key alone is not enough: both sides (A/A) or two
@@ -66,8 +72,15 @@ class CallResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_estimated: bool = False  # usage was absent; counted locally with tiktoken
-    latency_s: float | None = None  # the answering attempt's round trip (what a user waits)
-    attempt_latencies_s: list[float] = field(default_factory=list)
+    # The answering attempt's provider round trip, what latency rules read: request sent ->
+    # response received at the transport (``latency_clock`` says how it was taken).
+    latency_s: float | None = None
+    # The same attempt as the client saw it: the whole provider call, including building
+    # the request, parsing the answer and any wait for the busy event loop.
+    client_latency_s: float | None = None
+    latency_clock: LatencyClock | None = None
+    warmup: bool = False  # made alone before the others, to load what first calls load
+    attempt_latencies_s: list[float] = field(default_factory=list)  # client view per attempt
     wall_s: float | None = None  # first attempt start to final outcome, incl. backoff waits
     cost_usd: float | None = None
     cost_status: CostStatus = "unpriced"
@@ -85,6 +98,16 @@ class CallResult:
     def identity(self) -> str:
         """Which planned call this answers: side and request key (see ``PlannedCall.identity``)."""
         return call_identity(self.case_id, self.side, self.request_key)
+
+    @property
+    def client_overhead_s(self) -> float | None:
+        """The client's own share of the answering attempt: whole call minus provider time.
+
+        None when there is no separate provider time (clock "call", or not answered).
+        """
+        if self.latency_s is None or self.client_latency_s is None or self.latency_clock in (None, "call"):
+            return None
+        return self.client_latency_s - self.latency_s
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +136,10 @@ class CallResult:
         values["tool_calls"] = [ToolCall(tc["name"], tc["arguments"], tc.get("id"))
                                 for tc in values.get("tool_calls") or []]
         values["attempt_latencies_s"] = [float(x) for x in values.get("attempt_latencies_s") or []]
+        if "latency_clock" not in data and values.get("latency_s") is not None:
+            # Written before transport timing: its latency is the whole call.
+            values["latency_clock"] = "call"
+            values["client_latency_s"] = values["latency_s"]
         return cls(**values)
 
 
@@ -161,6 +188,9 @@ _FIELD_CHECKS: dict[str, Any] = {
     "error_message": _opt(_is_str),
     "cached": lambda v: isinstance(v, bool),
     "request_key": _is_str,
+    "client_latency_s": _opt(_is_number),
+    "latency_clock": lambda v: v is None or v in _LATENCY_CLOCKS,
+    "warmup": lambda v: isinstance(v, bool),
 }
 
 

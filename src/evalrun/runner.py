@@ -5,6 +5,15 @@ Retry-After 7 blocked one call 15 s here), which hides rate limits from the repo
 makes latency lie. Providers get ``max_retries=0``; this module retries with exponential
 backoff and full jitter, honours Retry-After, and counts every attempt.
 
+Latency: each answer records two times. ``latency_s`` is the provider's round trip as the
+provider measured it at the transport (see ``evalrun.providers.timing``); ``client_latency_s``
+is the whole provider call timed here, which also holds the client's CPU and its waits for
+the event loop. Before the others, the first call of each side runs alone (the warm-up), so
+the lazy imports and client set-up of a process's first calls stall no other call; the
+warm-up's own transport time is kept (those costs fall outside the span), a whole-call
+time is not. ``order_calls`` interleaves the two sides in a seeded random order, so a
+drift in the provider or the machine hits both sides alike.
+
 Rate limits are per endpoint (model, api_base and key): a 429 pauses the calls to that
 endpoint until its Retry-After has passed, so a limited provider is not hammered by the
 other in-flight calls, while calls to other endpoints (the other side of a comparison)
@@ -25,7 +34,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from evalrun.errors import EvalrunError
@@ -49,6 +58,37 @@ class PlannedCall:
     def identity(self) -> str:
         """Matches ``CallResult.identity`` of this call's result."""
         return call_identity(self.case_id, self.side, self.key)
+
+
+def order_calls(plan: Sequence[PlannedCall], seed: int) -> list[PlannedCall]:
+    """The calls in a seeded random order that keeps the two sides interleaved.
+
+    The unit is a (case, sample): both sides' calls of one unit stay adjacent, which side
+    goes first is a coin flip, and the units are shuffled. So at any moment of a run both
+    sides have made the same number of calls (±1), and a provider or machine that slows
+    down part-way slows both sides alike; the random order keeps any pattern in the case
+    list (kinds, lengths) from lining up with time. Same plan and seed, same order.
+    """
+    rng = random.Random(f"evalrun.order:{seed}")
+    units: dict[tuple[str, int], list[PlannedCall]] = {}
+    for planned in plan:
+        units.setdefault((planned.case_id, planned.sample), []).append(planned)
+    groups = list(units.values())
+    rng.shuffle(groups)
+    ordered: list[PlannedCall] = []
+    for group in groups:
+        if len(group) > 1 and rng.random() < 0.5:
+            group = group[::-1]
+        ordered.extend(group)
+    return ordered
+
+
+def warmup_calls(plan: Sequence[PlannedCall]) -> list[PlannedCall]:
+    """The first planned call of each side: made alone, before any other call starts."""
+    first: dict[str, PlannedCall] = {}
+    for planned in plan:
+        first.setdefault(planned.side, planned)
+    return list(first.values())
 
 
 LONGEST_RETRY_AFTER_S = 60.0
@@ -261,7 +301,10 @@ async def _one_call(
     rng: random.Random,
     endpoint: Endpoint,
     serial: asyncio.Semaphore,
+    attempted: Callable[[], None] | None = None,
 ) -> CallResult:
+    """Make one planned call with its retries; ``attempted()`` runs as each attempt ends
+    (before any wait for the next)."""
     req = planned.request
     result = CallResult(
         case_id=planned.case_id, side=planned.side, sample=planned.sample, model=req.model, request_key=planned.key
@@ -282,6 +325,8 @@ async def _one_call(
                 resp = await _with_deadline(provider, req)
         except ProviderError as exc:
             result.attempt_latencies_s.append(time.monotonic() - t0)
+            if attempted is not None:
+                attempted()
             result.attempts = attempt
             result.error_kind = exc.kind
             message = exc.message
@@ -306,16 +351,24 @@ async def _one_call(
             raise
         except Exception as exc:  # a provider bug must not kill the run: record it
             result.attempt_latencies_s.append(time.monotonic() - t0)
+            if attempted is not None:
+                attempted()
             result.attempts = attempt
             result.error_kind = "unknown"
             result.error_message = store_safe(scrub_known(f"{type(exc).__name__}: {exc}"))[:500]
             break
         elapsed = time.monotonic() - t0
+        if attempted is not None:
+            attempted()
         result.attempt_latencies_s.append(elapsed)
         result.attempts = attempt
         result.error_kind = None
         result.error_message = None
-        result.latency_s = elapsed
+        result.client_latency_s = elapsed
+        if resp.transport_s is not None and resp.latency_clock is not None:
+            result.latency_s, result.latency_clock = resp.transport_s, resp.latency_clock
+        else:  # the provider cannot time its transport: the whole call is all there is
+            result.latency_s, result.latency_clock = elapsed, "call"
         _take_response(result, resp)
         break
     result.wall_s = time.monotonic() - started
@@ -345,43 +398,85 @@ async def run_calls(
     progress: ProgressHook | None = None,
     seed: int = 0,
     admit: AdmitHook | None = None,
+    warmup: bool = True,
 ) -> list[CallResult]:
-    """Make every planned call; each result is journaled the moment it finishes.
+    """Make every planned call (in plan order); each result is journaled the moment it finishes.
 
     ``admit`` is awaited before a call starts and may hold it back (a budget waiting for
     calls in flight to finish) or skip it: a skipped call is not made and not recorded.
     A call whose endpoint's circuit is open is recorded as ``circuit_open`` without being
     made. Results come back in completion order. A journal that cannot be written stops
     the run (its ``RunFolderError`` propagates): calls that cannot be saved are not made.
+
+    ``warmup``: the first call of each side (``warmup_calls``) goes first, and its first
+    attempt runs alone: the warm-ups one after the other, every other call after them (a
+    warm-up that must retry goes on retrying alongside the others). Those results are
+    ordinary results marked ``warmup``, except that a latency only the whole call could
+    time (clock "call") is dropped, since it holds the process's first-call costs.
     """
     calls = list(plan)
     _register_keys(calls)
     failures_to_open = policy.breaker_failures or max(10, concurrency)
     endpoints = _Endpoints(failures_to_open, policy.breaker_cooldown_s)
-    picker = _Picker(calls, endpoints)
+    first = warmup_calls(calls) if warmup else []
+    turns = {id(p): asyncio.Event() for p in first}  # set: that warm-up's first attempt ended
+    queue_of_turns = [turns[id(p)] for p in first]
+    warmed = asyncio.Event()  # every warm-up's first attempt ended: the others may start
+    if not first:
+        warmed.set()
+    picker = _Picker(first + [p for p in calls if id(p) not in turns], endpoints)
     results: list[CallResult] = []
     rng = random.Random(seed)  # jitter only: never affects what is measured
     serial = asyncio.Semaphore(1)
+
+    def took_turn(planned: PlannedCall) -> None:
+        turn = turns.get(id(planned))
+        if turn is not None and not turn.is_set():
+            turn.set()
+            if all(t.is_set() for t in queue_of_turns):
+                warmed.set()
+
+    async def wait_turn(planned: PlannedCall) -> None:
+        turn = turns.get(id(planned))
+        if turn is None:
+            await warmed.wait()
+            return
+        k = queue_of_turns.index(turn)
+        if k > 0:
+            await queue_of_turns[k - 1].wait()
+
+    async def make(planned: PlannedCall) -> None:
+        is_warmup = id(planned) in turns
+        try:
+            await wait_turn(planned)
+            endpoint = endpoints.of(planned.request)
+            if not endpoint.admits():
+                res = endpoint.rejected(planned)
+            elif admit is not None and not await admit(planned):
+                endpoint.probing = False
+                return
+            else:
+                res = await _one_call(planned, provider, policy, rng, endpoint, serial,
+                                      (lambda: took_turn(planned)) if is_warmup else None)
+                endpoint.record(res)
+                if is_warmup:
+                    res.warmup = True
+                    if res.latency_clock == "call":
+                        res.latency_s = None
+        finally:
+            took_turn(planned)  # a warm-up skipped, rejected or cancelled still lets the rest go
+        if journal is not None:
+            journal.append(res)
+        results.append(res)
+        if progress is not None:
+            progress(res)
 
     async def worker() -> None:
         while True:
             planned = await picker.next()
             if planned is None:
                 return
-            endpoint = endpoints.of(planned.request)
-            if not endpoint.admits():
-                res = endpoint.rejected(planned)
-            elif admit is not None and not await admit(planned):
-                endpoint.probing = False
-                continue
-            else:
-                res = await _one_call(planned, provider, policy, rng, endpoint, serial)
-                endpoint.record(res)
-            if journal is not None:
-                journal.append(res)
-            results.append(res)
-            if progress is not None:
-                progress(res)
+            await make(planned)
 
     n_workers = max(1, min(concurrency, len(picker)))
     tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from evalrun.records import CostStatus, ToolCall
+from evalrun.records import CostStatus, LatencyClock, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,11 @@ class ProviderResponse:
     tokens_estimated: bool = False
     cost_usd: float | None = None
     cost_status: CostStatus = "unpriced"
+    # The provider's own time for this call, measured at the transport (or the generation
+    # of an in-process model), and how; None when the provider cannot time it (the runner
+    # then records the whole call, clock "call").
+    transport_s: float | None = None
+    latency_clock: LatencyClock | None = None
 
 
 class ProviderError(Exception):

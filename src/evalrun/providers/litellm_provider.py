@@ -8,6 +8,7 @@ pay for it. Retries belong to the runner, so every hidden retry layer is switche
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import importlib
@@ -25,6 +26,7 @@ from typing import Any
 
 from evalrun.errors import EvalrunError
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from evalrun.providers.timing import use_clock
 from evalrun.records import CostStatus, ToolCall
 from evalrun.secrets import register_secret, scrub, scrub_known
 
@@ -58,6 +60,8 @@ _RESERVED_PARAMS = frozenset(
         "context_window_fallback_dict",
         "stream",
         "drop_params",
+        "shared_session",
+        "client",
     }
 )
 
@@ -419,6 +423,22 @@ class LitellmProvider:
     def __init__(self, *, drop_params: bool = True) -> None:
         self.drop_params = drop_params
         self._routers: dict[str, Any] = {}
+        self._session: Any = None  # the timed aiohttp session of the running loop
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def _timed_session(self) -> Any:
+        """The loop's HTTP session that stamps each exchange (``evalrun.providers.timed_session``).
+
+        One per event loop: an aiohttp session is bound to the loop it was made on, and
+        litellm would quietly replace a foreign one with an untimed session of its own.
+        """
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session_loop is not loop or self._session.closed:
+            from evalrun.providers.timed_session import open_timed_session
+
+            self._session = open_timed_session()
+            self._session_loop = loop
+        return self._session
 
     def _router(self, litellm: ModuleType, spec: dict[str, Any]) -> Any:
         """One litellm Router per deployment list, reused across calls (it tracks rpm/tpm).
@@ -472,6 +492,13 @@ class LitellmProvider:
             num_retries=0,
             drop_params=self.drop_params,
         )
+        if not is_local:
+            # Every HTTP path of litellm sends through this session, where the exchange is
+            # timed (an in-process model times its own generation instead).
+            session = self._timed_session()
+            kwargs["shared_session"] = session
+            if request.model.startswith("aiohttp_openai/"):
+                kwargs["client"] = session  # that path takes its aiohttp session as `client`
         if request.router is not None:
             router = self._router(litellm, request.router)
             secrets = tuple(
@@ -480,10 +507,14 @@ class LitellmProvider:
             for name in ("api_base", "api_key", "num_retries"):
                 kwargs.pop(name, None)
         try:
-            if request.router is not None:
-                response = await router.acompletion(**kwargs)
-            else:
-                response = await litellm.acompletion(**kwargs)
+            # The clock rides in this task's context: the socket writes of this call and
+            # the local model's generation find it there. Only the span it records is the
+            # provider's latency; everything else in this method is the client's overhead.
+            with use_clock() as clock:
+                if request.router is not None:
+                    response = await router.acompletion(**kwargs)
+                else:
+                    response = await litellm.acompletion(**kwargs)
         except Exception as exc:
             for inner in _chain(exc):
                 # Raised on purpose inside a custom handler (the local provider): a missing
@@ -494,7 +525,7 @@ class LitellmProvider:
             raise classify_exception(exc, secrets=secrets, litellm=litellm) from None
 
         try:
-            return self._normalise(litellm, request, response, is_local)
+            normalised = self._normalise(litellm, request, response, is_local)
         except ProviderError:
             raise
         except Exception as exc:
@@ -504,6 +535,10 @@ class LitellmProvider:
             raise ProviderError(
                 "malformed_response", message.splitlines()[0][:MAX_MESSAGE_CHARS], retryable=True
             ) from None
+        measured = clock.measured()
+        if measured is not None:
+            normalised.transport_s, normalised.latency_clock = measured
+        return normalised
 
     def _normalise(
         self, litellm: ModuleType, request: ProviderRequest, response: Any, is_local: bool
@@ -594,7 +629,17 @@ class LitellmProvider:
             return None
 
     async def aclose(self) -> None:
-        """Close litellm's cached async HTTP clients (a no-op if litellm was never imported)."""
+        """Close litellm's cached async HTTP clients and this loop's timed session."""
+        try:
+            await self._close_litellm_clients()
+        finally:
+            session, self._session = self._session, None
+            if session is not None and not session.closed and self._session_loop is asyncio.get_running_loop():
+                await session.close()
+            self._session_loop = None
+
+    @staticmethod
+    async def _close_litellm_clients() -> None:
         if _litellm is None:
             return
         close = getattr(_litellm, "close_litellm_async_clients", None)

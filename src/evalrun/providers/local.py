@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from evalrun.errors import MissingExtraError, UserInputError
+from evalrun.providers.timing import CallClock, current_clock
 
 PROVIDER = "local"
 DEFAULT_MODEL = "smollm2"
@@ -350,18 +352,29 @@ def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _generate(
-    name: str, messages: list[dict[str, Any]], optional_params: dict[str, Any]
+    name: str,
+    messages: list[dict[str, Any]],
+    optional_params: dict[str, Any],
+    clock: CallClock | None = None,
 ) -> dict[str, Any]:
-    """One blocking chat completion on the shared model, serialised by its lock."""
+    """One blocking chat completion on the shared model, serialised by its lock.
+
+    The call's latency (``clock``) is the generation alone: timed once this call holds the
+    model, so loading it and waiting for another generation to finish are not included.
+    """
     path = _path_for(name)
+    chat_messages, chat_kwargs = _plain_messages(messages), _chat_kwargs(optional_params)
     while True:
         loaded = _get_model(path)
         with loaded.lock:
             if loaded.closed:  # close_models ran since _get_model: load it again
                 continue
+            started = time.perf_counter()
             result = loaded.llama.create_chat_completion(
-                messages=_plain_messages(messages), stream=False, **_chat_kwargs(optional_params)
+                messages=chat_messages, stream=False, **chat_kwargs
             )
+            if clock is not None:
+                clock.add_generation(time.perf_counter() - started)
         return cast(dict[str, Any], result)
 
 
@@ -415,7 +428,7 @@ def _handler_class(litellm: Any) -> type:
             """Blocking completion (``litellm.completion``)."""
             name = _model_name(model)
             try:
-                result = _generate(name, messages, optional_params or {})
+                result = _generate(name, messages, optional_params or {}, current_clock())
             except ValueError as exc:
                 _raise_context_error(litellm, name, exc)
                 raise
@@ -435,9 +448,11 @@ def _handler_class(litellm: Any) -> type:
             # Loading (~0.1-0.2 s) also happens off the loop.
             loop = asyncio.get_running_loop()
             loaded = await loop.run_in_executor(None, _get_model, _path_for(name))
+            # The executor thread does not see this task's context: hand the clock over.
+            clock = current_clock()
             try:
                 result = await loop.run_in_executor(
-                    loaded.executor, _generate, name, messages, params
+                    loaded.executor, _generate, name, messages, params, clock
                 )
             except ValueError as exc:
                 _raise_context_error(litellm, name, exc)

@@ -431,6 +431,40 @@ def _calls(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _latency_measurement(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How latency was measured per side, and the client's own overhead (None: old summary)."""
+    lm = summary.get("latency_measurement")
+    if not isinstance(lm, Mapping):
+        return None
+    labels = lm.get("clock_labels") or {}
+    sides = []
+    for side in SIDES:
+        s = lm.get(side) or {}
+        clocks = s.get("clocks") or {}
+        client, overhead = s.get("client") or {}, s.get("overhead") or {}
+        share = _num(overhead.get("share"))
+        sides.append(
+            {
+                "side": side,
+                "clocks": "; ".join(
+                    f"{_s(labels.get(k, k), 80)} {fmt.count(v)}" for k, v in sorted(clocks.items()) if v
+                ) or fmt.NA,
+                "client": f"{fmt.seconds(client.get('p50'))} / {fmt.seconds(client.get('p95'))}",
+                "overhead": f"{fmt.seconds(overhead.get('p50'))} / {fmt.seconds(overhead.get('p95'))}",
+                "share": fmt.pct(share) if share is not None else fmt.NA,
+                "n": fmt.count(overhead.get("n")),
+                "warmup": fmt.count(s.get("warmup")),
+                "cached": fmt.count(s.get("cached")),
+            }
+        )
+    ratio = lm.get("client_ratio") or {}
+    return {
+        "sides": sides,
+        "client_ratio": f"{fmt.times(ratio.get('p50'))} / {fmt.times(ratio.get('p95'))}",
+        "notes": [_s(n, 300) for n in lm.get("notes") or []],
+    }
+
+
 def _consistency(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     run = summary.get("run") or {}
     if int(run.get("samples") or 1) <= 1:
@@ -743,6 +777,7 @@ def render_html(project: Project, summary: Mapping[str, Any], rows: Sequence[Map
         "config": _config_section(project),
         "metrics": _metrics(summary),
         "calls": _calls(summary),
+        "latency": _latency_measurement(summary),
         "consistency": _consistency(summary),
         "slices": _slices(summary),
         "flips": _flips(summary, samples),

@@ -138,6 +138,28 @@ def _calls(calls: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _latency_measurement(lm: Mapping[str, Any] | None) -> list[str]:
+    """One line: the client's own overhead per side (not gated), and what it would have read."""
+    if not isinstance(lm, Mapping):
+        return []
+    parts = []
+    for side in ("baseline", "candidate"):
+        o = (lm.get(side) or {}).get("overhead") or {}
+        share = o.get("share")
+        parts.append(
+            f"{side} p50 {fmt.seconds(o.get('p50'))}, p95 {fmt.seconds(o.get('p95'))}"
+            + (f" ({fmt.pct(share)} of the call)" if share is not None else "")
+        )
+    ratio = lm.get("client_ratio") or {}
+    lines = [
+        "",
+        f"**Client overhead** (whole call − provider time; latency rules read provider time): {'; '.join(parts)}. "
+        f"Whole-call p50 ratio {fmt.times(ratio.get('p50'))}.",
+    ]
+    lines += [f"- {md_cell(n, 300)}" for n in lm.get("notes") or []]
+    return lines
+
+
 def render_markdown(summary: Mapping[str, Any]) -> str:
     """summary.md's text (see the module docstring)."""
     verdict = summary.get("verdict") or {}
@@ -184,6 +206,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines += _flips(summary.get("flips") or {})
     lines.append("")
     lines += _calls(summary.get("calls") or {})
+    lines += _latency_measurement(summary.get("latency_measurement"))
     lines += ["", FOOTER]
     text = "\n".join(lines) + "\n"
     if len(text) > MAX_CHARS:
