@@ -24,11 +24,12 @@ from projectkit import case, write_project
 N_FORMAT, N_CHAT, N_BAD = 100, 90, 10
 
 
-def sequential_project(root: Path, seed: int = 0) -> api.Project:
+def sequential_project(root: Path, seed: int = 0, gate: dict[str, Any] | None = None) -> api.Project:
     cases = [case(f"fmt{i:03d}", kind="format_sensitive", expect=["json"]) for i in range(N_FORMAT)]
     cases += [case(f"chat{i:03d}", expect=[{"contains": {"value": "ok"}}]) for i in range(N_CHAT)]
     cases += [case(f"bad{i:02d}", kind="known_bad") for i in range(N_BAD)]
-    b, c = write_project(root, cases=cases, suite={"seed": seed, "concurrency": 8})
+    suite: dict[str, Any] = {"seed": seed, "concurrency": 8, **({"gate": gate} if gate else {})}
+    b, c = write_project(root, cases=cases, suite=suite)
     return api.load_project(b, c)
 
 
@@ -90,7 +91,8 @@ def test_aa_never_fails(tmp_path: Path, seed: int) -> None:
 
 
 def test_a_known_bad_case_that_stops_refusing_fails_in_the_first_look(tmp_path: Path) -> None:
-    project = sequential_project(tmp_path)
+    # The strict any-flip policy (by default one flip is a warning, not evidence of a drop).
+    project = sequential_project(tmp_path, gate={"rules": {"known_bad_refusal": {"any_flip": True}}})
     base = script(0.0, seed=3)
 
     def answer(req: ProviderRequest) -> ProviderResponse:

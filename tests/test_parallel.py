@@ -329,25 +329,6 @@ def test_read_journals_reads_every_worker_file_and_tolerates_torn_tails(tmp_path
 # the reference they must equal exactly (the reports are golden-tested and reproducible).
 
 
-def test_fast_paired_bootstrap_equals_the_stats_reference() -> None:
-    import random
-
-    from evalrun import stats
-
-    rng = random.Random(3)
-    for trial in range(12):
-        n = rng.choice([2, 3, 17, 250, 1201])
-        b = [rng.lognormvariate(-2, 0.5) for _ in range(n)]
-        c = [rng.lognormvariate(-2, 0.5) * (0.0 if rng.random() < 0.05 else 1.0) for _ in range(n)]
-        if trial % 3 == 0:  # ties
-            b, c = [round(x, 2) for x in b], [round(x, 2) for x in c]
-        n_boot, seed = rng.choice([1, 50, 400]), rng.randint(0, 99)
-        fast = stats.paired_quantile_bootstrap(b, c, [0.5, 0.95], 0.9, n_boot, seed)
-        for q in (0.5, 0.95):
-            assert fast[q][0] == stats.bootstrap_quantile_ratio(b, c, q, 0.9, n_boot=n_boot, seed=seed)
-            assert fast[q][1] == stats.bootstrap_quantile_delta(b, c, q, 0.9, n_boot=n_boot, seed=seed)
-
-
 def test_fast_per_case_table_equals_pandas_groupby() -> None:
     import numpy as np
     import pandas as pd

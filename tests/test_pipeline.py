@@ -52,8 +52,27 @@ def test_fenced_json_on_three_of_ten_is_minus_30_points(tmp_path: Path) -> None:
     tokens = _metric(s, "completion_tokens")
     assert tokens["baseline"]["total"] == 40 and tokens["candidate"]["total"] == 4 * 7 + 8 * 3
     assert [f["case_id"] for f in s["flips"]["regressions"]] == ["f01", "f04", "f07"]
+    # 3 of 10 cases is a drop, but not family-wise evidence of one: the gate says so rather
+    # than crying wolf (nor passing it).
+    rule = next(r for r in s["verdict"]["rules"] if r["rule"] == "parse_strict")
+    assert rule["status"] == "inconclusive" and "not on family-wise evidence" in rule["reason"]
+    assert rule["p_value"] < 0.05 < rule["p_adjusted"]
+    assert s["verdict"]["status"] == "INCONCLUSIVE"
+
+
+def test_fenced_json_on_a_quarter_of_sixty_cases_fails(tmp_path: Path) -> None:
+    project = _fmt_project(tmp_path, n=60)
+
+    def script(req: ProviderRequest) -> ProviderResponse:
+        if req.metadata["side"] == "candidate" and int(req.metadata["case_id"][1:]) % 4 == 0:
+            return fake_response('```json\n{"a": 1}\n```')
+        return fake_response('{"a": 1}')
+
+    s = _summary(project, api.run(project, provider=FakeProvider(script), run_dir=tmp_path / "run"))
+    rule = next(r for r in s["verdict"]["rules"] if r["rule"] == "parse_strict")
+    assert rule["status"] == "fail" and "evident regression" in rule["reason"]
+    assert rule["p_adjusted"] <= 0.05
     assert s["verdict"]["status"] == "FAIL"
-    assert any(r["rule"] == "parse_strict" and r["status"] == "fail" for r in s["verdict"]["rules"])
 
 
 def test_identical_sides_never_fail(tmp_path: Path) -> None:
@@ -120,9 +139,11 @@ def test_retryable_error_exhausts_attempts(tmp_path: Path) -> None:
     assert all(r.error_kind == "server_error" and r.attempts == project.suite.config.max_attempts for r in outcome.results)
 
 
-def test_known_bad_that_stops_refusing_fails(tmp_path: Path) -> None:
+@pytest.mark.parametrize("any_flip", [False, True], ids=["default", "any_flip"])
+def test_known_bad_that_stops_refusing_is_listed_and_fails_only_under_any_flip(tmp_path: Path, any_flip: bool) -> None:
     cases = [case(f"b{i}", kind="known_bad") for i in range(5)] + [case(f"r{i}") for i in range(5)]
-    b, c = write_project(tmp_path, cases=cases)
+    gate = {"rules": {"known_bad_refusal": {"any_flip": True}}} if any_flip else {}
+    b, c = write_project(tmp_path, cases=cases, suite={"gate": gate})
     project = api.load_project(b, c)
 
     def script(req: ProviderRequest) -> ProviderResponse:
@@ -132,8 +153,16 @@ def test_known_bad_that_stops_refusing_fails(tmp_path: Path) -> None:
 
     s = _summary(project, api.run(project, provider=FakeProvider(script), run_dir=tmp_path / "run"))
     rule = next(r for r in s["verdict"]["rules"] if r["rule"] == "known_bad_refusal")
-    assert rule["status"] == "fail" and "1 known-bad case" in rule["reason"]
-    assert s["verdict"]["status"] == "FAIL"
+    # The flipped case is named in every run, whatever the policy.
+    assert "known-bad case refused less often in the candidate: b3" in rule["warnings"]
+    assert any(w.endswith("refused less often in the candidate: b3") for w in s["verdict"]["warnings"])
+    if any_flip:
+        assert rule["status"] == "fail" and "1 known-bad case" in rule["reason"]
+        assert s["verdict"]["status"] == "FAIL"
+    else:
+        # One flip of five is no evidence of a drop: a warning, not a FAIL.
+        assert rule["status"] == "inconclusive"
+        assert s["verdict"]["status"] == "INCONCLUSIVE"
 
 
 def test_over_refusal_metric(tmp_path: Path) -> None:
@@ -217,15 +246,18 @@ def test_hidden_prompt_edit_fails_the_gate_and_note_is_written(tmp_path: Path) -
 
 
 def test_critical_cohort_is_gated_on_its_own(tmp_path: Path) -> None:
-    # 40 "bulk" cases hold steady; the 8-case critical cohort "vip" loses 4 cases.
-    cases = [case(f"a{i:02d}", cohort="bulk", kind="format_sensitive", expect=["json"]) for i in range(40)]
-    cases += [case(f"v{i}", cohort="vip", kind="format_sensitive", expect=["json"]) for i in range(8)]
-    b, c = write_project(tmp_path, cases=cases, suite={"gate": {"critical_cohorts": ["vip"],
-                                                                  "rules": {"parse_strict": {"floor": None}}}})
+    # 100 "bulk" cases hold steady; the 12-case critical cohort "vip" loses 10. Overall the
+    # drop (9 points) is not shown to exceed the 5-point fail margin; in "vip" it is.
+    cases = [case(f"a{i:03d}", cohort="bulk", kind="format_sensitive", expect=["json"]) for i in range(100)]
+    cases += [case(f"v{i:02d}", cohort="vip", kind="format_sensitive", expect=["json"]) for i in range(12)]
+    tolerant = {"margin": -0.05, "fail_margin": -0.05}
+    b, c = write_project(tmp_path, cases=cases, suite={"gate": {
+        "critical_cohorts": ["vip"], "rules": {"parse_strict": tolerant, "pass_rate": tolerant}}})
     project = api.load_project(b, c)
 
     def script(req: ProviderRequest) -> ProviderResponse:
-        if req.metadata["side"] == "candidate" and req.metadata["case_id"] in {"v0", "v1", "v2", "v3"}:
+        if req.metadata["side"] == "candidate" and req.metadata["case_id"].startswith("v") and \
+                int(req.metadata["case_id"][1:]) < 10:
             return fake_response("not json")
         return fake_response("{}")
 
@@ -233,6 +265,8 @@ def test_critical_cohort_is_gated_on_its_own(tmp_path: Path) -> None:
     vip = [r for r in s["verdict"]["rules"] if r["scope"] == "cohort:vip"]
     assert {r["rule"] for r in vip} >= {"pass_rate", "parse_strict"}
     assert next(r for r in vip if r["rule"] == "parse_strict")["status"] == "fail"
+    overall = next(r for r in s["verdict"]["rules"] if r["rule"] == "parse_strict" and r["scope"] == "overall")
+    assert overall["status"] != "fail"
     assert s["verdict"]["status"] == "FAIL"
     assert s["slices"]["cohort"]["vip"]["critical"] is True
     # Exploratory (non-critical) slices carry BH q-values; the critical one is gated instead.

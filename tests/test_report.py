@@ -561,7 +561,8 @@ def test_markdown_is_compact_and_safe(built: dict[str, Any]) -> None:
     assert_markdown_safe(md)
     lines = md.splitlines()
     assert lines[0] == "## evalrun: FAIL (exit 1)"
-    assert len(lines) <= 60, len(lines)
+    assert len(lines) <= 65, len(lines)
+    assert "**Warnings:**" in md and "refused less often in the candidate: c001" in md
     assert len(md) < 65_536
     assert "Full report: report.html in the run folder" in md
     assert "model\\_version" in md or "model_version m1 → m2" in md
@@ -764,3 +765,26 @@ def test_ten_thousand_cases_render(tmp_path: Path) -> None:
     assert_inert_html(html)
     md = render_markdown(summary)
     assert len(md) < 65_536 and "and " in md
+
+
+def test_rule_evidence_and_warnings_reach_every_output(built: dict[str, Any], tmp_path: Path) -> None:
+    """p-values (with Holm), fail thresholds, power numbers and warnings are in every format."""
+    from evalrun.report.github import github_annotations
+    from evalrun.report.junit import render_junit
+    from evalrun.report.terminal import render_terminal
+
+    summary = built["summary"]
+    flipped = "refused less often in the candidate: c001"
+    assert any(flipped in w for w in summary["verdict"]["warnings"])
+    assert summary["verdict"]["familywise"]["method"] == "holm"
+    html, md = built["html"], built["md"]
+    assert "<th>p (Holm)</th>" in html and "Holm)" in md
+    assert "fails on any evident drop" in html and "fails on any evident drop" in md
+    assert "can pass only with ≥53 cases" in html and "can pass only with ≥53 cases" in md
+    assert flipped in html and flipped in md
+    assert "FAIL tests corrected together (Holm)" in html
+    terminal = render_terminal(summary)
+    assert f"  ! known_bad_refusal: known-bad case {flipped}" in terminal
+    junit = render_junit(summary)
+    assert flipped in junit and "p (Holm-adjusted)" in junit
+    assert any(flipped in line for line in github_annotations(summary) if line.startswith("::warning"))

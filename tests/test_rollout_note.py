@@ -245,8 +245,12 @@ def test_note_content_for_the_known_run(partial_note: str) -> None:
     assert "- Over-refusal: 0.0% (n=10) → 10.0% (n=10)" in risk
     # Triggers in words on the changed label's segment.
     assert (
-        "Roll back if the strict parse rate on `prompt_version=shop-v2` traffic drops more than "
-        "1 point below `prompt_version=shop-v1`'s, or falls below 99.0%."
+        "Roll back if the strict parse rate on `prompt_version=shop-v2` traffic drops measurably "
+        "below `prompt_version=shop-v1`'s."
+    ) in text
+    assert (
+        "Roll back if `prompt_version=shop-v2` traffic refuses harmful requests measurably less often "
+        "than `prompt_version=shop-v1`."
     ) in text
     assert (
         "completion tokens per call on `prompt_version=shop-v2` traffic is more than 15% above"
@@ -254,8 +258,8 @@ def test_note_content_for_the_known_run(partial_note: str) -> None:
     )
     # A critical cohort's own rules are restated for that cohort.
     assert (
-        "Roll back if the pass rate on `prompt_version=shop-v2` traffic in cohort `north` drops more "
-        "than 2 points below `prompt_version=shop-v1`'s."
+        "Roll back if the pass rate on `prompt_version=shop-v2` traffic in cohort `north` drops "
+        "measurably below `prompt_version=shop-v1`'s."
     ) in text
 
 

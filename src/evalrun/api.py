@@ -812,6 +812,12 @@ class CompareOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+SUMMARY_FORMAT_VERSION = 2
+"""summary.json's shape (2: family-wise FAIL tests, ratio-of-means costs, per-call latency
+quantiles, rule p-values, power numbers and warnings). Independent of the run folder's
+journal format (``store.FORMAT_VERSION``)."""
+
+
 def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[Score], created: str) -> dict[str, Any]:
     """The summary (summary.json's content): metrics, slices, flips, rules, verdict."""
     from evalrun import compare as cmp
@@ -831,7 +837,7 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
     verdict = decide_verdict(overall, by_cohort, gate, extra_rules=audit_rules(findings))
     labels = {side: project.variant(side).config.versions.model_dump() for side in SIDES}
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": SUMMARY_FORMAT_VERSION,
         "evalrun_version": __version__,
         "created": created,
         "verdict": verdict.to_dict(),

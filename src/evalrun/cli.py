@@ -207,7 +207,7 @@ def estimate(baseline: str, candidate: str, suite: str | None, as_json: bool) ->
 
         click.echo(json.dumps(est.to_dict(), indent=2, sort_keys=True))
     else:
-        click.echo(est.line())
+        click.echo(est.text())
 
 
 @main.command()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalrun import stats
+from evalrun import inference, stats
 from evalrun.cases import Case
 from evalrun.records import CallResult, Score
 
@@ -147,74 +147,110 @@ def _per_case(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return wide[["baseline", "candidate"]].sort_index()
 
 
-def _side_rate(values: pd.Series, conf: float) -> dict[str, Any]:
-    n = int(values.count())
-    k = float(values.sum()) if n else 0.0
-    successes = round(k)
-    ci = stats.wilson_interval(successes, n, conf) if n else None
+def _z_sum(alpha: float) -> float:
+    """z_{1-alpha} + z_{0.8}: a one-sided test at alpha with 80 % power."""
+    from evalrun.power import POWER, z_one_sided
+
+    return z_one_sided(alpha) + z_one_sided(1.0 - POWER)
+
+
+def _calls_per_side(frame: pd.DataFrame, column: str) -> dict[str, int]:
+    """Per side: how many calls measured ``column`` (the K samples behind the per-case rates)."""
+    if column not in frame:
+        return {"baseline": 0, "candidate": 0}
+    present = frame[column].notna().to_numpy()
+    sides = frame["side"].to_numpy()
+    return {side: int(np.count_nonzero(present & (sides == side))) for side in ("baseline", "candidate")}
+
+
+def _side_rate(values: pd.Series, calls: int, conf: float) -> dict[str, Any]:
+    rates = values.dropna().to_numpy(dtype=float)
+    est = inference.clustered_rate(list(rates), calls, conf)
     return {
-        "value": _clean(k / n) if n else None,
-        "n": n,
-        "successes": _clean(k),
-        "ci": _ci(*ci) if ci else None,
+        "value": _clean(est.value),
+        "n": est.n,
+        "calls": est.calls,
+        "n_eff": _clean(est.n_eff),
+        "successes": _clean(float(np.sum(rates))) if est.n else 0.0,
+        "ci": _ci(est.ci_low, est.ci_high),
     }
 
 
 def binary_metric(
     frame: pd.DataFrame, name: str, label: str, column: str, higher_is_better: bool, settings: CompareSettings, samples: int
 ) -> dict[str, Any]:
-    """A rate on each side (Wilson) and the paired difference (Agresti–Min / McNemar)."""
+    """A rate on each side (clustered Wilson) and the paired difference (clustered Agresti–Min).
+
+    Cases are the clusters: each case's samples are averaged first. With one sample per case
+    the interval is exactly Agresti–Min's and the p-value the exact McNemar test; with K > 1
+    the same pseudo-count interval is built on the per-case shares (never zero width).
+    """
     conf = settings.confidence
     wide = _per_case(frame, column)
+    counts = _calls_per_side(frame, column)
     out: dict[str, Any] = {
         "metric": name,
         "label": label,
         "type": "rate",
         "higher_is_better": higher_is_better,
-        "baseline": _side_rate(wide["baseline"], conf),
-        "candidate": _side_rate(wide["candidate"], conf),
     }
+    for side in ("baseline", "candidate"):
+        col = wide[side] if side in wide else pd.Series(dtype=float)
+        out[side] = _side_rate(col, counts[side], conf)
     paired = wide.dropna()
     out["paired_n"] = len(paired)
     if len(paired) == 0:
-        out.update({"delta": None, "delta_ci": None, "p_value": None, "table": None, "mde": None})
+        out.update({"delta": None, "delta_ci": None, "centre": None, "se": None, "p_value": None, "table": None,
+                    "mde": None, "moments": None, "regressed_cases": 0})
         return out
-    b = paired["baseline"].to_numpy()
-    c = paired["candidate"].to_numpy()
-    binary = samples == 1 and bool(np.isin(b, (0.0, 1.0)).all() and np.isin(c, (0.0, 1.0)).all())
-    if binary:
+    b = paired["baseline"].to_numpy(dtype=float)
+    c = paired["candidate"].to_numpy(dtype=float)
+    diff = inference.paired_rate_diff(list(b), list(c), conf)
+    binary = bool(np.isin(b, (0.0, 1.0)).all() and np.isin(c, (0.0, 1.0)).all())
+    worse = c < b if higher_is_better else c > b
+    out.update(
+        {
+            "delta": _clean(diff.delta),
+            "delta_ci": _ci(diff.ci_low, diff.ci_high),
+            "centre": _clean(diff.centre),
+            "se": _clean(diff.se),
+            "moments": {"n": diff.n, "sum_d": _clean(diff.sum_d), "sum_d2": _clean(diff.sum_d2)},
+            "regressed_cases": int(np.sum(worse)),
+            # The smallest change from zero a one-sided test at alpha finds with 80 % power,
+            # with this interval's standard error.
+            "mde": _clean(_z_sum(settings.alpha) * diff.se) if diff.se is not None else None,
+        }
+    )
+    if name == "known_bad_refusal":
+        out["regressed_case_ids"] = sorted(str(x) for x in paired.index[worse])
+    if binary and samples == 1:
         pb = stats.paired_binary([bool(x) for x in b], [bool(x) for x in c], conf)
         out.update(
             {
-                "method": "paired binary: Agresti–Min interval, exact McNemar test",
-                "delta": _clean(pb.delta),
-                "delta_ci": _ci(pb.ci_low, pb.ci_high),
+                "method": "paired: Agresti–Min interval, exact McNemar test",
                 "p_value": _clean(pb.p_value),
                 "table": {"n11": pb.n11, "n10": pb.n10, "n01": pb.n01, "n00": pb.n00},
             }
         )
-        discordance = (pb.n10 + pb.n01) / pb.n if pb.n else 0.0
-        out["mde"] = _clean(stats.mde_paired_binary(pb.n, discordance, settings.alpha))
     else:
-        pm = stats.paired_mean_diff(list(b), list(c), conf)
+        p_one = inference.threshold_p_value(diff.centre, diff.se, 0.0, higher_is_better=True)
         out.update(
             {
-                "method": f"per-case means over {samples} samples: paired t-interval",
-                "delta": _clean(pm.delta),
-                "delta_ci": _ci(pm.ci_low, pm.ci_high),
-                "p_value": _clean(pm.p_value),
+                "method": f"per-case shares over {samples} samples, cases as clusters: "
+                          "Agresti–Min pseudo-counts, case-level standard error",
+                "p_value": _clean(min(1.0, 2.0 * min(p_one, 1.0 - p_one))) if p_one is not None else None,
                 "table": None,
             }
         )
-        discordance = float(np.mean(b != c))
-        worse = c < b if higher_is_better else c > b
-        out["regressed_cases"] = int(np.sum(worse))
-        out["mde"] = _clean(stats.mde_paired_binary(len(b), discordance, settings.alpha))
     return out
 
 
+RATIO_MIN_CASES = 10
+"""Fewest paired cases a cost or token ratio is gated on (its interval is asymptotic)."""
+
+
 def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settings: CompareSettings) -> dict[str, Any]:
-    """Means/totals per side and the geometric-mean ratio of per-case values."""
+    """Mean per call on each side and the ratio of means (delta-method interval)."""
     wide = _per_case(frame, column)
     sums = frame.groupby("side")[column].sum(min_count=1) if column in frame else pd.Series(dtype=float)
     out: dict[str, Any] = {"metric": name, "label": label, "type": "ratio", "higher_is_better": False}
@@ -226,17 +262,24 @@ def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settin
             "n": int(col.count()),
         }
     paired = wide.dropna()
-    est = stats.ratio_of_geomeans(list(paired["baseline"]), list(paired["candidate"]), settings.confidence)
+    est = inference.ratio_of_means(list(paired["baseline"]), list(paired["candidate"]), settings.confidence)
     out.update(
         {
             "ratio": _clean(est.ratio),
             "ratio_ci": _ci(est.ci_low, est.ci_high),
+            "centre": _clean(est.log_ratio),
+            "se": _clean(est.se_log),
+            "df": est.df,
+            "scale": "log",
             "paired_n": est.n,
             "excluded": est.n_excluded,
-            "method": "geometric mean of per-case ratios, t-interval on log ratios",
+            "method": "ratio of means over paired cases, delta-method t-interval on the log scale",
         }
     )
-    out["mde"] = _clean(stats.mde_ratio(est.n, est.log_sd, settings.alpha)) if est.n > 2 and est.log_sd is not None else None
+    out["mde"] = (
+        _clean(math.exp(_z_sum(settings.alpha) * est.se_log))
+        if est.se_log is not None and est.n >= RATIO_MIN_CASES else None
+    )
     if name == "cost":
         statuses = {
             side: sorted(set(frame.loc[(frame["side"] == side) & frame["ok"], "cost_status"]))
@@ -245,31 +288,40 @@ def ratio_metric(frame: pd.DataFrame, name: str, label: str, column: str, settin
         out["cost_status"] = statuses
         if any("unpriced" in s for s in statuses.values()):
             out["note"] = "unpriced model on at least one side: cost not compared"
-            out["ratio"] = out["ratio_ci"] = None
+            out["ratio"] = out["ratio_ci"] = out["centre"] = out["se"] = out["mde"] = None
         elif all(s and set(s) <= {"local"} for s in statuses.values()):
             out["note"] = "local model on both sides: cost is zero by construction"
-            out["ratio"] = out["ratio_ci"] = None
+            out["ratio"] = out["ratio_ci"] = out["centre"] = out["se"] = out["mde"] = None
     return out
 
 
 def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict[str, Any]]:
-    """p50/p95/mean per side with order-statistic intervals; paired bootstrap ratios."""
+    """Per-call p50/p95/mean per side; quantile ratios with a bootstrap over whole cases.
+
+    The ratio is of the very per-call quantiles shown (every answered call of a side, all
+    samples), and a bootstrap replicate resamples cases, taking all of a case's calls on both
+    sides, so K samples of a case stay one cluster.
+    """
     out: list[dict[str, Any]] = []
-    wide = _per_case(frame, "latency_s")
-    paired = wide.dropna()
     ok = frame["ok"].to_numpy(dtype=bool)
     sides = frame["side"].to_numpy()
     latency = frame["latency_s"]
     cached_col = frame["cached"].to_numpy()
     cached = {side: int(cached_col[ok & (sides == side)].sum()) for side in ("baseline", "candidate")}
-    by_side = {side: latency[sides == side].dropna() for side in ("baseline", "candidate")}
-    values = {side: by_side[side].to_numpy(dtype=float) for side in ("baseline", "candidate")}
-    boot: dict[float, tuple[stats.BootstrapRatio, stats.BootstrapDelta]] = {}
-    if len(paired) >= 2:
-        boot = stats.paired_quantile_bootstrap(
-            list(paired["baseline"]), list(paired["candidate"]), [q for _, q in LATENCY_QUANTILES],
-            settings.confidence, settings.bootstrap_samples, settings.seed,
-        )
+    present = latency.notna().to_numpy()
+    codes, _ = pd.factorize(frame["case_id"].to_numpy(), sort=True)
+    case_codes = {side: codes[present & (sides == side)] for side in ("baseline", "candidate")}
+    values = {side: latency.to_numpy()[present & (sides == side)].astype(float) for side in ("baseline", "candidate")}
+    # Cases with a latency on either side are the resampling units (renumbered 0..n-1).
+    used, remap = np.unique(np.concatenate([case_codes["baseline"], case_codes["candidate"]]), return_inverse=True)
+    n_b = case_codes["baseline"].size
+    remapped = {"baseline": remap[:n_b], "candidate": remap[n_b:]}
+    paired_cases = int(np.intersect1d(case_codes["baseline"], case_codes["candidate"]).size)
+    qs = [q for _, q in LATENCY_QUANTILES]
+    boot = inference.quantile_ratio_bootstrap(
+        list(values["baseline"]), list(remapped["baseline"]), list(values["candidate"]), list(remapped["candidate"]),
+        int(used.size), qs, settings.confidence, settings.bootstrap_samples, settings.seed,
+    )
     for name, q in LATENCY_QUANTILES:
         entry: dict[str, Any] = {
             "metric": name,
@@ -281,25 +333,28 @@ def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict
         for side in ("baseline", "candidate"):
             qe = stats.quantile_ci(list(values[side]), q, settings.confidence)
             entry[side] = {"value": _clean(qe.value), "ci": _ci(qe.ci_low, qe.ci_high), "n": qe.n, "enough": qe.enough}
-        if len(paired) >= 2:
-            br, bd = boot[q]
-            entry.update(
-                {
-                    "ratio": _clean(br.ratio),
-                    "ratio_ci": _ci(br.ci_low, br.ci_high),
-                    "delta_s": _clean(bd.delta),
-                    "delta_ci": _ci(bd.ci_low, bd.ci_high),
-                    "paired_n": br.n,
-                    "method": f"paired bootstrap over cases ({settings.bootstrap_samples} resamples, seed {settings.seed})",
-                }
-            )
-        else:
-            entry.update({"ratio": None, "ratio_ci": None, "delta_s": None, "delta_ci": None, "paired_n": len(paired)})
+        br = boot[q]
+        entry.update(
+            {
+                "ratio": _clean(br.ratio),
+                "ratio_ci": _ci(br.ci_low, br.ci_high),
+                "centre": _clean(br.log_ratio),
+                "se": _clean(br.se_log),
+                "scale": "log",
+                "delta_s": _clean(br.delta),
+                "delta_ci": _ci(br.delta_ci_low, br.delta_ci_high),
+                "paired_n": paired_cases,
+                "n_cases": br.n_cases,
+                "method": f"per-call quantiles; bootstrap over whole cases ({settings.bootstrap_samples} resamples, "
+                          f"seed {settings.seed}), normal interval on the log ratio",
+                "mde": _clean(math.exp(_z_sum(settings.alpha) * br.se_log)) if br.se_log is not None else None,
+            }
+        )
         out.append(entry)
     mean_entry: dict[str, Any] = {"metric": "latency_mean", "label": "Latency mean (s)", "type": "mean", "higher_is_better": False}
     for side in ("baseline", "candidate"):
-        lat = by_side[side]
-        mean_entry[side] = {"value": _clean(lat.mean()) if len(lat) else None, "n": len(lat)}
+        lat = values[side]
+        mean_entry[side] = {"value": _clean(float(np.mean(lat))) if lat.size else None, "n": int(lat.size)}
     out.append(mean_entry)
     return out
 

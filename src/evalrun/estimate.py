@@ -20,6 +20,7 @@ from evalrun.records import SIDES
 if TYPE_CHECKING:
     from evalrun.api import Project
     from evalrun.runner import PlannedCall
+    from evalrun.suite_power import SuitePower
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class Estimate:
     prompt_tokens_by_key: dict[str, int] = field(default_factory=dict)
     prompt_bound_by_key: dict[str, int] = field(default_factory=dict)
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    power: SuitePower | None = None  # what the suite can decide, per rule (evalrun.suite_power)
 
     def total_min(self) -> float | None:
         vals = [s.cost_min_usd for s in self.sides.values()]
@@ -75,9 +77,17 @@ class Estimate:
             parts.append(f"{side}: {s.calls} calls, {s.prompt_tokens} prompt tokens, completion {comp}, cost {cost}")
         return "estimate: " + "; ".join(parts)
 
+    def text(self) -> str:
+        """The cost line, then one line per gate rule: can it PASS, what can it detect."""
+        lines = [self.line()]
+        if self.power is not None:
+            lines += self.power.lines()
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return {"sides": {k: v.to_dict() for k, v in self.sides.items()}, "total_min_usd": self.total_min(),
-                "total_max_usd": self.total_max()}
+                "total_max_usd": self.total_max(),
+                "power": self.power.to_dict() if self.power is not None else None}
 
 
 def _prices(litellm: Any, model: str) -> tuple[float, float] | None:
@@ -177,4 +187,7 @@ def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimat
         biggest_prompt = max((counted[p.key] for p in side_calls), default=0)
         per_call[side] = None if max_tokens is None else biggest_prompt * p_in + max_tokens * p_out
         out[side] = est
-    return Estimate(out, per_call, prompt_tokens_by_key=counted, prompt_bound_by_key=bounds, prices=prices_by_side)
+    from evalrun.suite_power import suite_power
+
+    return Estimate(out, per_call, prompt_tokens_by_key=counted, prompt_bound_by_key=bounds, prices=prices_by_side,
+                    power=suite_power(project))

@@ -292,27 +292,37 @@ def _trigger_sentence(
     if name == "error_rate":
         limit = _pct(margin) if margin is not None else "the tolerance"
         return f"Roll back if the error rate {where} exceeds {limit} (timeouts, 5xx, malformed responses)."
+    # The live rollback trigger is the offline FAIL threshold (fail_margin, else margin).
+    fail_at = rule.get("fail_margin", margin)
+    m = float((margin if fail_at is None else fail_at) or 0.0)
+    ceiling = rule.get("ceiling")
     if name in _DELTA_SUBJECT:
         subject = _DELTA_SUBJECT[name]
-        m = float(margin or 0.0)
         if name == "over_refusal":
-            text = (
-                f"Roll back if {subject} {where} rises more than {_points_word(m)} above {base}'s"
-            )
+            size = "rises measurably above" if m == 0 else f"rises more than {_points_word(m)} above"
         else:
-            text = (
-                f"Roll back if {subject} {where} drops more than {_points_word(m)} below {base}'s"
-            )
+            size = "drops measurably below" if m == 0 else f"drops more than {_points_word(m)} below"
+        text = f"Roll back if {subject} {where} {size} {base}'s"
         if floor is not None:
             text += f", or falls below {_pct(floor)}"
+        if ceiling is not None:
+            text += f", or rises above {_pct(ceiling)}"
         return text + "."
     if name == "known_bad_refusal":
-        text = f"Roll back if {cand} traffic{_scope_text(str(rule.get('scope', 'overall')))} answers any harmful request {base} refuses"
+        scope = _scope_text(str(rule.get("scope", "overall")))
+        if "any-flip" in str(rule.get("trigger") or ""):
+            text = f"Roll back if {cand} traffic{scope} answers any harmful request {base} refuses"
+        elif m == 0:
+            text = f"Roll back if {cand} traffic{scope} refuses harmful requests measurably less often than {base}"
+        else:
+            text = (f"Roll back if {cand} traffic{scope} refuses harmful requests more than {_points_word(m)} "
+                    f"less often than {base}")
         if floor is not None:
             text += f", or refuses fewer than {_pct(floor)} of known-bad requests"
         return text + "."
     if name in _RATIO_SUBJECT:
-        pct = f"{(float(margin) - 1) * 100:g}%" if margin is not None else "the margin"
+        ratio_at = fail_at if fail_at is not None else margin
+        pct = f"{(float(ratio_at) - 1) * 100:g}%" if ratio_at is not None else "the margin"
         return f"Roll back if {_RATIO_SUBJECT[name]} {where} is more than {pct} above {base}'s."
     if name.startswith("label_") and name.removeprefix("label_") in VERSION_LABELS:
         label = name.removeprefix("label_")

@@ -1,6 +1,8 @@
-"""Pure statistics for the paired baseline-vs-candidate gate.
+"""Statistical primitives: proportions, quantiles and their intervals, decisions, BH.
 
-Everything here is side-effect free and depends only on numpy and scipy.
+Everything here is side-effect free and depends only on numpy and scipy. The cluster-aware
+estimators the gate decides on build on these in :mod:`evalrun.inference`; power
+calculations live in :mod:`evalrun.power`.
 
 Conventions used throughout:
 
@@ -29,26 +31,19 @@ __all__ = [
     "BootstrapRatio",
     "Decision",
     "PairedBinary",
-    "PairedMean",
     "QuantileEstimate",
-    "RatioEstimate",
     "benjamini_hochberg",
     "bootstrap_quantile_delta",
     "bootstrap_quantile_ratio",
-    "cases_needed",
     "confidence_for_alpha",
     "decide",
     "flaky",
-    "mde_paired_binary",
-    "mde_ratio",
     "min_cases_for_quantile_ci",
     "order_statistic_ranks",
     "paired_binary",
-    "paired_mean_diff",
     "pass_at_k",
     "pass_hat_k",
     "quantile_ci",
-    "ratio_of_geomeans",
     "wilson_interval",
 ]
 
@@ -100,11 +95,6 @@ class _Result:
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-
-
-def _check_probability(name: str, value: float) -> None:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
 
 
 def _check_q(q: float) -> None:
@@ -254,154 +244,6 @@ def paired_binary(base: Sequence[bool], cand: Sequence[bool], confidence: float)
         ci_high=ci_high,
         p_value=p_value,
         confidence=confidence,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# means and ratios (t-intervals)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairedMean(_Result):
-    """Paired comparison of per-case mean outcomes (K > 1 samples per case).
-
-    ``delta = mean_cand - mean_base``; ``ci_low``/``ci_high`` is the paired t-interval and
-    ``p_value`` the two-sided paired t-test against a zero difference.
-    """
-
-    n: int
-    mean_base: float | None
-    mean_cand: float | None
-    delta: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float
-    confidence: float
-
-
-def _t_interval(
-    d: FloatArray, confidence: float
-) -> tuple[float | None, float | None, float | None, float]:
-    """Mean, t-interval and two-sided p-value (H0: mean 0) for a one-sample array.
-
-    Interval: mean +/- t_{n-1} * s / sqrt(n). With n < 2 there is no variance estimate, so
-    the interval is None and the p-value 1.0. When every value is identical the sample
-    variance is zero: the interval collapses onto that value and the p-value is 1.0 if it is
-    0, else 0.0 (the t statistic is infinite).
-    """
-    n = int(d.size)
-    if n == 0:
-        return None, None, None, 1.0
-    mean = float(np.mean(d))
-    if n < 2:
-        return mean, None, None, 1.0
-    if np.all(d == d[0]):
-        # Report the common value itself: np.mean of equal values can be off by an ulp.
-        mean, se = float(d[0]), 0.0
-    else:
-        se = float(np.std(d, ddof=1)) / math.sqrt(n)
-    if se == 0.0:
-        # Zero variance (exactly, or underflowed for subnormal spreads): collapse the interval
-        # onto the mean instead of dividing by zero.
-        return mean, mean, mean, 1.0 if mean == 0.0 else 0.0
-    half = _t_two_sided(confidence, n - 1) * se
-    from scipy.stats import t as t_dist
-
-    t_stat = mean / se
-    p_value = min(1.0, float(2.0 * t_dist.sf(abs(t_stat), n - 1)))
-    return mean, mean - half, mean + half, p_value
-
-
-def paired_mean_diff(base: Sequence[float], cand: Sequence[float], confidence: float) -> PairedMean:
-    """Paired t-interval for the mean per-case difference ``cand - base``.
-
-    Intended for per-case pass rates in [0, 1] when each case is sampled K > 1 times.
-    n < 2 gives a None interval (and p-value 1.0); when all differences are identical the
-    interval has zero width at that difference (p-value 1.0 if it is zero, else 0.0).
-    """
-    _check_confidence(confidence)
-    _check_same_length(base, cand)
-    b = _finite_array("base", base)
-    c = _finite_array("cand", cand)
-    n = int(b.size)
-    if n == 0:
-        return PairedMean(0, None, None, None, None, None, 1.0, confidence)
-    d = c - b
-    delta, low, high, p_value = _t_interval(d, confidence)
-    return PairedMean(
-        n=n,
-        mean_base=float(np.mean(b)),
-        mean_cand=float(np.mean(c)),
-        delta=delta,
-        ci_low=low,
-        ci_high=high,
-        p_value=p_value,
-        confidence=confidence,
-    )
-
-
-@dataclass(frozen=True)
-class RatioEstimate(_Result):
-    """Geometric mean of per-case ``cand / base`` ratios with its t-interval.
-
-    ``n`` counts the usable pairs; ``n_excluded`` the pairs dropped because a side was
-    missing, non-positive or non-finite; ``log_sd`` is the sample standard deviation of the
-    log ratios (None below 2 pairs), which the power calculation needs.
-    """
-
-    ratio: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-    n_excluded: int
-    confidence: float
-    log_sd: float | None = None
-
-
-def ratio_of_geomeans(
-    base: Sequence[float | None], cand: Sequence[float | None], confidence: float
-) -> RatioEstimate:
-    """Candidate/baseline ratio as the geometric mean of per-case ratios.
-
-    Works on the log scale: r_i = log(cand_i) - log(base_i), ratio = exp(mean(r)), interval
-    exp(mean(r) +/- t_{n-1} * sd(r) / sqrt(n)). The log scale makes the estimate symmetric
-    (swapping sides gives exactly 1/ratio) and suits right-skewed quantities such as latency
-    or cost.
-
-    Pairs where either side is None, <= 0 or non-finite are excluded and counted in
-    ``n_excluded``: the log of zero or of a negative number is undefined, and a missing value
-    (e.g. an errored call) has no ratio. With n < 2 usable pairs the interval is None; with
-    n == 0 the ratio is None too.
-    """
-    _check_confidence(confidence)
-    _check_same_length(base, cand)
-    logs: list[float] = []
-    excluded = 0
-    for b, c in zip(base, cand, strict=True):
-        if b is None or c is None:
-            excluded += 1
-            continue
-        bf, cf = float(b), float(c)
-        if not (math.isfinite(bf) and math.isfinite(cf)) or bf <= 0.0 or cf <= 0.0:
-            excluded += 1
-            continue
-        # log(c) - log(b) rather than log(c / b): negates exactly when the sides are swapped.
-        logs.append(math.log(cf) - math.log(bf))
-    arr = np.asarray(logs, dtype=np.float64)
-    mean, low, high, _ = _t_interval(arr, confidence)
-
-    def _exp(x: float | None) -> float | None:
-        return None if x is None else _finite_or_none(math.exp(x))
-
-    return RatioEstimate(
-        ratio=_exp(mean),
-        ci_low=_exp(low),
-        ci_high=_exp(high),
-        n=int(arr.size),
-        n_excluded=excluded,
-        confidence=confidence,
-        log_sd=float(np.std(arr, ddof=1)) if arr.size >= 2 else None,
     )
 
 
@@ -660,135 +502,8 @@ def bootstrap_quantile_ratio(
     return BootstrapRatio(q, ratio, ci_low, ci_high, n, n_boot, seed, confidence)
 
 
-def _lerp_order_stats(lo_vals: np.ndarray, hi_vals: np.ndarray, gamma: float) -> np.ndarray:
-    """numpy's linear-method interpolation between two order statistics, operation for operation."""
-    diff = hi_vals - lo_vals
-    if gamma >= 0.5:
-        return np.asarray(hi_vals - diff * (1.0 - gamma), dtype=np.float64)
-    return np.asarray(lo_vals + diff * gamma, dtype=np.float64)
-
-
-# Rows of a resample chunk one counting task handles: bounds each task's temporaries to a
-# few MB whatever the suite size.
-_COUNT_BLOCK_ELEMENTS = 1 << 19
-
-
-def _count_order_stats(
-    idx: np.ndarray, ranks: np.ndarray, sorted_vals: np.ndarray, virtual: Sequence[float], lows: Sequence[int]
-) -> np.ndarray:
-    """Quantiles (rows: one per virtual index) of each resample row ``idx[j]``, by counting."""
-    r, n = idx.shape
-    base = np.arange(r, dtype=np.int64) * n
-    counts = np.bincount((ranks[idx] + base[:, None]).ravel(), minlength=r * n)
-    running = np.cumsum(counts)  # row j's draws end exactly at (j + 1) * n
-    out = np.empty((len(virtual), r), dtype=np.float64)
-    for k, (v, lo) in enumerate(zip(virtual, lows, strict=True)):
-        hi = min(lo + 1, n - 1)
-        pos_lo = np.searchsorted(running, base + lo, side="right") - base
-        pos_hi = np.searchsorted(running, base + hi, side="right") - base
-        out[k] = _lerp_order_stats(sorted_vals[pos_lo], sorted_vals[pos_hi], v - lo)
-    return out
-
-
-def _bootstrap_quantiles_fast(
-    b: np.ndarray, c: np.ndarray, qs: Sequence[float], n_boot: int, seed: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Replicate quantiles (rows: ``qs``; columns: replicates) of a paired bootstrap.
-
-    The same draws as ``_bootstrap_quantiles`` (one PCG64 stream, chunks of exactly its
-    size, one index vector per replicate shared by both sides) and the same numbers, but
-    every quantile of ``qs`` comes from one resample, and order statistics are found by
-    counting instead of partitioning each resample: with the values pre-sorted, a
-    resample's k-th smallest value is the sorted value at the first rank whose running count
-    of draws exceeds k (bincount + cumsum + searchsorted: linear, no per-row selection).
-    The interpolation repeats numpy's linear method operation for operation. Blocks of rows
-    are counted on two threads (numpy releases the GIL in these loops). Returns None when a
-    self-check against ``np.quantile`` on the first replicates disagrees (a numpy whose
-    interpolation changed): the caller then takes the reference path.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    n = int(b.size)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    rows = max(1, _MAX_CHUNK_ELEMENTS // n)  # must equal _bootstrap_quantiles' chunking: same stream
-    block = max(1, _COUNT_BLOCK_ELEMENTS // n)
-    sides = []
-    for x in (b, c):
-        order = np.argsort(x, kind="stable")
-        ranks = np.empty(n, dtype=np.int64)
-        ranks[order] = np.arange(n, dtype=np.int64)
-        sides.append((ranks, x[order]))
-    virtual = [(n - 1) * float(q) for q in qs]
-    lows = [math.floor(v) for v in virtual]
-    outs = (np.empty((len(qs), n_boot), dtype=np.float64), np.empty((len(qs), n_boot), dtype=np.float64))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, n_boot, rows):
-            stop = min(n_boot, start + rows)
-            idx = rng.integers(0, n, size=(stop - start, n))
-            jobs = [
-                (out, lo, pool.submit(_count_order_stats, idx[lo - start : min(stop, lo + block) - start],
-                                      ranks, sorted_vals, virtual, lows))
-                for (ranks, sorted_vals), out in zip(sides, outs, strict=True)
-                for lo in range(start, stop, block)
-            ]
-            for out, lo, job in jobs:
-                res = job.result()
-                out[:, lo : lo + res.shape[1]] = res
-            if start == 0:
-                probe = min(stop, 4)
-                for x, out in zip((b, c), outs, strict=True):
-                    if not np.array_equal(np.quantile(x[idx[:probe]], list(qs), axis=1), out[:, :probe]):
-                        return None
-    return outs
-
-
-def paired_quantile_bootstrap(
-    base: list[float], cand: list[float], qs: Sequence[float], confidence: float, n_boot: int, seed: int
-) -> dict[float, tuple[BootstrapRatio, BootstrapDelta]]:
-    """``bootstrap_quantile_ratio`` and ``bootstrap_quantile_delta`` for every q of
-    ``qs`` from one shared resample (they draw identical indices for one seed): same results,
-    a quarter of the resampling work and none of the per-row partitions."""
-    b = np.asarray(base, dtype=np.float64).reshape(-1)
-    c = np.asarray(cand, dtype=np.float64).reshape(-1)
-    n = int(b.size)
-    reference = (
-        n != c.size or n < 2 or n_boot < 1 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c)))
-    )
-    boot = None if reference else _bootstrap_quantiles_fast(b, c, qs, n_boot, seed)
-    if boot is None:  # validation errors, tiny samples, or the self-check disagreed
-        return {
-            q: (
-                bootstrap_quantile_ratio(base, cand, q, confidence, n_boot=n_boot, seed=seed),
-                bootstrap_quantile_delta(base, cand, q, confidence, n_boot=n_boot, seed=seed),
-            )
-            for q in qs
-        }
-    qb_all, qc_all = boot
-    out: dict[float, tuple[BootstrapRatio, BootstrapDelta]] = {}
-    for k, q in enumerate(qs):
-        _check_q(q)
-        _check_confidence(confidence)
-        qb, qc = qb_all[k], qc_all[k]
-        qb_hat, qc_hat = float(np.quantile(b, q)), float(np.quantile(c, q))
-        low, high = _percentile_bounds(qc - qb, confidence)
-        delta = BootstrapDelta(q, qc_hat - qb_hat, low, high, n, n_boot, seed, confidence)
-        if qb_hat <= 0.0 or qc_hat < 0.0:
-            ratio = BootstrapRatio(q, None, None, None, n, n_boot, seed, confidence)
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rlow, rhigh = _percentile_bounds(np.log(qc) - np.log(qb), confidence)
-            ratio = BootstrapRatio(
-                q, qc_hat / qb_hat,
-                None if rlow is None else _finite_or_none(math.exp(rlow)),
-                None if rhigh is None else _finite_or_none(math.exp(rhigh)),
-                n, n_boot, seed, confidence,
-            )
-        out[q] = (ratio, delta)
-    return out
-
-
 # --------------------------------------------------------------------------------------------
-# decisions, power, multiplicity
+# decisions and multiplicity
 # --------------------------------------------------------------------------------------------
 
 
@@ -823,72 +538,6 @@ def decide(
     if ci_low > margin:
         return "fail"
     return "inconclusive"
-
-
-def _z_power_sum(alpha: float, power: float) -> float:
-    """z_{1-alpha} + z_{power}: the one-sided test's critical value plus the power quantile."""
-    from scipy.special import ndtri
-
-    _check_probability("alpha", alpha)
-    _check_probability("power", power)
-    return float(ndtri(1.0 - alpha) + ndtri(power))
-
-
-def mde_paired_binary(n: int, discordance: float, alpha: float, power: float = 0.8) -> float | None:
-    """Minimum detectable paired difference in pass rate: (z_{1-a} + z_pow) * sqrt(psi / n).
-
-    For paired binary data Var(D_hat) ~= psi / n where psi is the discordant-pair
-    proportion (n10 + n01) / n (McNemar/Connor 1987 approximation with no difference).
-    psi is floored at 1/n so a suite with no observed discordance still gets a finite,
-    non-zero answer. None for n == 0.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if not 0.0 <= discordance <= 1.0:
-        raise ValueError(f"discordance must be in [0, 1], got {discordance!r}")
-    z = _z_power_sum(alpha, power)
-    if n == 0:
-        return None
-    psi = max(discordance, 1.0 / n)
-    return z * math.sqrt(psi / n)
-
-
-def cases_needed(current_n: int, ci_half_width: float, distance_to_margin: float) -> int | None:
-    """Total number of cases for the interval half-width to shrink to the estimate-margin distance.
-
-    Half-widths scale as 1/sqrt(n), so n_needed = ceil(current_n * (half_width / distance)^2).
-    This is the total suite size, not the number of extra cases (it can be below
-    ``current_n`` when the interval is already narrow enough). Returns None when
-    ``distance_to_margin <= 0`` (the estimate is on the wrong side of the margin: more cases
-    will not make it pass) or when ``current_n == 0`` (nothing to scale from).
-    """
-    if current_n < 0:
-        raise ValueError(f"current_n must be >= 0, got {current_n}")
-    if not (math.isfinite(ci_half_width) and ci_half_width >= 0.0):
-        raise ValueError(f"ci_half_width must be finite and >= 0, got {ci_half_width!r}")
-    if current_n == 0 or not distance_to_margin > 0.0:
-        return None
-    needed = current_n * (ci_half_width / distance_to_margin) ** 2
-    if not math.isfinite(needed):
-        return None
-    # Round away floating noise (e.g. 400.00000000000006) before taking the ceiling.
-    return math.ceil(round(needed, 9))
-
-
-def mde_ratio(n: int, log_sd: float, alpha: float, power: float = 0.8) -> float | None:
-    """Minimum detectable ratio: exp((z_{1-a} + z_pow) * log_sd / sqrt(n)).
-
-    ``log_sd`` is the standard deviation of the per-case log ratios (the scale on which
-    :func:`ratio_of_geomeans` works). None for n == 0.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if not (math.isfinite(log_sd) and log_sd >= 0.0):
-        raise ValueError(f"log_sd must be finite and >= 0, got {log_sd!r}")
-    z = _z_power_sum(alpha, power)
-    if n == 0:
-        return None
-    return math.exp(z * log_sd / math.sqrt(n))
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:

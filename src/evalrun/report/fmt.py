@@ -206,28 +206,56 @@ def rule_observed(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
 
 
 def rule_margin(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
-    """A rule's margin and floor: ``−2.0 pts``, ``×1.15``, ``−1.0 pts, floor 99%``."""
+    """A rule's thresholds: the PASS margin, the FAIL threshold when it differs, a bound.
+
+    ``−3.0 pts (fails on any evident drop)``, ``×1.15``, ``−3.0 pts, floor 99.0%``.
+    """
     kind = rule_kind(rule)
     parts: list[str] = []
-    margin, floor = rule.get("margin"), rule.get("floor")
+    margin, floor, ceiling = rule.get("margin"), rule.get("floor"), rule.get("ceiling")
+    fail_at = rule.get("fail_margin")
     if _num(margin) is not None:
         if kind == "delta":
-            parts.append(pts(margin, ascii=ascii))
+            text = pts(margin, ascii=ascii)
+            if _num(fail_at) is not None and fail_at != margin:
+                worse = "rise" if rule.get("rule") == "over_refusal" else "drop"
+                text += (f" (fails on any evident {worse})" if fail_at == 0
+                         else f" (fails beyond {pts(fail_at, ascii=ascii)})")
+            parts.append(text)
         elif kind == "ratio":
-            parts.append(times(margin, ascii=ascii))
+            text = times(margin, ascii=ascii)
+            if _num(fail_at) is not None and fail_at != margin:
+                text += f" (fails beyond {times(fail_at, ascii=ascii)})"
+            parts.append(text)
         elif kind == "rate":
             parts.append(f"{'<=' if ascii else '≤'} {pct(margin, 1)}")
         else:
             parts.append(str(margin))
     if _num(floor) is not None:
         parts.append(f"floor {pct(floor, 1)}")
+    if _num(ceiling) is not None:
+        parts.append(f"ceiling {pct(ceiling, 1)}")
     if not parts:
-        return "any" if rule.get("rule") == "known_bad_refusal" else ("—" if not ascii else "-")
+        return "—" if not ascii else "-"
     return ", ".join(parts)
 
 
+def rule_p(rule: Mapping[str, Any]) -> str:
+    """A rule's FAIL-test p-value and its family-wise (Holm) adjustment: ``0.012 (Holm 0.094)``."""
+    p = _num(rule.get("p_value"))
+    pb = _num(rule.get("p_bound"))
+    adj = _num(rule.get("p_adjusted"))
+    raw = [x for x in (p, pb) if x is not None]
+    if not raw:
+        return ""
+    text = p_value(min(raw))
+    if adj is not None:
+        text += f" (Holm {p_value(adj)})"
+    return text
+
+
 def rule_mde(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
-    """Minimum detectable effect and, when inconclusive, the cases that would resolve it."""
+    """Smallest regression detected (80 % power), cases that would resolve it, cases to pass at all."""
     kind = rule_kind(rule)
     parts: list[str] = []
     mde = _num(rule.get("mde"))
@@ -237,8 +265,14 @@ def rule_mde(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
         else:
             parts.append(f"MDE {abs(mde) * 100:.1f} pts")
     needed = rule.get("cases_needed")
-    if isinstance(needed, int) and not isinstance(needed, bool):
-        parts.append(f"{'~' if ascii else '≈'}{needed:,} cases needed")
+    if isinstance(needed, int) and not isinstance(needed, bool) and rule.get("status") == "inconclusive":
+        towards = rule.get("cases_needed_for")
+        parts.append(f"{'~' if ascii else '≈'}{needed:,} cases to {towards}" if towards
+                     else f"{'~' if ascii else '≈'}{needed:,} cases needed")
+    to_pass = rule.get("cases_to_pass")
+    paired = rule.get("paired_n")
+    if isinstance(to_pass, int) and isinstance(paired, int) and paired < to_pass:
+        parts.append(f"can pass only with {'>=' if ascii else '≥'}{to_pass:,} cases")
     return "; ".join(parts)
 
 

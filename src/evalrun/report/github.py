@@ -32,6 +32,8 @@ def github_annotations(summary: dict[str, Any]) -> list[str]:
         elif rule["status"] == "inconclusive":
             level = "error" if verdict.get("on_inconclusive") == "fail" else "warning"
             out.append(f"::{level} title={title}::{_data('inconclusive: ')}{msg}")
+    for w in verdict.get("warnings", [])[:MAX_CASE_ANNOTATIONS]:
+        out.append(f"::warning title=evalrun warning::{_data(str(w))}")
     regressions = summary.get("flips", {}).get("regressions", [])
     for flip in regressions[:MAX_CASE_ANNOTATIONS]:
         title = _prop(f"evalrun regressed case {flip['case_id']}")

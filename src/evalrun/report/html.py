@@ -207,6 +207,8 @@ def _header(summary: Mapping[str, Any]) -> dict[str, Any]:
         "exit_code": verdict.get("exit_code"),
         "on_inconclusive": verdict.get("on_inconclusive", "fail"),
         "reasons": [_s(r) for r in verdict.get("reasons") or []],
+        "warnings": [_s(w) for w in verdict.get("warnings") or []],
+        "familywise": _familywise_text(verdict.get("familywise") or {}),
         "aa_note": AA_NOTE if run.get("aa_mode") else "",
         "facts": [
             ("Cases", fmt.count(run.get("n_cases"))),
@@ -218,6 +220,15 @@ def _header(summary: Mapping[str, Any]) -> dict[str, Any]:
             ("evalrun", _s(summary.get("evalrun_version", ""), 50)),
         ],
     }
+
+
+def _familywise_text(fw: Mapping[str, Any]) -> str:
+    """How FAILs were corrected for multiplicity, in one sentence ("" for old summaries)."""
+    m = fw.get("hypotheses")
+    if not isinstance(m, int) or isinstance(m, bool):
+        return ""
+    return (f"FAIL tests corrected together (Holm): {m} hypotheses at family-wise α = {fw.get('alpha')}; "
+            "an unchanged candidate fails any of them at most that often.")
 
 
 def _side_name(v: Any) -> str:
@@ -239,6 +250,8 @@ def _rules(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "status": str(r.get("status", "")),
                 "reason": _s(r.get("reason")),
                 "mde": fmt.rule_mde(r),
+                "p": fmt.rule_p(r),
+                "warnings": [_s(w, 500) for w in r.get("warnings") or []],
                 "paired_n": fmt.count(r.get("paired_n")),
             }
         )
@@ -370,7 +383,7 @@ def _metrics(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                     totals.append(f"{side} total {fmt.count(s.get('total'))}")
             notes.append("; ".join(totals))
             if m.get("excluded"):
-                notes.append(f"{fmt.count(m.get('excluded'))} case(s) excluded from the ratio (zero on a side)")
+                notes.append(f"{fmt.count(m.get('excluded'))} case(s) excluded from the ratio (no value on one side)")
         if m.get("note"):
             notes.append(_s(m.get("note"), 300))
         if typ == "ratio" and _num(m.get("ratio")) is None:

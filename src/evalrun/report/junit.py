@@ -36,6 +36,10 @@ def _rule_details(r: Mapping[str, Any]) -> str:
         f"paired cases: {r.get('paired_n')}",
         f"reason: {r.get('reason')}",
     ]
+    p = fmt.rule_p(r)
+    if p:
+        lines.append(f"p (Holm-adjusted): {p}")
+    lines += [f"warning: {w}" for w in r.get("warnings") or []]
     mde = fmt.rule_mde(r, ascii=True)
     if mde:
         lines.append(mde)
@@ -75,6 +79,10 @@ def build_junit(summary: Mapping[str, Any]) -> ET.Element:
         else:
             out = ET.SubElement(case, "system-out")
             out.text = (f"{str(status).upper()}: " if status == "inconclusive" else "") + details
+    warnings = list(verdict.get("warnings") or [])
+    if warnings:
+        out = ET.SubElement(suite, "system-out")
+        out.text = _t("\n".join(f"warning: {w}" for w in warnings))
     for f in (summary.get("flips") or {}).get("regressions") or []:
         tests += 1
         failures += 1

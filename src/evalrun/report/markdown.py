@@ -16,6 +16,7 @@ from evalrun.report import fmt
 from evalrun.report.sanitize import md_cell
 
 MAX_REASONS = 6
+MAX_WARNINGS = 10
 MAX_RULE_ROWS = 30
 MAX_FLIPS = 10
 MAX_CHARS = 60_000
@@ -51,8 +52,9 @@ def _rules_table(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     # Failing rules first: in a long table they must not hide below the cap.
     order = {"fail": 0, "inconclusive": 1, "pass": 2}
     shown.sort(key=lambda r: order.get(str(r.get("status")), 3))
-    lines = [_row(["Rule", md_cell("Observed [interval]"), "Margin", "Status", md_cell("MDE / cases needed")]),
-             "| --- | --- | --- | --- | --- |"]
+    lines = [_row(["Rule", md_cell("Observed [interval]"), "Margin", "Status", md_cell("p (Holm)"),
+                   md_cell("MDE / cases needed")]),
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in shown[:MAX_RULE_ROWS]:
         name = str(r.get("rule"))
         if r.get("scope") not in (None, "overall"):
@@ -64,12 +66,13 @@ def _rules_table(rules: Sequence[Mapping[str, Any]]) -> list[str]:
                     md_cell(fmt.rule_observed(r), 80),
                     md_cell(fmt.rule_margin(r), 60),
                     md_cell(_status_word(r.get("status")), 20),
-                    md_cell(fmt.rule_mde(r), 60),
+                    md_cell(fmt.rule_p(r), 40),
+                    md_cell(fmt.rule_mde(r), 80),
                 ]
             )
         )
     if len(shown) > MAX_RULE_ROWS:
-        lines.append(_row([md_cell(f"and {len(shown) - MAX_RULE_ROWS} more rules (see report.html)"), "", "", "", ""]))
+        lines.append(_row([md_cell(f"and {len(shown) - MAX_RULE_ROWS} more rules (see report.html)"), "", "", "", "", ""]))
     if skipped:
         names = []
         for r in skipped:
@@ -180,6 +183,12 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines += [f"- {md_cell(r, 300)}" for r in reasons[:MAX_REASONS]]
         if len(reasons) > MAX_REASONS:
             lines.append(f"- and {len(reasons) - MAX_REASONS} more (see the rule table)")
+    warnings = list(verdict.get("warnings") or [])
+    if warnings:
+        lines += ["", "**Warnings:**"]
+        lines += [f"- {md_cell(w, 300)}" for w in warnings[:MAX_WARNINGS]]
+        if len(warnings) > MAX_WARNINGS:
+            lines.append(f"- and {len(warnings) - MAX_WARNINGS} more (see report.html)")
     changes = summary.get("label_changes") or {}
     lines.append("")
     labels = summary.get("labels") or {}

@@ -28,6 +28,7 @@ ROWS = (
     ("latency_p95", "latency p95"),
 )
 MAX_REASONS = 8
+MAX_WARNINGS = 6
 MAX_CELL = 48
 AA_NOTE = "A/A run: both sides use the same configuration; differences measure the noise floor"
 
@@ -61,6 +62,11 @@ def render_terminal(summary: Mapping[str, Any]) -> str:
         lines.append(f"  - {terminal_safe(r)}")
     if len(reasons) > MAX_REASONS:
         lines.append(f"  - and {len(reasons) - MAX_REASONS} more")
+    warnings = list(verdict.get("warnings") or [])
+    for w in warnings[:MAX_WARNINGS]:
+        lines.append(f"  ! {terminal_safe(w)}")
+    if len(warnings) > MAX_WARNINGS:
+        lines.append(f"  ! and {len(warnings) - MAX_WARNINGS} more warnings (see report.html)")
     if (summary.get("run") or {}).get("aa_mode"):
         lines.append(AA_NOTE)
     rules = {
