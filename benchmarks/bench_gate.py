@@ -1,7 +1,7 @@
 """The gate's error rates with the default rules, measured by seeded simulation.
 
 Every simulated run goes through evalrun's own ``compare.metric_table`` and
-``gate.decide_verdict`` (see ``evalrun.simulate`` for the model: within-case correlation
+``gate.decide_verdict`` (see ``evalrun.analysis.simulate`` for the model: within-case correlation
 0.5 between any two calls of a case, both sides and all samples). Prints markdown tables:
 
 * A/A (candidate identical to baseline): FAIL and PASS shares over pass/parse rates
@@ -14,7 +14,7 @@ Every simulated run goes through evalrun's own ``compare.metric_table`` and
     python benchmarks/bench_gate.py                  # ~15 min on 2 quiet cores
     python benchmarks/bench_gate.py --reps 100       # a quicker look
 
-The same script measured the code before the gate rework (copy ``src/evalrun/simulate.py``
+The same script measured the code before the gate rework (copy ``src/evalrun/analysis/simulate.py``
 into an older tree and point PYTHONPATH at it); see the README's Statistics section.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from evalrun.simulate import Scenario, verdict_rates
+from evalrun.analysis.simulate import Scenario, verdict_rates
 
 RATES = (0.5, 0.9, 0.99)
 SIZES = (30, 100, 300, 1000)

@@ -40,8 +40,8 @@ from tests.support.openai_server import OpenAIServer, Reply, last_user_text
 def _client(project_dir: Path, workers: int, concurrency: int) -> int:
     """Child: plan the project and make every call with evalrun's runner; print a summary."""
     from evalrun import api
-    from evalrun.parallel import run_in_workers
-    from evalrun.runner import RetryPolicy
+    from evalrun.execution.pool import run_in_workers
+    from evalrun.execution.runner import RetryPolicy
 
     project = api.load_project(project_dir / "evals" / "baseline.yaml", project_dir / "evals" / "candidate.yaml")
     plan = api.plan_calls(project)

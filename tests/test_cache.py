@@ -15,18 +15,18 @@ from typing import Any
 
 import pytest
 
-import evalrun.cache as cache_mod
-from evalrun.cache import (
+import evalrun.execution.cache as cache_mod
+from evalrun.errors import CouldNotMeasureError
+from evalrun.execution.cache import (
     CACHE_DIR_ENV,
     SCHEMA_VERSION,
     CacheError,
     ResponseCache,
     default_cache_path,
 )
-from evalrun.errors import CouldNotMeasureError
+from evalrun.execution.store import FORMAT_VERSION
 from evalrun.records import CallResult, ToolCall
 from evalrun.secrets import MASK, clear_known_secrets, register_secret
-from evalrun.store import FORMAT_VERSION
 
 SECRET = "sk-test-SECRET123456"
 

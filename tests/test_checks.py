@@ -915,7 +915,7 @@ def test_a_budget_that_was_not_spent_never_fires_later(user_module: str) -> None
 
 
 def test_scoring_passes_the_suite_budget_to_every_check(user_module: str) -> None:
-    from evalrun.scoring import compile_expectations, score_call
+    from evalrun.checks.scoring import compile_expectations, score_call
 
     compiled = compile_expectations(
         [("python", {"function": f"{user_module}:spins"}), ("contains", {"value": "hi"})],

@@ -192,7 +192,7 @@ SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "schem
 
 def _billed_prompt_tokens(body: dict[str, Any]) -> int:
     """What a provider bills: the messages with the tools, plus the response_format schema."""
-    from evalrun.providers.litellm_provider import import_litellm
+    from evalrun.providers.litellm.provider import import_litellm
 
     litellm = import_litellm()
     n = litellm.token_counter(model=body["model"], messages=body["messages"], tools=body.get("tools"))
@@ -214,7 +214,7 @@ def _tool_project(tmp_path: Path, server: OpenAIServer, *, n: int, concurrency: 
 
 
 def test_estimate_counts_everything_the_request_carries(tmp_path: Path, openai_server: OpenAIServer) -> None:
-    from evalrun.estimate import estimate
+    from evalrun.execution.estimate import estimate
 
     project = _tool_project(tmp_path, openai_server, n=4)
     plan = api.plan_calls(project, with_keys=False)

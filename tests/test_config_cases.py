@@ -263,7 +263,7 @@ def test_a_linked_case_file_inside_the_project_still_loads(tmp_path: Path) -> No
 
 
 def test_a_pattern_that_walks_too_much_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from evalrun import pathglob
+    from evalrun.project import pathglob
 
     monkeypatch.setattr(pathglob, "MAX_ENTRIES", 5)
     b, c = write_project(tmp_path / "p", suite={"cases": ["../cases/**/*.yaml"]})

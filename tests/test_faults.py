@@ -42,7 +42,7 @@ from tests.support.openai_server import (
 )
 
 from evalrun import api
-from evalrun.providers.litellm_provider import import_litellm
+from evalrun.providers.litellm.provider import import_litellm
 from evalrun.records import ERROR_KINDS
 from projectkit import LABELS, case, variant, write_project
 
@@ -645,8 +645,8 @@ def test_tool_call_with_unparsable_arguments(tmp_path: Path, openai_server: Open
 
 
 def test_gate_survives_an_interval_ending_at_its_estimate() -> None:
-    from evalrun.config import GateConfig
-    from evalrun.gate import evaluate_rules
+    from evalrun.analysis.gate import evaluate_rules
+    from evalrun.project.config import GateConfig
 
     metric = {"metric": "latency_p50", "type": "quantile", "ratio": 1.3, "ratio_ci": [1.1, 1.3 * (1 - 1e-15)],
               "paired_n": 3}

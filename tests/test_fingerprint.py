@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from evalrun.config import VERSION_LABELS, load_variant
-from evalrun.fingerprint import (
+from evalrun.analysis.gate import RuleResult
+from evalrun.project.config import VERSION_LABELS, load_variant
+from evalrun.project.fingerprint import (
     FIELDS_BY_LABEL,
     audit_rules,
     fingerprint_inputs,
@@ -17,7 +18,6 @@ from evalrun.fingerprint import (
     label_audit,
     normalise_template,
 )
-from evalrun.gate import RuleResult
 
 LABELS = {
     "model_version": "m1",
@@ -157,8 +157,8 @@ def test_prompt_wording_change_without_bump_is_a_hidden_edit(tmp_path: Path) -> 
 
 
 def test_hidden_edit_fails_the_gate(tmp_path: Path) -> None:
-    from evalrun.config import GateConfig
-    from evalrun.gate import decide_verdict
+    from evalrun.analysis.gate import decide_verdict
+    from evalrun.project.config import GateConfig
 
     cand = minimal(prompt={"system": "Different words.", "user": "{{ q }}"})
     extra = audit_rules(list(audit(tmp_path, minimal(), cand).values()))
@@ -395,8 +395,8 @@ def test_few_shot_examples_feed_prompt_version(tmp_path: Path) -> None:
     """Adding a few-shot turn under the same prompt_version is a hidden prompt edit."""
     import yaml
 
-    from evalrun.config import load_variant
-    from evalrun.fingerprint import label_audit
+    from evalrun.project.config import load_variant
+    from evalrun.project.fingerprint import label_audit
 
     base = {"name": "b", "model": "openai/x", "prompt": {"system": "s", "user": "{{ q }}"},
             "versions": {"model_version": "m", "prompt_version": "p", "retrieval_version": "none", "policy_version": "none"}}

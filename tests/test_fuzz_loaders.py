@@ -1,8 +1,8 @@
 """Fuzz the loaders: any file content gives a valid model or a ``UserInputError``.
 
 Arbitrary YAML-ish text, arbitrary bytes, arbitrary YAML documents and mutated valid
-configs / case files go through ``evalrun.config.load_variant``, ``load_suite``,
-``evalrun.cases.load_case_file`` and ``evalrun.api.load_project``. Any other exception is
+configs / case files go through ``evalrun.project.config.load_variant``, ``load_suite``,
+``evalrun.project.cases.load_case_file`` and ``evalrun.api.load_project``. Any other exception is
 a bug (the CLI would print a traceback instead of one line and exit 1 instead of 2).
 
 The bugs fuzzing found (PyYAML constructor errors, mixed-type keys, deep nesting, NUL bytes
@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evalrun import api
-from evalrun.cases import load_case_file
-from evalrun.config import load_suite, load_variant
 from evalrun.errors import UserInputError
+from evalrun.project.cases import load_case_file
+from evalrun.project.config import load_suite, load_variant
 
 FUZZ = settings(
     max_examples=200,

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from evalrun import compare as cmp
-from evalrun.cases import Case
-from evalrun.config import DEFAULT_RULES, GateConfig
-from evalrun.gate import decide_verdict
+from evalrun.analysis import compare as cmp
+from evalrun.analysis.gate import decide_verdict
+from evalrun.project.cases import Case
+from evalrun.project.config import DEFAULT_RULES, GateConfig
 from evalrun.records import CallResult, Score
 
 

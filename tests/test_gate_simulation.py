@@ -1,6 +1,6 @@
 """The gate's error rates, measured by seeded simulation through compare + gate.
 
-A few dozen simulated runs per scenario (``evalrun.simulate``: within-case correlation 0.5,
+A few dozen simulated runs per scenario (``evalrun.analysis.simulate``: within-case correlation 0.5,
 the default rules), enough to catch a gate that cries wolf or waves regressions through;
 ``benchmarks/bench_gate.py`` runs the full grid with hundreds of repetitions.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from evalrun.simulate import Scenario, verdict_rates
+from evalrun.analysis.simulate import Scenario, verdict_rates
 
 BOOT = 200  # latency resamples per simulated run: precision is not the point here
 

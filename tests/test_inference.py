@@ -1,4 +1,4 @@
-"""evalrun.inference against independent implementations (scipy, statsmodels) and its own promises."""
+"""evalrun.analysis.inference against independent implementations (scipy, statsmodels) and its own promises."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 from statsmodels.stats.weightstats import DescrStatsW
 
-from evalrun import inference
-from evalrun.stats import decide, paired_binary, wilson_interval
+from evalrun.analysis import inference
+from evalrun.analysis.stats import decide, paired_binary, wilson_interval
 
 CONF = 0.90
 FAST = settings(max_examples=80, deadline=None)

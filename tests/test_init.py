@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from evalrun.api import load_project
-from evalrun.config import DEFAULT_RULES, VERSION_LABELS, load_suite
 from evalrun.errors import UserInputError
-from evalrun.fingerprint import label_audit
-from evalrun.scaffold import init_project, next_steps, scaffold_manifest
+from evalrun.project.config import DEFAULT_RULES, VERSION_LABELS, load_suite
+from evalrun.project.fingerprint import label_audit
+from evalrun.project.scaffold import init_project, next_steps, scaffold_manifest
 
 EXPECTED = {
     "evals/baseline.yaml",

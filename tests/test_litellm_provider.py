@@ -22,7 +22,7 @@ from tests.support.openai_server import OpenAIServer, Reply
 
 from evalrun.errors import MissingExtraError
 from evalrun.providers.base import Pricing, ProviderError, ProviderRequest, ProviderResponse
-from evalrun.providers.litellm_provider import (
+from evalrun.providers.litellm.provider import (
     LitellmProvider,
     _prepare_environment,
     classify_exception,
@@ -105,7 +105,7 @@ def _run_python(code: str, env: dict[str, str] | None = None) -> tuple[str, str]
 
 def test_importing_the_module_does_not_import_litellm() -> None:
     out, _ = _run_python(
-        "import sys, evalrun.providers.litellm_provider, evalrun.testing, evalrun.secrets\n"
+        "import sys, evalrun.providers.litellm.provider, evalrun.testing, evalrun.secrets\n"
         "print('litellm' in sys.modules, 'openai' in sys.modules)"
     )
     assert out.split() == ["False", "False"]
@@ -129,7 +129,7 @@ def audit(event, args):
     elif event == "socket.connect" and isinstance(args[1], tuple):
         hosts.append(str(args[1][0]))
 sys.addaudithook(audit)
-from evalrun.providers.litellm_provider import LitellmProvider, import_litellm, bundled_tiktoken_dir
+from evalrun.providers.litellm.provider import LitellmProvider, import_litellm, bundled_tiktoken_dir
 from evalrun.providers.base import ProviderError, ProviderRequest
 from tests.support.openai_server import Reply, running_server
 t = time.perf_counter(); lt = import_litellm(); wall = time.perf_counter() - t
@@ -695,13 +695,13 @@ def test_an_unreadable_response_error_is_malformed_without_its_traceback(litellm
      (10**30, None), (float("nan"), None)],
 )
 def test_only_plausible_token_counts_are_believed(usage: Any, expected: int | None) -> None:
-    from evalrun.providers.completion_json import token_count
+    from evalrun.providers.litellm.completion_json import token_count
 
     assert token_count(usage) == expected
 
 
 def test_a_body_cut_mid_content_still_gives_its_text() -> None:
-    from evalrun.providers.completion_json import salvage_content
+    from evalrun.providers.litellm.completion_json import salvage_content
 
     body = json.dumps({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant",
                        "content": 'caf\u00e9 "quoted" \\ back\U0001F600 tail'}}]}).encode()
@@ -717,7 +717,7 @@ def _decode_all(encoding: str | None, raw: bytes, max_bytes: int = 1 << 30) -> t
     """What a client reading through BoundedTransport gets for ``raw`` sent with ``encoding``."""
     import httpx
 
-    from evalrun.providers.bounded_http import BoundedTransport, capture
+    from evalrun.providers.litellm.bounded_http import BoundedTransport, capture
 
     class Chunks(httpx.AsyncByteStream):
         """``raw`` 1,000 bytes at a time, as a socket would deliver it."""

@@ -1,4 +1,4 @@
-"""Worker processes (``evalrun.parallel``): same calls, same results, nothing lost.
+"""Worker processes (``evalrun.execution.pool``): same calls, same results, nothing lost.
 
 Through litellm against the 127.0.0.1 server: two workers make every planned call exactly
 once (the server counts), their results equal a single-process run's, the per-worker
@@ -28,17 +28,23 @@ from tests.support.openai_server import OpenAIServer, Reply, last_user_text
 
 from evalrun import api
 from evalrun.errors import MissingExtraError
-from evalrun.parallel import (
+from evalrun.execution.pool import (
     WorkerCrashedError,
     effective_workers,
     run_in_workers,
     split_concurrency,
     split_plan,
 )
+from evalrun.execution.runner import PlannedCall, RetryPolicy
+from evalrun.execution.store import (
+    JOURNAL,
+    Journal,
+    journal_paths,
+    read_journals,
+    worker_journal_name,
+)
 from evalrun.providers.base import Provider, ProviderRequest, ProviderResponse
 from evalrun.records import SIDES, CallResult, Side
-from evalrun.runner import PlannedCall, RetryPolicy
-from evalrun.store import JOURNAL, Journal, journal_paths, read_journals, worker_journal_name
 from evalrun.testing import FakeProvider, fake_response
 from projectkit import case, variant, write_project
 
@@ -333,7 +339,7 @@ def test_fast_per_case_table_equals_pandas_groupby() -> None:
     import numpy as np
     import pandas as pd
 
-    from evalrun import compare
+    from evalrun.analysis import compare
 
     frame = pd.DataFrame({
         "case_id": ["b", "a", "a", "c", "d", "d"],
@@ -368,8 +374,8 @@ def test_report_fast_paths_equal_their_references() -> None:
 def test_journal_rows_equal_asdict() -> None:
     import dataclasses
 
+    from evalrun.execution.store import canonical_json, plain, result_line
     from evalrun.records import CheckOutcome, Score, ToolCall
-    from evalrun.store import canonical_json, plain, result_line
 
     r = CallResult(case_id="c", side="candidate", sample=2, model="m", output="é \"x\"", attempt_latencies_s=[0.1],
                    tool_calls=[ToolCall("f", "{}", "id")], error_kind=None, request_key="k")

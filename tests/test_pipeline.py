@@ -10,8 +10,8 @@ import pytest
 
 from evalrun import api
 from evalrun.errors import CouldNotMeasureError
+from evalrun.execution.store import read_journal
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
-from evalrun.store import read_journal
 from evalrun.testing import FakeProvider, fake_response
 from projectkit import case, variant, write_project
 

@@ -1,4 +1,4 @@
-"""evalrun.power: every MDE and "cases needed" holds up when the experiment is actually run."""
+"""evalrun.analysis.power: every MDE and "cases needed" holds up when the experiment is actually run."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from evalrun import inference, power
-from evalrun.stats import decide
+from evalrun.analysis import inference, power
+from evalrun.analysis.stats import decide
 
 CONF = 0.90
 Z = power.z_one_sided(0.05)

@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from evalrun import api
-from evalrun.config import VariantConfig
-from evalrun.fingerprint import audit_rules, label_audit
-from evalrun.gate import decide_verdict
+from evalrun.analysis.gate import decide_verdict
+from evalrun.project.config import VariantConfig
+from evalrun.project.fingerprint import audit_rules, label_audit
 from evalrun.records import CallResult, Side
-from evalrun.rollout_note import (
+from evalrun.report.rollout_note import (
     ROLLOUT_NOTE,
     TODO_GAIN,
     json_log_filter,

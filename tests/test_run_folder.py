@@ -314,13 +314,13 @@ def test_a_full_disk_while_journaling_stops_the_run_and_resume_makes_only_the_re
 def test_report_and_compare_refuse_a_folder_another_evalrun_holds(tmp_path: Path) -> None:
     """A lock held by another process (as a running compare holds it) stops `evalrun report`
     and a compare; within one process the lock is re-entrant."""
-    from evalrun.store import RunLock
+    from evalrun.execution.store import RunLock
 
     project = _project(tmp_path / "proj")
     run_dir = tmp_path / "run"
     api.compare(project, provider=_candidate_says("q"), run_dir=run_dir, cache="off")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from evalrun.store import RunLock; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from evalrun.execution.store import RunLock; "
          "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)", str(run_dir)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from evalrun import api
-from evalrun.cache import ResponseCache
-from evalrun.measurement import latency_measurement
+from evalrun.analysis.measurement import latency_measurement
+from evalrun.execution.cache import ResponseCache
+from evalrun.execution.runner import PlannedCall, RetryPolicy, order_calls, run_calls, warmup_calls
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
 from evalrun.records import CallResult, Side
-from evalrun.runner import PlannedCall, RetryPolicy, order_calls, run_calls, warmup_calls
 from evalrun.testing import FakeProvider, fake_response
 from projectkit import case, variant, write_project
 

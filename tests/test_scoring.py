@@ -9,9 +9,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from evalrun.checks import BuildContext
+from evalrun.checks.scoring import CompiledExpectations, compile_expectations, score_call
 from evalrun.errors import UserInputError
 from evalrun.records import CallResult, Score, ToolCall
-from evalrun.scoring import CompiledExpectations, compile_expectations, score_call
 
 CASE_FILE = "suite/cases/orders.yaml"
 

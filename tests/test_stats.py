@@ -1,4 +1,4 @@
-"""Tests for evalrun.stats: known answers (scipy, hand-computed), properties, simulations."""
+"""Tests for evalrun.analysis.stats: known answers (scipy, hand-computed), properties, simulations."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evalrun.stats import (
+from evalrun.analysis.stats import (
     BootstrapDelta,
     PairedBinary,
     _bootstrap_quantiles,

@@ -23,12 +23,14 @@ from typing import Any
 import pytest
 from tests.support.openai_server import OpenAIServer
 
-from evalrun.providers import litellm_provider, local, timed_session
+from evalrun.execution.runner import PlannedCall, RetryPolicy, run_calls
+from evalrun.providers import local
 from evalrun.providers.base import ProviderRequest
-from evalrun.providers.litellm_provider import LitellmProvider, import_litellm
-from evalrun.providers.timed_session import KERNEL_STAMPS, TimedSocket
+from evalrun.providers.litellm import provider as litellm_provider
+from evalrun.providers.litellm import timed_session
+from evalrun.providers.litellm.provider import LitellmProvider, import_litellm
+from evalrun.providers.litellm.timed_session import KERNEL_STAMPS, TimedSocket
 from evalrun.providers.timing import CallClock, current_clock, use_clock
-from evalrun.runner import PlannedCall, RetryPolicy, run_calls
 
 needs_kernel_stamps = pytest.mark.skipif(not KERNEL_STAMPS, reason="kernel receive timestamps need Linux x86_64/aarch64")
 STALL_S = 0.2

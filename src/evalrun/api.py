@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from evalrun import __version__
-from evalrun.cases import Case, compile_case_expectations, discover_case_files, load_cases
-from evalrun.config import (
+from evalrun.errors import CouldNotMeasureError, ExitCode, MissingExtraError, UserInputError
+from evalrun.execution.runner import PlannedCall, ProgressHook, RetryPolicy, order_calls, run_calls
+from evalrun.project.cases import Case, compile_case_expectations, discover_case_files, load_cases
+from evalrun.project.config import (
     VERSION_LABELS,
     LoadedSuite,
     LoadedVariant,
@@ -32,17 +34,15 @@ from evalrun.config import (
     project_root,
     resolve_suite_path,
 )
-from evalrun.errors import CouldNotMeasureError, ExitCode, MissingExtraError, UserInputError
-from evalrun.prompts import PromptRenderer
+from evalrun.project.prompts import PromptRenderer
 from evalrun.providers.base import Pricing, Provider, ProviderRequest
 from evalrun.records import SIDES, CallResult, Score, Side
-from evalrun.runner import PlannedCall, ProgressHook, RetryPolicy, order_calls, run_calls
 from evalrun.secrets import register_secret
 
 if TYPE_CHECKING:
-    from evalrun.cache import ResponseCache
-    from evalrun.parallel import WorkerPool
-from evalrun.store import (
+    from evalrun.execution.cache import ResponseCache
+    from evalrun.execution.pool import WorkerPool
+from evalrun.execution.store import (
     FORMAT_VERSION,
     JOURNAL,
     MANIFEST,
@@ -222,7 +222,7 @@ def default_provider() -> Provider:
 
     Importing it inside the first call would stall the loop for seconds.
     """
-    from evalrun.providers.litellm_provider import LitellmProvider, import_litellm
+    from evalrun.providers.litellm.provider import LitellmProvider, import_litellm
 
     import_litellm()
     return LitellmProvider()
@@ -408,7 +408,7 @@ def run(
     or refused as described there) or a ``RunFolder`` already opened by the caller.
 
     ``workers`` (default: the suite's ``workers``): processes making the calls, see
-    ``evalrun.parallel``. They are started first, so litellm loads in them while this
+    ``evalrun.execution.pool``. They are started first, so litellm loads in them while this
     process reads journals and the cache; a run needing one process (``workers: 1``, a
     given ``provider``, ``--max-cost``, replay, an embedded model) makes its calls here.
 
@@ -444,7 +444,7 @@ def run(
 
 
 def _created_of(run_dir: Path) -> str:
-    from evalrun.store import read_manifest
+    from evalrun.execution.store import read_manifest
 
     try:
         return str(read_manifest(run_dir).get("created", ""))
@@ -460,15 +460,15 @@ def _start_workers(
     local = any(project.variant(side).config.model.startswith("local/") for side in SIDES)
     if n <= 1 or provider is not None or max_cost is not None or cache == "replay" or local:
         return None
-    from evalrun.parallel import WorkerPool, warm_imports
-    from evalrun.providers.litellm_provider import LitellmProvider
+    from evalrun.execution.pool import WorkerPool, warm_imports
+    from evalrun.providers.litellm.provider import LitellmProvider
 
     # The class is the factory: pickled by reference, nothing heavier than litellm to import
     # in the workers (the forkserver has imported it before forking them).
     pool = WorkerPool(n, LitellmProvider)
     # While the workers load litellm and make the calls, this process loads what it needs after
-    # (pandas, and scipy.stats, which evalrun.stats imports on first use).
-    warm_imports(["evalrun.compare", "scipy.stats", "evalrun.gate", "evalrun.scoring", "evalrun.report.html",
+    # (pandas, and scipy.stats, which evalrun.analysis.stats imports on first use).
+    warm_imports(["evalrun.analysis.compare", "scipy.stats", "evalrun.analysis.gate", "evalrun.checks.scoring", "evalrun.report.html",
                   "jinja2"])
     return pool
 
@@ -615,7 +615,7 @@ def _run_workers(
     cache: CacheMode,
 ) -> RunOutcome:
     """The calls of ``run`` made by worker processes (journals journal.w*.jsonl in ``rd``)."""
-    from evalrun.parallel import run_in_workers
+    from evalrun.execution.pool import run_in_workers
 
     cfg = project.suite.config
     policy = _retry_policy(cfg)
@@ -673,7 +673,7 @@ CacheMode = Literal["use", "refresh", "off", "replay"]
 
 
 def _open_cache(project: Project, mode: CacheMode, path: str | Path | None) -> ResponseCache | None:
-    from evalrun.cache import ResponseCache, default_cache_path
+    from evalrun.execution.cache import ResponseCache, default_cache_path
 
     if mode == "off":
         return None
@@ -702,7 +702,7 @@ class _Budget:
     MARGIN = 1.10
 
     def __init__(self, cap: float, todo: list[PlannedCall], project: Project, already: float) -> None:
-        from evalrun.estimate import estimate
+        from evalrun.execution.estimate import estimate
 
         est = estimate(project, todo)
         self.max_tokens: dict[str, int] = {}
@@ -784,7 +784,7 @@ class _Budget:
 
 def score(project: Project, results: Sequence[CallResult]) -> list[Score]:
     """Apply every case's checks to its calls (pure: re-runnable from stored results)."""
-    from evalrun.scoring import score_call
+    from evalrun.checks.scoring import score_call
 
     by_id = {c.id: c for c in project.cases}
     out: list[Score] = []
@@ -820,8 +820,8 @@ journal format (``store.FORMAT_VERSION``)."""
 
 def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[Score], created: str) -> dict[str, Any]:
     """The summary (summary.json's content): metrics, slices, flips, rules, verdict."""
-    from evalrun import compare as cmp
-    from evalrun.gate import decide_verdict
+    from evalrun.analysis import compare as cmp
+    from evalrun.analysis.gate import decide_verdict
 
     gate = project.suite.config.gate
     settings = cmp.CompareSettings(alpha=gate.alpha, bootstrap_samples=gate.bootstrap_samples, seed=project.suite.config.seed)
@@ -830,8 +830,8 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
     overall = cmp.metric_table(frame, settings, samples)
     by_kind = cmp.slice_tables(frame, "kind", settings, samples)
     by_cohort = cmp.slice_tables(frame, "cohort", settings, samples, critical=gate.critical_cohorts)
-    from evalrun.fingerprint import audit_rules, label_audit
-    from evalrun.measurement import latency_measurement
+    from evalrun.analysis.measurement import latency_measurement
+    from evalrun.project.fingerprint import audit_rules, label_audit
 
     findings = label_audit(project.baseline, project.candidate)
     verdict = decide_verdict(overall, by_cohort, gate, extra_rules=audit_rules(findings))
@@ -877,7 +877,9 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
 
 def result_rows(project: Project, results: Sequence[CallResult], scores: Sequence[Score]) -> list[dict[str, Any]]:
     """results.jsonl rows: the call, its score, the case and the variant's version labels."""
-    from evalrun.store import plain  # asdict without its deep copies: same dicts, 3x faster
+    from evalrun.execution.store import (
+        plain,  # asdict without its deep copies: same dicts, 3x faster
+    )
 
     by_id = {c.id: c for c in project.cases}
     per_side = {side: (project.variant(side).config.name, project.variant(side).config.versions.model_dump())
@@ -913,8 +915,8 @@ def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult]
     leaves an unfinished run, which the next compare of the same inputs completes without
     repeating a call).
     """
+    from evalrun.execution.store import write_jsonl
     from evalrun.report import write_reports
-    from evalrun.store import write_jsonl
 
     ordered = sort_results(results)
     scores = score(project, ordered)
@@ -925,7 +927,7 @@ def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult]
     try:
         (run_dir / SUMMARY).unlink(missing_ok=True)
     except OSError as exc:
-        from evalrun.store import RunFolderError
+        from evalrun.execution.store import RunFolderError
 
         raise RunFolderError(f"cannot replace {run_dir / SUMMARY}: {exc.strerror or exc}") from exc
     write_jsonl(run_dir / "results.jsonl", rows)
@@ -958,7 +960,7 @@ def stored_outcome(run_dir: str | Path) -> CompareOutcome:
 
 def write_note(project: Project, summary: dict[str, Any], run_dir: Path) -> Path:
     """rollout_note.md: the release note filled from this run (TODO where evalrun cannot know)."""
-    from evalrun.rollout_note import write_rollout_note
+    from evalrun.report.rollout_note import write_rollout_note
 
     return write_rollout_note(run_dir, summary, list(summary.get("label_audit", [])),
                               project.baseline.config, project.candidate.config)
@@ -1076,7 +1078,7 @@ def compare_sequential(
 
 def load_run(run_dir: str | Path) -> tuple[Project, list[CallResult], dict[str, Any]]:
     """Re-load a run folder: its project (from the config files named in the manifest) and results."""
-    from evalrun.store import read_manifest
+    from evalrun.execution.store import read_manifest
 
     rd = Path(run_dir)
     if not (rd / MANIFEST).exists():
@@ -1099,7 +1101,7 @@ def merge(run_dirs: Sequence[str | Path], out: str | Path) -> CompareOutcome:
     must match the config files as they are now). ``out`` is written like a compare's
     folder (locked; a previous run there is replaced; a folder of other files is refused).
     """
-    from evalrun.store import read_manifest
+    from evalrun.execution.store import read_manifest
 
     if not run_dirs:
         raise UserInputError("merge needs at least one run folder")

@@ -101,7 +101,7 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
             look_every: int | None) -> None:
     """Run the suite against BASELINE and CANDIDATE, gate the change, write the reports."""
     from evalrun import api
-    from evalrun.progress import Progress
+    from evalrun.execution.progress import Progress
 
     if sum([no_cache, refresh, replay]) > 1:
         raise click.UsageError("--no-cache, --refresh and --replay exclude each other")
@@ -109,7 +109,7 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
         raise click.UsageError("--sequential excludes --resume, --max-cost and --shard")
     mode: api.CacheMode = "off" if no_cache else "refresh" if refresh else "replay" if replay else "use"
     if workers is not None and workers > 1 and mode != "replay":
-        from evalrun.parallel import prestart
+        from evalrun.execution.pool import prestart
 
         prestart()  # the worker processes' litellm import starts now, while the project loads
     progress: Progress | None = None
@@ -132,7 +132,7 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
                     + (" (A/A: measuring the noise floor)" if project.aa_mode else "")
                 )
             if max_cost is not None and not finished:
-                from evalrun.estimate import estimate
+                from evalrun.execution.estimate import estimate
 
                 progress.message("evalrun: " + estimate(project).line())
             if sequential and not finished:
@@ -196,7 +196,7 @@ def _print_outcome(summary: dict[str, Any], files: dict[str, Path], run_dir: Pat
 def estimate(baseline: str, candidate: str, suite: str | None, as_json: bool) -> None:
     """Expected tokens and cost of a compare (prompts counted, completions bounded by max_tokens)."""
     from evalrun import api
-    from evalrun.estimate import estimate as run_estimate
+    from evalrun.execution.estimate import estimate as run_estimate
 
     try:
         est = run_estimate(api.load_project(baseline, candidate, suite))
@@ -245,7 +245,7 @@ def note_cmd(run_dir: str) -> None:
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init_cmd(directory: str, force: bool) -> None:
     """Scaffold a working evalrun project (configs, cases, schema, CI workflow) in DIRECTORY."""
-    from evalrun.scaffold import init_project, next_steps
+    from evalrun.project.scaffold import init_project, next_steps
 
     try:
         written = init_project(Path(directory), force=force)
@@ -262,7 +262,7 @@ def cache() -> None:
 
 
 def _cache_at(cache_dir: str | None) -> Any:
-    from evalrun.cache import CACHE_FILE, ResponseCache, default_cache_path
+    from evalrun.execution.cache import CACHE_FILE, ResponseCache, default_cache_path
 
     path = Path(cache_dir) / CACHE_FILE if cache_dir else default_cache_path(Path.cwd())
     if not path.exists():

@@ -161,7 +161,7 @@ def resolve_model_path(model: str, model_path: str | None) -> Path:
 def _import_litellm() -> Any:
     """litellm, imported the offline way the rest of evalrun imports it."""
     try:
-        provider_module = importlib.import_module("evalrun.providers.litellm_provider")
+        provider_module = importlib.import_module("evalrun.providers.litellm.provider")
     except ImportError:
         provider_module = None
     importer = getattr(provider_module, "import_litellm", None)

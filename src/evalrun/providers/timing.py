@@ -9,7 +9,7 @@ that; a latency gate reading it compares two queues instead of two providers, an
 "no change" where the provider became three times slower.
 
 So a call carries a :class:`CallClock` (a context variable, set by the provider around the
-call) and the transport stamps the exchange on it: see ``evalrun.providers.timed_session``
+call) and the transport stamps the exchange on it: see ``evalrun.providers.litellm.timed_session``
 for where, exactly. The span is
 
 * from the moment the last write of the request is handed to the kernel (after any wait

@@ -53,7 +53,7 @@ def write_reports(
     run). ``summary_json=False`` leaves it to the caller (``api.write_outputs`` writes the
     rollout note first). Returns the paths by kind.
     """
-    from evalrun.store import write_json, write_text
+    from evalrun.execution.store import write_json, write_text
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

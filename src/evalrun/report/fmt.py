@@ -180,7 +180,7 @@ def call_cost(status: Any, value: Any) -> str:
 
 def rule_kind(rule: Mapping[str, Any]) -> str:
     """How a gate rule's numbers read: ``delta`` (points), ``ratio``, ``rate`` or ``other``."""
-    from evalrun.gate import RULES
+    from evalrun.analysis.gate import RULES
 
     rd = RULES.get(str(rule.get("rule")))
     if rd is not None:

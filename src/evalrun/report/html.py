@@ -259,7 +259,7 @@ def _rules(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _labels(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    from evalrun.config import VERSION_LABELS
+    from evalrun.project.config import VERSION_LABELS
 
     labels = summary.get("labels") or {}
     b, c = labels.get("baseline") or {}, labels.get("candidate") or {}

@@ -1,7 +1,7 @@
 """junit.xml: the gate as test results, for CI systems that render JUnit.
 
-One ``<testsuite name="evalrun">``: a testcase per gate rule (classname ``evalrun.gate``,
-name ``rule[scope]``) and one per regressed case (classname ``evalrun.cases``).
+One ``<testsuite name="evalrun">``: a testcase per gate rule (classname ``evalrun.analysis.gate``,
+name ``rule[scope]``) and one per regressed case (classname ``evalrun.project.cases``).
 
 * fail → ``<failure>``; not applicable → ``<skipped>``;
 * inconclusive → ``<failure>`` when the gate's ``on_inconclusive`` is "fail", otherwise

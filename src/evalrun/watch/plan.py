@@ -27,8 +27,8 @@ from pydantic import (
 )
 
 from evalrun.errors import UserInputError
+from evalrun.project.yamlio import load_yaml
 from evalrun.watch.metrics import METRIC_NAMES, METRICS
-from evalrun.yamlio import load_yaml
 
 LABEL_NAMES: tuple[str, ...] = ("model_version", "prompt_version", "retrieval_version", "policy_version")
 """The four version labels that segment traffic into arms."""

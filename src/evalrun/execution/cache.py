@@ -32,9 +32,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from evalrun.errors import CouldNotMeasureError
+from evalrun.execution.store import FORMAT_VERSION, canonical_json
 from evalrun.records import CallResult
 from evalrun.secrets import scrub_known
-from evalrun.store import FORMAT_VERSION, canonical_json
 
 __all__ = [
     "CACHE_DIR_ENV",

@@ -1,8 +1,8 @@
 """Statistical primitives: proportions, quantiles and their intervals, decisions, BH.
 
 Everything here is side-effect free and depends only on numpy and scipy. The cluster-aware
-estimators the gate decides on build on these in :mod:`evalrun.inference`; power
-calculations live in :mod:`evalrun.power`.
+estimators the gate decides on build on these in :mod:`evalrun.analysis.inference`; power
+calculations live in :mod:`evalrun.analysis.power`.
 
 Conventions used throughout:
 

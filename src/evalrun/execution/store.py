@@ -4,7 +4,7 @@ The journal is written one line per finished call, each line handed to the OS wi
 ``write`` the moment the call finishes (no user-space buffer), so a crash or ``kill -9``
 loses at most the line being written. Reading tolerates a torn last line.
 
-A run made by worker processes (``evalrun.parallel``) has one journal per worker,
+A run made by worker processes (``evalrun.execution.pool``) has one journal per worker,
 ``journal.w0.jsonl``, ``journal.w1.jsonl``, … next to ``journal.jsonl`` (cache hits and
 single-process runs); ``read_journals`` reads them all.
 

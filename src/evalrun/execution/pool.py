@@ -69,10 +69,10 @@ from types import TracebackType
 from typing import Any
 
 from evalrun.errors import CouldNotMeasureError, EvalrunError
+from evalrun.execution.runner import PlannedCall, ProgressHook, RetryPolicy, run_calls
+from evalrun.execution.store import JOURNAL, Journal, worker_journal_name
 from evalrun.providers.base import Provider
 from evalrun.records import CallResult
-from evalrun.runner import PlannedCall, ProgressHook, RetryPolicy, run_calls
-from evalrun.store import JOURNAL, Journal, worker_journal_name
 
 __all__ = [
     "DEFAULT_PRELOAD",
@@ -153,7 +153,7 @@ def _preload_in_forkserver() -> None:
     for name in names:
         try:
             if name == "litellm":
-                from evalrun.providers.litellm_provider import import_litellm
+                from evalrun.providers.litellm.provider import import_litellm
 
                 import_litellm()
             else:
@@ -187,10 +187,10 @@ def _context(
             if "litellm" in wanted:
                 # The server inherits the environment: the offline switches must be set
                 # before its import (and they are what this process would set anyway).
-                from evalrun.providers.litellm_provider import _prepare_environment
+                from evalrun.providers.litellm.provider import _prepare_environment
 
                 _prepare_environment()
-            ctx.set_forkserver_preload(["evalrun.parallel"])
+            ctx.set_forkserver_preload(["evalrun.execution.pool"])
             os.environ[_PRELOAD_ENV] = ",".join(wanted)
             try:
                 from multiprocessing import forkserver

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evalrun.errors import UserInputError
-from evalrun.pathglob import PatternError, has_magic, split_pattern, walk_files
-from evalrun.yamlio import load_yaml, read_text, resolve_inside
+from evalrun.project.pathglob import PatternError, has_magic, split_pattern, walk_files
+from evalrun.project.yamlio import load_yaml, read_text, resolve_inside
 
 CaseKind = Literal["representative", "known_bad", "format_sensitive"]
 CASE_KINDS: tuple[str, ...] = ("representative", "known_bad", "format_sensitive")
@@ -169,7 +169,7 @@ def discover_case_files(entries: list[str], *, base_dir: Path, suite_file: Path,
     """Expand the suite's ``cases:`` entries (files, folders, globs) into sorted files.
 
     A pattern's literal prefix must resolve inside ``root`` before anything is walked; walks
-    never follow links to folders and skip hidden entries (see ``evalrun.pathglob``).
+    never follow links to folders and skip hidden entries (see ``evalrun.project.pathglob``).
     """
     files: list[Path] = []
     for i, entry in enumerate(entries):
@@ -232,7 +232,7 @@ def load_cases(files: list[Path]) -> list[Case]:
 def compile_case_expectations(cases: list[Case]) -> None:
     """Compile every case's checks (regexes, schemas, python functions) in place."""
     from evalrun.checks.registry import BuildContext
-    from evalrun.scoring import compile_expectations
+    from evalrun.checks.scoring import compile_expectations
 
     for case in cases:
         base = Path(case.file).resolve().parent

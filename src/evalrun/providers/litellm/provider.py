@@ -27,13 +27,13 @@ from typing import Any
 
 from evalrun.errors import EvalrunError
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
-from evalrun.providers.bounded_http import (
+from evalrun.providers.litellm.bounded_http import (
     DEFAULT_MAX_BYTES,
     BodyCapture,
     capture,
     install_in_litellm,
 )
-from evalrun.providers.completion_json import (
+from evalrun.providers.litellm.completion_json import (
     Completion,
     MalformedCompletion,
     parse_completion,
@@ -423,14 +423,14 @@ class LitellmProvider:
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
     def _timed_session(self) -> Any:
-        """The loop's HTTP session that stamps each exchange (``evalrun.providers.timed_session``).
+        """The loop's HTTP session that stamps each exchange (``evalrun.providers.litellm.timed_session``).
 
         One per event loop: an aiohttp session is bound to the loop it was made on, and
         litellm would quietly replace a foreign one with an untimed session of its own.
         """
         loop = asyncio.get_running_loop()
         if self._session is None or self._session_loop is not loop or self._session.closed:
-            from evalrun.providers.timed_session import open_timed_session
+            from evalrun.providers.litellm.timed_session import open_timed_session
 
             self._session = open_timed_session()
             self._session_loop = loop
@@ -606,7 +606,9 @@ class LitellmProvider:
         # A missing usage object arrives as zeros (litellm fills them in), and impossible
         # counts were dropped by parse_completion: either way, count the tokens here.
         if not prompt_tokens and request.messages:
-            from evalrun.estimate import count_prompt_tokens  # tools and schemas are billed too
+            from evalrun.execution.estimate import (
+                count_prompt_tokens,  # tools and schemas are billed too
+            )
 
             prompt_tokens = count_prompt_tokens(litellm, request.model, request.messages, request.params)
             estimated = True

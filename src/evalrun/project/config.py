@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evalrun.errors import CouldNotMeasureError, UserInputError
-from evalrun.yamlio import load_yaml, read_text, resolve_inside
+from evalrun.project.yamlio import load_yaml, read_text, resolve_inside
 
 VERSION_LABELS = ("model_version", "prompt_version", "retrieval_version", "policy_version")
 

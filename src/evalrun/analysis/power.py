@@ -1,7 +1,7 @@
 """Power under the intervals the gate actually uses: MDEs, cases needed, "can it PASS at all".
 
 Every number here answers a question about a *future* run of the same suite with the same
-interval construction (:mod:`evalrun.inference`), at 80 % power unless told otherwise:
+interval construction (:mod:`evalrun.analysis.inference`), at 80 % power unless told otherwise:
 
 * the smallest regression a FAIL test detects (at the family-wise level it is tested at);
 * how many paired cases would let an undecided rule resolve (PASS or FAIL);
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from evalrun.inference import augmented_moments
+from evalrun.analysis.inference import augmented_moments
 
 __all__ = [
     "POWER",

@@ -1,7 +1,7 @@
 """Pair the two runs case by case and compute every metric with its uncertainty.
 
 pandas lives here (and only here): call rows → per-case means (samples averaged within a
-case first, never treated as independent) → paired statistics from ``evalrun.stats``.
+case first, never treated as independent) → paired statistics from ``evalrun.analysis.stats``.
 The output is plain JSON-safe data: it *is* the ``metrics`` part of summary.json.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalrun import inference, stats
-from evalrun.cases import Case
+from evalrun.analysis import inference, stats
+from evalrun.project.cases import Case
 from evalrun.records import CallResult, Score
 
 # Binary metrics: (name, label, column, higher_is_better, applies-when column).
@@ -149,7 +149,7 @@ def _per_case(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 def _z_sum(alpha: float) -> float:
     """z_{1-alpha} + z_{0.8}: a one-sided test at alpha with 80 % power."""
-    from evalrun.power import POWER, z_one_sided
+    from evalrun.analysis.power import POWER, z_one_sided
 
     return z_one_sided(alpha) + z_one_sided(1.0 - POWER)
 

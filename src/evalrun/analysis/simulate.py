@@ -3,7 +3,7 @@
 This is how the gate's error rates are measured (``tests/test_gate_simulation.py``,
 ``benchmarks/bench_gate.py``), and how a team can measure them for its own rules and suite
 shape: build a :class:`Scenario`, then :func:`verdict_rates` runs it many times through
-:func:`evalrun.compare.metric_table` and :func:`evalrun.gate.decide_verdict` — the very
+:func:`evalrun.analysis.compare.metric_table` and :func:`evalrun.analysis.gate.decide_verdict` — the very
 code a real ``evalrun compare`` runs on its results — and counts PASS / FAIL / INCONCLUSIVE.
 
 The model of a suite (documented so the numbers can be judged):
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from evalrun.cases import Case
-from evalrun.config import GateConfig
+from evalrun.project.cases import Case
+from evalrun.project.config import GateConfig
 from evalrun.records import CallResult, Score
 
 __all__ = ["Scenario", "simulate_calls", "simulate_verdict", "verdict_rates"]
@@ -151,8 +151,8 @@ def simulate_verdict(
     scenario: Scenario, gate: GateConfig, rng: np.random.Generator, *, bootstrap_samples: int | None = None
 ) -> dict[str, Any]:
     """One simulated run through compare and the gate: the verdict as summary.json has it."""
-    from evalrun import compare as cmp
-    from evalrun.gate import decide_verdict
+    from evalrun.analysis import compare as cmp
+    from evalrun.analysis.gate import decide_verdict
 
     cases, results, scores = simulate_calls(scenario, rng)
     settings = cmp.CompareSettings(

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalrun.config import VERSION_LABELS, VariantConfig
+from evalrun.project.config import VERSION_LABELS, VariantConfig
 from evalrun.report.sanitize import md_cell, strip_control, terminal_safe
 
 __all__ = [
@@ -520,7 +520,7 @@ def render_rollout_note(
     """The rollout note of a compare run, as deterministic markdown.
 
     ``summary`` is summary.json's content, ``findings`` the label audit
-    (``[f.to_dict() for f in evalrun.fingerprint.label_audit(...)]``; may be empty).
+    (``[f.to_dict() for f in evalrun.project.fingerprint.label_audit(...)]``; may be empty).
     """
     verdict = summary.get("verdict") or {}
     run = summary.get("run") or {}
@@ -587,7 +587,7 @@ def write_rollout_note(
     candidate: VariantConfig,
 ) -> Path:
     """Render the note and write it to ``run_dir/rollout_note.md``; return the path."""
-    from evalrun.store import write_text
+    from evalrun.execution.store import write_text
 
     path = Path(run_dir) / ROLLOUT_NOTE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from evalrun.stats import _check_confidence, _finite_or_none, _Result, _t_two_sided, _z_two_sided
+from evalrun.analysis.stats import (
+    _check_confidence,
+    _finite_or_none,
+    _Result,
+    _t_two_sided,
+    _z_two_sided,
+)
 
 __all__ = [
     "PairedDiff",
@@ -170,7 +176,7 @@ class RateEstimate(_Result):
 def wilson_from_rate(p: float, n_eff: float, confidence: float) -> tuple[float, float]:
     """Wilson score interval for a rate ``p`` observed on an effective sample of ``n_eff``.
 
-    The same closed form as :func:`evalrun.stats.wilson_interval`, for a possibly
+    The same closed form as :func:`evalrun.analysis.stats.wilson_interval`, for a possibly
     non-integer n; the ends are exactly 0 / 1 at p = 0 / 1.
     """
     z = _z_two_sided(confidence)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalrun import power
-from evalrun.config import RuleSpec
+from evalrun.analysis import power
+from evalrun.project.config import RuleSpec
 
 if TYPE_CHECKING:
     from evalrun.api import Project
@@ -76,7 +76,7 @@ class SuitePower:
 
 
 def _rate_counts(cases: list[Any]) -> dict[str, int]:
-    from evalrun.scoring import check_kind
+    from evalrun.checks.scoring import check_kind
 
     counts = dict.fromkeys(_RATE_MEASURED, 0)
     for c in cases:
@@ -98,7 +98,7 @@ def _pts(x: float) -> str:
 
 def suite_power(project: Project) -> SuitePower:
     """Per enabled rule (overall and per critical cohort): can it PASS, what can it detect."""
-    from evalrun.gate import COHORT_RULES, LATENCY_RULES, RULES, fail_threshold
+    from evalrun.analysis.gate import COHORT_RULES, LATENCY_RULES, RULES, fail_threshold
 
     suite = project.suite.config
     gate = suite.gate

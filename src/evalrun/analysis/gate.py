@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evalrun import inference, power, stats
-from evalrun.config import GateConfig, RuleSpec
+from evalrun.analysis import inference, power, stats
 from evalrun.errors import ExitCode
+from evalrun.project.config import GateConfig, RuleSpec
 
 Status = Literal["pass", "fail", "inconclusive", "not_applicable"]
 VerdictStatus = Literal["PASS", "FAIL", "INCONCLUSIVE", "COULD_NOT_MEASURE"]

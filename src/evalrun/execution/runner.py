@@ -38,10 +38,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from evalrun.errors import EvalrunError
+from evalrun.execution.store import Journal
 from evalrun.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
 from evalrun.records import CallResult, Side, ToolCall, call_identity
 from evalrun.secrets import register_secret, scrub_known, scrub_registered
-from evalrun.store import Journal
 
 
 @dataclass(slots=True)

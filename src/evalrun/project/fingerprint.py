@@ -41,7 +41,7 @@ Parameters left unset (``None``) and an empty ``extra`` are dropped, so writing
 * ``unchanged``: neither differs (every label of an A/A run).
 
 ``audit_rules(findings)`` turns the findings into gate rules for
-``evalrun.gate.decide_verdict(extra_rules=...)``.
+``evalrun.analysis.gate.decide_verdict(extra_rules=...)``.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from evalrun.config import VERSION_LABELS, LoadedVariant
-from evalrun.gate import RuleResult, Status
+from evalrun.analysis.gate import RuleResult, Status
+from evalrun.project.config import VERSION_LABELS, LoadedVariant
 from evalrun.secrets import MASK, scrub
 
 __all__ = [

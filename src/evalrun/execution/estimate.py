@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from evalrun.records import SIDES
 
 if TYPE_CHECKING:
+    from evalrun.analysis.suite_power import SuitePower
     from evalrun.api import Project
-    from evalrun.runner import PlannedCall
-    from evalrun.suite_power import SuitePower
+    from evalrun.execution.runner import PlannedCall
 
 
 @dataclass(slots=True)
@@ -52,7 +52,7 @@ class Estimate:
     prompt_tokens_by_key: dict[str, int] = field(default_factory=dict)
     prompt_bound_by_key: dict[str, int] = field(default_factory=dict)
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
-    power: SuitePower | None = None  # what the suite can decide, per rule (evalrun.suite_power)
+    power: SuitePower | None = None  # what the suite can decide, per rule (evalrun.analysis.suite_power)
 
     def total_min(self) -> float | None:
         vals = [s.cost_min_usd for s in self.sides.values()]
@@ -143,7 +143,7 @@ def prompt_token_bound(messages: Sequence[Mapping[str, Any]], params: Mapping[st
 def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimate:
     """Count prompt tokens of every planned call and bound the cost of each side."""
     from evalrun.api import plan_calls
-    from evalrun.providers.litellm_provider import import_litellm
+    from evalrun.providers.litellm.provider import import_litellm
 
     litellm = import_litellm()
     calls = plan if plan is not None else plan_calls(project, with_keys=False)
@@ -187,7 +187,7 @@ def estimate(project: Project, plan: list[PlannedCall] | None = None) -> Estimat
         biggest_prompt = max((counted[p.key] for p in side_calls), default=0)
         per_call[side] = None if max_tokens is None else biggest_prompt * p_in + max_tokens * p_out
         out[side] = est
-    from evalrun.suite_power import suite_power
+    from evalrun.analysis.suite_power import suite_power
 
     return Estimate(out, per_call, prompt_tokens_by_key=counted, prompt_bound_by_key=bounds, prices=prices_by_side,
                     power=suite_power(project))

@@ -12,9 +12,9 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from evalrun.cases import Case
-from evalrun.config import LoadedVariant
 from evalrun.errors import UserInputError
+from evalrun.project.cases import Case
+from evalrun.project.config import LoadedVariant
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
