@@ -214,7 +214,7 @@ def _tool_project(tmp_path: Path, server: OpenAIServer, *, n: int, concurrency: 
 
 
 def test_estimate_counts_everything_the_request_carries(tmp_path: Path, openai_server: OpenAIServer) -> None:
-    from evalrun.execution.estimate import estimate
+    from evalrun.analysis.estimate import estimate
 
     project = _tool_project(tmp_path, openai_server, n=4)
     plan = api.plan_calls(project, with_keys=False)

@@ -702,7 +702,7 @@ class _Budget:
     MARGIN = 1.10
 
     def __init__(self, cap: float, todo: list[PlannedCall], project: Project, already: float) -> None:
-        from evalrun.execution.estimate import estimate
+        from evalrun.analysis.estimate import estimate
 
         est = estimate(project, todo)
         self.max_tokens: dict[str, int] = {}

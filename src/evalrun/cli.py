@@ -132,7 +132,7 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
                     + (" (A/A: measuring the noise floor)" if project.aa_mode else "")
                 )
             if max_cost is not None and not finished:
-                from evalrun.execution.estimate import estimate
+                from evalrun.analysis.estimate import estimate
 
                 progress.message("evalrun: " + estimate(project).line())
             if sequential and not finished:
@@ -196,7 +196,7 @@ def _print_outcome(summary: dict[str, Any], files: dict[str, Path], run_dir: Pat
 def estimate(baseline: str, candidate: str, suite: str | None, as_json: bool) -> None:
     """Expected tokens and cost of a compare (prompts counted, completions bounded by max_tokens)."""
     from evalrun import api
-    from evalrun.execution.estimate import estimate as run_estimate
+    from evalrun.analysis.estimate import estimate as run_estimate
 
     try:
         est = run_estimate(api.load_project(baseline, candidate, suite))

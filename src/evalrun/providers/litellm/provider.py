@@ -606,7 +606,7 @@ class LitellmProvider:
         # A missing usage object arrives as zeros (litellm fills them in), and impossible
         # counts were dropped by parse_completion: either way, count the tokens here.
         if not prompt_tokens and request.messages:
-            from evalrun.execution.estimate import (
+            from evalrun.analysis.estimate import (
                 count_prompt_tokens,  # tools and schemas are billed too
             )
 
