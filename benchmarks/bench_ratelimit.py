@@ -40,8 +40,9 @@ from tests.support.openai_server import OpenAIServer, Reply, last_user_text
 def _client(project_dir: Path, workers: int, concurrency: int) -> int:
     """Child: plan the project and make every call with evalrun's runner; print a summary."""
     from evalrun import api
-    from evalrun.execution.pool import run_in_workers
+    from evalrun.execution.executor import run_in_workers
     from evalrun.execution.runner import RetryPolicy
+    from evalrun.providers.registry import ModelRouter
 
     project = api.load_project(project_dir / "evals" / "baseline.yaml", project_dir / "evals" / "candidate.yaml")
     plan = api.plan_calls(project)
@@ -49,7 +50,7 @@ def _client(project_dir: Path, workers: int, concurrency: int) -> int:
     results = run_in_workers(plan, workers=workers, concurrency=concurrency,
                              policy=RetryPolicy(max_attempts=6, initial_s=0.05, max_s=2.0),
                              journal_dir=project_dir / f"run-{workers}", seed=0, progress=None,
-                             provider_factory=api.default_provider)
+                             provider_factory=ModelRouter)
     errors: dict[str, int] = {}
     for r in results:
         if r.error_kind:

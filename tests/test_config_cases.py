@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evalrun.api import load_project
 from evalrun.errors import UserInputError
+from evalrun.project.loader import load_project
 from projectkit import case, variant, write_project
 
 

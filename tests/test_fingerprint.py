@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from evalrun.analysis.gate import RuleResult
+from evalrun.analysis.label_rules import audit_rules
 from evalrun.project.config import VERSION_LABELS, load_variant
 from evalrun.project.fingerprint import (
     FIELDS_BY_LABEL,
-    audit_rules,
     fingerprint_inputs,
     fingerprints,
     label_audit,

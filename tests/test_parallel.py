@@ -28,10 +28,10 @@ from tests.support.openai_server import OpenAIServer, Reply, last_user_text
 
 from evalrun import api
 from evalrun.errors import MissingExtraError
+from evalrun.execution.executor import run_in_workers
 from evalrun.execution.pool import (
     WorkerCrashedError,
     effective_workers,
-    run_in_workers,
     split_concurrency,
     split_plan,
 )
@@ -44,6 +44,7 @@ from evalrun.execution.store import (
     worker_journal_name,
 )
 from evalrun.providers.base import Provider, ProviderRequest, ProviderResponse
+from evalrun.providers.registry import ModelRouter
 from evalrun.records import SIDES, CallResult, Side
 from evalrun.testing import FakeProvider, fake_response
 from projectkit import case, variant, write_project
@@ -104,7 +105,7 @@ def test_two_workers_make_every_call_once_and_match_one_process(tmp_path: Path, 
     seen: list[CallResult] = []
     batches: list[int] = []
     results = run_in_workers(plan, workers=2, concurrency=6, policy=POLICY, journal_dir=tmp_path / "multi", seed=0,
-                             progress=seen.append, provider_factory=api.default_provider,
+                             progress=seen.append, provider_factory=ModelRouter,
                              on_batch=lambda b: batches.append(len(b)))
 
     # Every planned call reached the server exactly once, never above the suite's concurrency.
@@ -191,7 +192,7 @@ def test_429_with_retry_after_holds_back_new_requests(
     project = _project(tmp_path / "proj", openai_server, n=30, concurrency=concurrency)
     plan = api.plan_calls(project)
     results = run_in_workers(plan, workers=workers, concurrency=concurrency, policy=POLICY,
-                             journal_dir=tmp_path / "run", seed=0, progress=None, provider_factory=api.default_provider)
+                             journal_dir=tmp_path / "run", seed=0, progress=None, provider_factory=ModelRouter)
 
     # Every call succeeded in the end (the harness waited and retried).
     assert len(results) == len(plan) and all(r.ok for r in results)
@@ -374,7 +375,8 @@ def test_report_fast_paths_equal_their_references() -> None:
 def test_journal_rows_equal_asdict() -> None:
     import dataclasses
 
-    from evalrun.execution.store import canonical_json, plain, result_line
+    from evalrun.canonical import canonical_json
+    from evalrun.execution.store import plain, result_line
     from evalrun.records import CheckOutcome, Score, ToolCall
 
     r = CallResult(case_id="c", side="candidate", sample=2, model="m", output="é \"x\"", attempt_latencies_s=[0.1],

@@ -22,7 +22,7 @@ import yaml
 from junitparser import Failure, JUnitXml, Skipped
 
 from evalrun import api
-from evalrun.api import Project
+from evalrun.project.loader import Project
 from evalrun.records import SIDES, CallResult, ToolCall
 from evalrun.report import (
     charts,

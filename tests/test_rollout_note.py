@@ -18,8 +18,9 @@ import yaml
 
 from evalrun import api
 from evalrun.analysis.gate import decide_verdict
+from evalrun.analysis.label_rules import audit_rules
 from evalrun.project.config import VariantConfig
-from evalrun.project.fingerprint import audit_rules, label_audit
+from evalrun.project.fingerprint import label_audit
 from evalrun.records import CallResult, Side
 from evalrun.report.rollout_note import (
     ROLLOUT_NOTE,

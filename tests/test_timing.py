@@ -335,14 +335,13 @@ def test_local_generation_time_excludes_waiting_for_the_model(monkeypatch: pytes
     """An in-process model's latency is the generation: waiting for a busy model is not in it."""
     path = Path("/nonexistent/evalrun-fake.gguf")
     loaded = local._LoadedModel(llama=_SlowLlama(0.01))
-    monkeypatch.setitem(local._model_paths, "fake", path)
     monkeypatch.setitem(local._models, path, loaded)
     done: dict[str, Any] = {}
 
     def call() -> None:
         with use_clock() as clock:
             started = time.monotonic()
-            local._generate("fake", [{"role": "user", "content": "hi"}], {}, clock)
+            local._generate(path, [{"role": "user", "content": "hi"}], {}, clock)
             done["elapsed"] = time.monotonic() - started
         done["measured"] = clock.measured()
 

@@ -34,7 +34,7 @@ from click.testing import CliRunner
 from evalrun import api, cli
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
 from evalrun.records import ToolCall
-from evalrun.testing import FakeProvider, fake_response, last_user_text
+from evalrun.testing import FakeProvider, fake_response, last_user_text, serving
 from projectkit import case, variant, write_project
 
 PWN = "window.__pwned=1"
@@ -149,9 +149,9 @@ def build_hostile_run(root: Path, monkeypatch: pytest.MonkeyPatch) -> HostileRun
     for i, p in enumerate(PAYLOADS):  # the YAML round trip kept every byte of the payload
         assert loaded[_case_id(i)].vars["question"] == f"Q{i}: {p}"
     provider = FakeProvider(hostile_script)
-    monkeypatch.setattr(api, "default_provider", lambda: provider)
     run_dir = root / "run"
-    result = CliRunner().invoke(cli.main, ["compare", str(b), str(c), "--out", str(run_dir), "--no-cache"])
+    with serving(provider, "openai/"):
+        result = CliRunner().invoke(cli.main, ["compare", str(b), str(c), "--out", str(run_dir), "--no-cache"])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return HostileRun(root, b, c, run_dir, provider, result.stdout, result.stderr, result.exit_code, cases)
 
@@ -262,12 +262,12 @@ def test_cli_stdout_has_no_control_characters(hostile: HostileRun) -> None:
 
 
 def _github_stdout(hostile: HostileRun, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(api, "default_provider", lambda: FakeProvider(hostile_script))
     out = hostile.root / "run-gh"
-    result = CliRunner().invoke(
-        cli.main, ["compare", str(hostile.baseline), str(hostile.candidate), "--out", str(out),
-                   "--no-cache", "--quiet", "--format", "github"],
-    )
+    with serving(FakeProvider(hostile_script), "openai/"):
+        result = CliRunner().invoke(
+            cli.main, ["compare", str(hostile.baseline), str(hostile.candidate), "--out", str(out),
+                       "--no-cache", "--quiet", "--format", "github"],
+        )
     assert result.exit_code == 1, result.stdout
     return result.stdout
 

@@ -47,7 +47,7 @@ def main() -> None:
 @click.option("--suite", type=click.Path(dir_okay=False), help="Suite file (overrides `suite:` in the configs).")
 def validate(baseline: str, candidate: str, suite: str | None) -> None:
     """Check configs, cases, schemas, regexes, checks and templates without calling a model."""
-    from evalrun.api import load_project
+    from evalrun.project.loader import load_project
 
     try:
         project = load_project(baseline, candidate, suite)
@@ -112,19 +112,20 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
         from evalrun.execution.pool import prestart
 
         prestart()  # the worker processes' litellm import starts now, while the project loads
-    progress: Progress | None = None
     run_dir: Path | None = None
     try:
         project = api.load_project(baseline, candidate, suite, aa_mode=aa, shard=_parse_shard(shard_spec))
         if mode != "replay":
             api.check_environment(project)
-        total = len(project.cases) * project.suite.config.samples * 2
-        progress = Progress(total, quiet=quiet)
-        with api.open_run_folder(project, resume_dir or out, resume=resume_dir is not None,
+        progress = Progress(len(project.cases) * project.suite.config.samples * 2, quiet=quiet)
+        options = api.RunOptions(resume=resume_dir is not None, max_cost=max_cost, cache=mode,
+                                 cache_dir=Path(cache_dir) if cache_dir else None, workers=workers,
+                                 progress=progress, log=progress.message)
+        with api.open_run_folder(project, resume_dir or out, resume=options.resume,
                                  fresh=mode == "refresh") as folder:
             run_dir = folder.path
             finished = folder.mode == "finished"
-            if folder.note and (finished or not sequential):  # --sequential decides per look (api)
+            if folder.note and (finished or not sequential):  # --sequential decides per look (pipeline)
                 progress.message(f"evalrun: {folder.note}")
             if not finished:
                 progress.message(
@@ -136,11 +137,9 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
 
                 progress.message("evalrun: " + estimate(project).line())
             if sequential and not finished:
-                outcome = api.compare_sequential(project, run_dir=run_dir, progress=progress, cache=mode,
-                                                 cache_path=cache_dir, look_every=look_every)
+                outcome = api.compare_sequential(project, run_dir=run_dir, options=options, look_every=look_every)
             else:
-                outcome = api.compare(project, run_dir=folder, progress=progress, max_cost=max_cost, cache=mode,
-                                      cache_path=cache_dir, workers=workers, log=progress.message)
+                outcome = api.compare(project, run_dir=folder, options=options)
     except EvalrunError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -150,25 +149,7 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
         sys.exit(int(ExitCode.INTERRUPTED))
     _print_outcome(outcome.summary, outcome.files, outcome.run_dir, fmt)
     _append_step_summary(outcome.files.get("summary_md"))
-    _exit_now(outcome.exit_code)
-
-
-def _exit_now(code: int) -> NoReturn:
-    """Exit once every file is written: run the atexit handlers, skip the interpreter's
-    teardown (with litellm loaded it alone costs ~0.6 s of CPU and wall, measured).
-
-    Only as the `evalrun` program itself; embedded (click's CliRunner in tests, another
-    program calling ``main``) it is a normal ``sys.exit``.
-    """
-    import atexit
-
-    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
-    if not (argv0.name == "evalrun" or argv0.resolve() == Path(__file__).with_name("__main__.py").resolve()):
-        sys.exit(code)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
-    os._exit(code)
+    sys.exit(outcome.exit_code)
 
 
 def _print_outcome(summary: dict[str, Any], files: dict[str, Path], run_dir: Path, fmt: str) -> None:
@@ -332,11 +313,6 @@ def rescore(run_dir: str) -> None:
 def report(run_dir: str) -> None:
     """Re-render the reports of a run folder from its stored results."""
     rescore.callback(run_dir)  # type: ignore[misc]
-
-
-def run() -> Any:
-    """Console-script entry that never shows a traceback for a user error."""
-    return main()
 
 
 WATCH_EXIT_HELP = """\b

@@ -16,13 +16,15 @@ Use them in your own tests (or evalrun's) to drive the runner without a network:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from evalrun.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
+from evalrun.providers.registry import ProviderSpec, register_provider, unregister_provider
 from evalrun.records import CostStatus, ToolCall
 
-__all__ = ["FakeProvider", "Script", "echo_script", "fake_response", "last_user_text"]
+__all__ = ["FakeProvider", "Script", "echo_script", "fake_response", "last_user_text", "serving"]
 
 Script = Callable[[ProviderRequest], ProviderResponse | ProviderError | Exception]
 
@@ -103,3 +105,19 @@ class FakeProvider:
     async def aclose(self) -> None:
         """Mark the provider closed (tests can assert the runner closes providers)."""
         self.closed = True
+
+
+@contextlib.contextmanager
+def serving(provider: Provider, prefix: str) -> Iterator[ProviderSpec]:
+    """Route every model string starting with ``prefix`` to ``provider`` while inside.
+
+    How a test or a demo drives the real command (``evalrun compare`` through click, with
+    configs naming e.g. ``openai/test-model``) with a scripted provider: the registry
+    answers with ``provider`` instead of litellm. The run stays in this process (the
+    instance cannot be sent to worker processes), as with ``api.compare(provider=...)``.
+    """
+    spec = register_provider(ProviderSpec(f"test:{prefix}", lambda: provider, prefix=prefix, in_process=True))
+    try:
+        yield spec
+    finally:
+        unregister_provider(spec.name)

@@ -23,7 +23,7 @@ from evalrun.analysis import power
 from evalrun.project.config import RuleSpec
 
 if TYPE_CHECKING:
-    from evalrun.api import Project
+    from evalrun.project.loader import Project
 
 __all__ = ["RulePower", "SuitePower", "suite_power"]
 
@@ -107,7 +107,9 @@ def suite_power(project: Project) -> SuitePower:
     scopes: list[tuple[str, list[Any]]] = [("overall", list(project.cases))]
     for cohort in gate.critical_cohorts:
         scopes.append((f"cohort:{cohort}", [c for c in project.cases if c.cohort == cohort]))
-    local = {side: project.variant(side).config.model.startswith("local/") for side in ("baseline", "candidate")}
+    from evalrun.providers.registry import spec_for
+
+    local = {side: spec_for(project.variant(side).config.model).free for side in ("baseline", "candidate")}
     priced = {side: project.variant(side).config.pricing is not None or not local[side]
               for side in ("baseline", "candidate")}
     plan: list[tuple[str, str, RuleSpec, int]] = []

@@ -31,8 +31,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from evalrun.canonical import canonical_json
 from evalrun.errors import CouldNotMeasureError
-from evalrun.execution.store import FORMAT_VERSION, canonical_json
+from evalrun.execution.store import FORMAT_VERSION
 from evalrun.records import CallResult
 from evalrun.secrets import scrub_known
 

@@ -24,9 +24,10 @@ How it works:
   One pipe per worker rather than one shared ``multiprocessing.Queue``: a worker killed
   while holding a shared queue's write lock would block every other worker forever.
 * A worker stops as soon as the parent asks or disappears (its control pipe reaches EOF):
-  a killed ``evalrun`` leaves no orphan making calls. Workers end with ``os._exit`` once
-  their journal is closed and their last message sent (the interpreter teardown of a
-  process holding litellm costs ~0.7 s), and the forkserver is stopped and reaped at exit.
+  a killed ``evalrun`` leaves no orphan making calls. A worker returns once its journal is
+  closed and its last message sent; multiprocessing then ends the process without the
+  interpreter teardown (which, holding litellm, costs ~0.7 s). ``WorkerPool.close`` stops
+  and reaps every worker; the forkserver ends by itself when this process exits.
 * A worker that dies (killed, crashed) does not stop the others: they finish their slices,
   then :class:`WorkerCrashedError` is raised. Every finished call of every worker, the dead
   one included, is in its journal: ``store.read_journals`` reads them all, so a resumed run
@@ -50,8 +51,8 @@ run them in one process (``workers=1``).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
+import importlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -70,7 +71,7 @@ from typing import Any
 
 from evalrun.errors import CouldNotMeasureError, EvalrunError
 from evalrun.execution.runner import PlannedCall, ProgressHook, RetryPolicy, run_calls
-from evalrun.execution.store import JOURNAL, Journal, worker_journal_name
+from evalrun.execution.store import Journal, worker_journal_name
 from evalrun.providers.base import Provider
 from evalrun.records import CallResult
 
@@ -80,15 +81,14 @@ __all__ = [
     "WorkerCrashedError",
     "WorkerPool",
     "prestart",
-    "run_in_workers",
     "split_concurrency",
     "split_plan",
     "warm_imports",
 ]
 
-# Imported by the forkserver before it forks a worker ("litellm" goes through
-# ``import_litellm``: offline switches, quiet settings).
-DEFAULT_PRELOAD: tuple[str, ...] = ("litellm",)
+DEFAULT_PRELOAD: tuple[str, ...] = ("evalrun.providers.litellm.provider:import_litellm",)
+"""Run by the forkserver before it forks a worker: ``module`` is imported, ``module:function``
+called (litellm's import: offline switches, quiet settings, seconds of CPU paid once)."""
 # Names the modules the forkserver imports (set only while the forkserver is started).
 _PRELOAD_ENV = "EVALRUN_FORKSERVER_PRELOAD"
 # Seconds to wait for a worker to stop after being asked to, before it is terminated.
@@ -148,16 +148,14 @@ def effective_workers(workers: int, plan_size: int, concurrency: int) -> int:
 
 
 def _preload_in_forkserver() -> None:
-    """Run in the forkserver (this module is its preload): import what workers need."""
+    """Run in the forkserver (this module is its preload): import (or call) what workers need."""
     names = [n for n in os.environ.pop(_PRELOAD_ENV, "").split(",") if n]
     for name in names:
+        module, _, function = name.partition(":")
         try:
-            if name == "litellm":
-                from evalrun.providers.litellm.provider import import_litellm
-
-                import_litellm()
-            else:
-                __import__(name)
+            loaded = importlib.import_module(module)
+            if function:
+                getattr(loaded, function)()
         except Exception:  # a worker importing it itself will report the real error
             continue
 
@@ -184,12 +182,6 @@ def _context(
     with _context_lock:
         if _started_with is None:
             wanted = tuple(preload)
-            if "litellm" in wanted:
-                # The server inherits the environment: the offline switches must be set
-                # before its import (and they are what this process would set anyway).
-                from evalrun.providers.litellm.provider import _prepare_environment
-
-                _prepare_environment()
             ctx.set_forkserver_preload(["evalrun.execution.pool"])
             os.environ[_PRELOAD_ENV] = ",".join(wanted)
             try:
@@ -199,31 +191,14 @@ def _context(
             finally:
                 os.environ.pop(_PRELOAD_ENV, None)
             _started_with = wanted
-            atexit.register(_stop_forkserver)
     return ctx
-
-
-def _stop_forkserver() -> None:
-    """At exit: end the forkserver this process started and reap it (no orphan, and its
-    workers' CPU is accounted to this process). SIGTERM rather than the polite EOF: its
-    interpreter holds litellm, whose teardown alone takes most of a second."""
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    pid = getattr(server, "_forkserver_pid", None)
-    if server is None or not isinstance(pid, int):
-        return
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGTERM)
-    with contextlib.suppress(Exception):
-        server._stop()
 
 
 def prestart(preload: Sequence[str] = DEFAULT_PRELOAD) -> None:
     """Start the forkserver now (non-blocking) so its imports overlap with other work.
 
-    The server imports ``preload`` ("litellm": the offline, quiet import) before forking
-    the first worker. Idempotent; the first call's ``preload`` wins for this process.
+    The server runs ``preload`` (see ``DEFAULT_PRELOAD``) before forking the first worker.
+    It ends by itself when this process exits (its end of the server's pipe closes). Idempotent; the first call's ``preload`` wins for this process.
     """
     _context(preload)
 
@@ -241,18 +216,69 @@ class _Task:
     seed: int
 
 
-def _send(conn: Connection, message: tuple[Any, ...]) -> None:
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Parent → worker: make this slice."""
+
+    task: _Task
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """Parent → worker: stop (cancel the slice, or exit before starting one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """Worker → parent: the provider is built."""
+
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Results:
+    """Worker → parent: results that finished in one turn of the worker's loop."""
+
+    batch: list[CallResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """Worker → parent: the slice is finished (how many calls, the loop's wall and CPU seconds)."""
+
+    count: int
+    run_s: float
+    cpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Stopped:
+    """Worker → parent: stopped on request."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """Worker → parent: the provider or the run raised; the exception itself when it pickles."""
+
+    error: BaseException | None
+    text: str
+
+
+_ToParent = _Ready | _Results | _Done | _Stopped | _Failed
+
+
+def _send(conn: Connection, message: _ToParent) -> None:
     conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _error_message(exc: BaseException) -> tuple[Any, ...]:
-    """("error", exception or None, text): the exception itself when it pickles."""
+def _error_message(exc: BaseException) -> _Failed:
+    """The failure message: the exception itself when it pickles, and its text."""
     text = f"{type(exc).__name__}: {exc}"
     try:
         payload: BaseException | None = pickle.loads(pickle.dumps(exc))
     except Exception:
         payload = None
-    return ("error", payload, text)
+    return _Failed(payload, text)
 
 
 def _watch_for_stop(conn: Connection, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
@@ -292,7 +318,7 @@ class _Outbox:
         batch, self.pending = self.pending, []
         if batch and not self.broken:
             try:
-                _send(self.conn, ("results", batch))
+                _send(self.conn, _Results(batch))
             except OSError:
                 self.broken = True
 
@@ -326,8 +352,8 @@ async def _run_task(task: _Task, provider: Provider, outbox: _Outbox, control: C
 def _worker_main(index: int, control: Connection, results: Connection, provider_factory: ProviderFactory) -> None:
     """A worker process: make its provider, wait for its slice, run it, report, exit.
 
-    Ends with ``os._exit``: the journal is closed and every message sent by then, and the
-    interpreter teardown of a process holding litellm costs ~0.7 s the parent would wait for.
+    The exit status is ``sys.exit``'s: multiprocessing's bootstrap turns it into the process's
+    exit code and ends the process at once (``os._exit``), skipping the interpreter teardown.
     """
     code = 0
     try:
@@ -339,10 +365,7 @@ def _worker_main(index: int, control: Connection, results: Connection, provider_
     finally:
         with contextlib.suppress(Exception):
             results.close()
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+    sys.exit(code)
 
 
 def _serve(control: Connection, results: Connection, provider_factory: ProviderFactory) -> int:
@@ -351,21 +374,21 @@ def _serve(control: Connection, results: Connection, provider_factory: ProviderF
     except Exception as exc:
         _send(results, _error_message(exc))
         return 1
-    _send(results, ("ready", os.getpid()))
+    _send(results, _Ready(os.getpid()))
     try:
         message = control.recv()
     except EOFError:
         return 0  # the parent went away before sending work
-    if message[0] != "run":
-        return 0  # "stop": not needed after all
-    task: _Task = message[1]
+    if not isinstance(message, _Run):
+        return 0  # stopped: not needed after all
+    task = message.task
     outbox = _Outbox(results)
     started, cpu0 = time.monotonic(), time.process_time()
     try:
         count = asyncio.run(_run_task(task, provider, outbox, control))
     except asyncio.CancelledError:  # the parent asked to stop
         outbox.close()
-        _send(results, ("stopped",))
+        _send(results, _Stopped())
         return 0
     except KeyboardInterrupt:
         outbox.close()
@@ -375,7 +398,7 @@ def _serve(control: Connection, results: Connection, provider_factory: ProviderF
         _send(results, _error_message(exc))
         return 1
     outbox.close()
-    _send(results, ("done", count, {"run_s": time.monotonic() - started, "cpu_s": time.process_time() - cpu0}))
+    _send(results, _Done(count, time.monotonic() - started, time.process_time() - cpu0))
     return 0
 
 
@@ -502,7 +525,7 @@ class WorkerPool:
                 task = _Task(h.index, part, share, policy, journal_dir / worker_journal_name(h.index),
                              seed * 1_000_003 + h.index)
                 with contextlib.suppress(OSError):  # died before its work: reported from its exit
-                    h.control.send(("run", task))
+                    h.control.send(_Run(task))
             self._collect(active, results, progress, on_batch)
             completed = True
         finally:
@@ -543,33 +566,32 @@ class WorkerPool:
 
     @staticmethod
     def _handle_message(
-        handle: _Handle, message: tuple[Any, ...], results: list[CallResult], progress: ProgressHook | None,
+        handle: _Handle, message: _ToParent, results: list[CallResult], progress: ProgressHook | None,
         on_batch: BatchHook | None,
     ) -> None:
-        kind = message[0]
-        if kind == "results":
-            batch: list[CallResult] = message[1]
-            handle.received += len(batch)
-            results.extend(batch)
-            if progress is not None:
-                for r in batch:
-                    progress(r)
-            if on_batch is not None:
-                on_batch(batch)
-        elif kind == "ready":
-            handle.ready = True
-            handle.extra["pid"] = message[1]
-        elif kind == "done":
-            handle.done = True
-            handle.extra.update(message[2] if len(message) > 2 else {})
-        elif kind == "stopped":
-            handle.stopped = True
-        elif kind == "error":
-            handle.error, handle.error_text = message[1], message[2]
+        match message:
+            case _Results(batch):
+                handle.received += len(batch)
+                results.extend(batch)
+                if progress is not None:
+                    for r in batch:
+                        progress(r)
+                if on_batch is not None:
+                    on_batch(batch)
+            case _Ready(pid):
+                handle.ready = True
+                handle.extra["pid"] = pid
+            case _Done(_, run_s, cpu_s):
+                handle.done = True
+                handle.extra.update(run_s=run_s, cpu_s=cpu_s)
+            case _Stopped():
+                handle.stopped = True
+            case _Failed(error, text):
+                handle.error, handle.error_text = error, text
 
     def _stop(self, handle: _Handle) -> None:
         with contextlib.suppress(Exception):
-            handle.control.send(("stop",))
+            handle.control.send(_Stop())
 
     def _raise_failures(self, handles: list[_Handle], results: list[CallResult], journal_dir: Path) -> None:
         for h in handles:
@@ -618,12 +640,6 @@ class WorkerPool:
         self.close()
 
     @property
-    def stats(self) -> list[dict[str, Any]]:
-        """Per worker (after ``run``): index, pid, calls received, and the run's wall and CPU
-        seconds as the worker measured them (its loop only: not the forkserver's imports)."""
-        return [{"index": h.index, "calls": h.received, **h.extra} for h in self._handles]
-
-    @property
     def pids(self) -> list[int]:
         """Process ids of the started workers (waits for them to start)."""
         self._starter.join()
@@ -645,71 +661,3 @@ def warm_imports(names: Sequence[str]) -> threading.Thread:
     thread = threading.Thread(target=work, name="evalrun-warm-imports", daemon=True)
     thread.start()
     return thread
-
-
-def _run_in_process(
-    plan: Sequence[PlannedCall], *, concurrency: int, policy: RetryPolicy, journal_dir: Path, seed: int,
-    progress: ProgressHook | None, provider_factory: ProviderFactory, on_batch: BatchHook | None,
-) -> list[CallResult]:
-    """``workers=1``: the single-process path (one event loop here, journal.jsonl)."""
-    provider = provider_factory()
-
-    def both(result: CallResult) -> None:
-        if progress is not None:
-            progress(result)
-        if on_batch is not None:
-            on_batch([result])
-
-    hook = both if on_batch is not None else progress
-    journal = Journal(journal_dir / JOURNAL)
-
-    async def go() -> list[CallResult]:
-        try:
-            return await run_calls(plan, provider, concurrency=concurrency, policy=policy, journal=journal,
-                                   progress=hook, seed=seed)
-        finally:
-            await provider.aclose()
-
-    try:
-        return asyncio.run(go())
-    finally:
-        journal.close()
-
-
-def run_in_workers(
-    plan: list[PlannedCall],
-    *,
-    workers: int,
-    concurrency: int,
-    policy: RetryPolicy,
-    journal_dir: Path,
-    seed: int,
-    progress: ProgressHook | None,
-    provider_factory: Callable[[], Provider],
-    preload: Sequence[str] = DEFAULT_PRELOAD,
-    on_batch: BatchHook | None = None,
-    pool: WorkerPool | None = None,
-) -> list[CallResult]:
-    """Make every planned call in ``workers`` processes; return all results (arrival order).
-
-    ``workers=1`` (or ``min(workers, len(plan), concurrency) == 1`` without a ``pool``) runs
-    in this process: no subprocess, journal ``journal.jsonl``. Otherwise see the module
-    docstring: round-robin slices, split concurrency, one journal per worker
-    (``journal.w{i}.jsonl``), results streamed to ``progress`` (and ``on_batch``) as they
-    finish. ``pool``: workers started earlier (:class:`WorkerPool`) to use instead of new
-    ones. Raises ``WorkerCrashedError`` when a worker dies (after the others finished), or
-    the ``EvalrunError`` a worker's provider raised.
-    """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if pool is None and effective_workers(workers, len(plan), concurrency) == 1:
-        return _run_in_process(plan, concurrency=concurrency, policy=policy, journal_dir=journal_dir, seed=seed,
-                               progress=progress, provider_factory=provider_factory, on_batch=on_batch)
-    own = pool is None
-    active = pool if pool is not None else WorkerPool(workers, provider_factory, preload=preload)
-    try:
-        return active.run(plan, concurrency=concurrency, policy=policy, journal_dir=journal_dir, seed=seed,
-                          progress=progress, on_batch=on_batch)
-    finally:
-        if own:
-            active.close()

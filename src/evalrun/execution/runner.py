@@ -273,9 +273,11 @@ async def _with_deadline(provider: Provider, req: ProviderRequest) -> ProviderRe
         ) from None
 
 
-def _is_in_process(model: str) -> bool:
-    """In-process models (llama.cpp) run one generation at a time."""
-    return model.startswith("local/")
+def _serial_models(calls: Sequence[PlannedCall]) -> frozenset[str]:
+    """Models whose provider runs one call at a time (an in-process model)."""
+    from evalrun.providers.registry import spec_for
+
+    return frozenset(m for m in {p.request.model for p in calls} if spec_for(m).serial)
 
 
 def _take_response(result: CallResult, resp: ProviderResponse) -> None:
@@ -301,7 +303,7 @@ async def _one_call(
     policy: RetryPolicy,
     rng: random.Random,
     endpoint: Endpoint,
-    serial: asyncio.Semaphore,
+    serial: asyncio.Semaphore | None,
     attempted: Callable[[], None] | None = None,
 ) -> CallResult:
     """Make one planned call with its retries; ``attempted()`` runs as each attempt ends
@@ -315,7 +317,7 @@ async def _one_call(
         await endpoint.wait()
         t0 = time.monotonic()
         try:
-            if _is_in_process(req.model):
+            if serial is not None:
                 # The embedded model serialises generations; take the turn *before* starting
                 # the clock so latency measures generation, not time spent in the queue.
                 async with serial:
@@ -428,7 +430,8 @@ async def run_calls(
     picker = _Picker(first + [p for p in calls if id(p) not in turns], endpoints)
     results: list[CallResult] = []
     rng = random.Random(seed)  # jitter only: never affects what is measured
-    serial = asyncio.Semaphore(1)
+    serial_models = _serial_models(calls)
+    turn = asyncio.Semaphore(1)
 
     def took_turn(planned: PlannedCall) -> None:
         turn = turns.get(id(planned))
@@ -457,6 +460,7 @@ async def run_calls(
                 endpoint.probing = False
                 return
             else:
+                serial = turn if planned.request.model in serial_models else None
                 res = await _one_call(planned, provider, policy, rng, endpoint, serial,
                                       (lambda: took_turn(planned)) if is_warmup else None)
                 endpoint.record(res)

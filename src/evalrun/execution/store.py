@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from evalrun.canonical import canonical_json, stable_hash
 from evalrun.errors import CouldNotMeasureError
 from evalrun.records import CallResult
 
@@ -60,16 +60,6 @@ def _write_error(path: Path, exc: OSError) -> RunFolderError:
 def worker_journal_name(index: int) -> str:
     """The journal file of worker process ``index`` (0-based) in a run folder."""
     return f"journal.w{index}.jsonl"
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace: the basis of every hash evalrun takes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def stable_hash(value: Any, length: int = 64) -> str:
-    """sha256 of the canonical JSON of ``value``."""
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:length]
 
 
 def request_key(
@@ -287,11 +277,6 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise _write_error(path, exc) from exc
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    return data
 
 
 # --------------------------------------------------------------------------- the folder itself

@@ -40,21 +40,19 @@ Parameters left unset (``None``) and an empty ``extra`` are dropped, so writing
 * ``bumped``: both differ (the expected shape of a change);
 * ``unchanged``: neither differs (every label of an A/A run).
 
-``audit_rules(findings)`` turns the findings into gate rules for
+``evalrun.analysis.label_rules.audit_rules(findings)`` turns the findings into gate rules for
 ``evalrun.analysis.gate.decide_verdict(extra_rules=...)``.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from evalrun.analysis.gate import RuleResult, Status
+from evalrun.canonical import canonical_json, stable_hash
 from evalrun.project.config import VERSION_LABELS, LoadedVariant
 from evalrun.secrets import MASK, scrub
 
@@ -62,7 +60,6 @@ __all__ = [
     "FIELDS_BY_LABEL",
     "LabelFinding",
     "LabelStatus",
-    "audit_rules",
     "fingerprint_inputs",
     "fingerprints",
     "hidden_edit_rule",
@@ -163,14 +160,10 @@ def fingerprint_inputs(variant: LoadedVariant) -> dict[str, dict[str, Any]]:
     return masked
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def fingerprints(variant: LoadedVariant) -> dict[str, str]:
     """sha256 hex per version label of what that label stands for (see the module docstring)."""
     return {
-        label: hashlib.sha256(_canonical(data).encode("utf-8")).hexdigest()
+        label: stable_hash(data)
         for label, data in fingerprint_inputs(variant).items()
     }
 
@@ -252,8 +245,8 @@ def _diff(label: str, before: dict[str, Any], after: dict[str, Any], changed: Se
             a, b = _leaves(before), _leaves(after)
             lines.extend(
                 difflib.unified_diff(
-                    [f"{k}: {_canonical(a[k])}" for k in example_fields if k in a],
-                    [f"{k}: {_canonical(b[k])}" for k in example_fields if k in b],
+                    [f"{k}: {canonical_json(a[k])}" for k in example_fields if k in a],
+                    [f"{k}: {canonical_json(b[k])}" for k in example_fields if k in b],
                     fromfile="baseline prompt.examples",
                     tofile="candidate prompt.examples",
                     n=0,
@@ -263,8 +256,8 @@ def _diff(label: str, before: dict[str, Any], after: dict[str, Any], changed: Se
     else:
         # One "field: value" line per changed leaf reads better than a diff of nested JSON.
         a, b = _leaves(before), _leaves(after)
-        old_lines = [f"{k}: {_canonical(a[k])}" for k in changed if k in a]
-        new_lines = [f"{k}: {_canonical(b[k])}" for k in changed if k in b]
+        old_lines = [f"{k}: {canonical_json(a[k])}" for k in changed if k in a]
+        new_lines = [f"{k}: {canonical_json(b[k])}" for k in changed if k in b]
         lines.extend(
             difflib.unified_diff(
                 old_lines,
@@ -314,59 +307,6 @@ def label_audit(baseline: LoadedVariant, candidate: LoadedVariant) -> list[Label
     return findings
 
 
-def _fields_text(fields: Sequence[str], limit: int = 6) -> str:
+def fields_text(fields: Sequence[str], limit: int = 6) -> str:
     shown = ", ".join(fields[:limit])
     return shown + (f" and {len(fields) - limit} more" if len(fields) > limit else "")
-
-
-def audit_rules(findings: Sequence[LabelFinding]) -> list[RuleResult]:
-    """One gate rule per label (``label_<label>``): fail on a hidden edit, else pass.
-
-    A bump without a change passes with a warning in its reason: it is harmless for the
-    offline gate but splits live dashboards for no reason.
-    """
-    rules: list[RuleResult] = []
-    content_changed = {
-        f.label for f in findings if f.baseline_fingerprint != f.candidate_fingerprint
-    }
-    for f in findings:
-        trigger = f"hidden {f.label} edit without a version bump"
-        status: Status
-        if f.status == "hidden_edit":
-            status = "fail"
-            reason = (
-                f"{hidden_edit_rule(f.label)}: {_fields_text(f.changed_fields)} changed but "
-                f"{f.label} is {f.candidate_label!r} on both sides; bump the label"
-            )
-        elif f.status == "bumped_without_change":
-            status = "pass"
-            reason = (
-                f"warning: {f.label} bumped {f.baseline_label!r} -> {f.candidate_label!r} "
-                "but nothing it covers changed"
-            )
-            if f.label == "prompt_version" and content_changed & {
-                "policy_version",
-                "retrieval_version",
-            }:
-                # Templates read policy/retrieval values: the rendered prompt can still differ.
-                reason += " (template sources identical; rendered prompts may differ through policy/retrieval values)"
-        elif f.status == "bumped":
-            status = "pass"
-            reason = (
-                f"{f.label} bumped {f.baseline_label!r} -> {f.candidate_label!r}; "
-                f"changed {_fields_text(f.changed_fields)}"
-            )
-        else:
-            status = "pass"
-            reason = f"{f.label} {f.candidate_label!r} on both sides, nothing it covers changed"
-        rules.append(
-            RuleResult(
-                rule=f"label_{f.label}",
-                scope="overall",
-                trigger=trigger,
-                metric="-",
-                status=status,
-                reason=reason,
-            )
-        )
-    return rules

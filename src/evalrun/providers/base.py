@@ -11,6 +11,9 @@ from typing import Any, Protocol
 
 from evalrun.records import CostStatus, LatencyClock, ToolCall
 
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+"""The largest answer read when a request sets no ``max_response_bytes``."""
+
 
 @dataclass(frozen=True, slots=True)
 class Pricing:

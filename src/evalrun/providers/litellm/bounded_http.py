@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from evalrun.providers.base import DEFAULT_MAX_BYTES
+
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "BodyCapture",
@@ -40,7 +42,6 @@ __all__ = [
     "install_in_litellm",
 ]
 
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 """Cap on one decoded response body when no call-specific cap is set (4 MiB)."""
 
 PIECE = 64 * 1024

@@ -44,16 +44,13 @@ from evalrun.records import CostStatus
 from evalrun.secrets import register_secret, scrub, scrub_known
 
 __all__ = [
-    "LOCAL_PREFIX",
     "LitellmProvider",
     "bundled_tiktoken_dir",
     "classify_exception",
     "import_litellm",
-    "litellm_import_seconds",
     "parse_retry_after",
 ]
 
-LOCAL_PREFIX = "local/"
 MAX_MESSAGE_CHARS = 300
 
 # Keys the provider sets itself; a value in ``request.params`` must not override them
@@ -79,7 +76,6 @@ _RESERVED_PARAMS = frozenset(
 )
 
 _litellm: ModuleType | None = None
-_import_seconds: float | None = None
 _import_lock = threading.Lock()
 
 
@@ -147,25 +143,18 @@ def import_litellm() -> ModuleType:
     Thread-safe. Call it early (outside the event loop) to keep the multi-second import
     out of the first call's latency.
     """
-    global _litellm, _import_seconds
+    global _litellm
     if _litellm is not None:
         return _litellm
     with _import_lock:
         if _litellm is None:
             _prepare_environment()
-            start = time.perf_counter()
             module = importlib.import_module("litellm")
-            _import_seconds = time.perf_counter() - start
             _quieten(module)
             # Every answer read through httpx is capped and kept (bounded_http).
             install_in_litellm()
             _litellm = module
     return _litellm
-
-
-def litellm_import_seconds() -> float | None:
-    """Wall time the litellm import took in this process (None before ``import_litellm``)."""
-    return _import_seconds
 
 
 # --------------------------------------------------------------------------- errors
@@ -397,15 +386,6 @@ def _answered(seen: BodyCapture) -> bool:
     return ok and (seen.finished or seen.truncated)
 
 
-def _count_tokens(litellm: ModuleType, model: str, **what: Any) -> int:
-    try:
-        return int(litellm.token_counter(model=model, **what))
-    except Exception:
-        # A tokenizer that cannot load offline: ~4 characters per token is the usual rule.
-        text = what.get("text") or json.dumps(what.get("messages"), default=str)
-        return max(1, len(str(text)) // 4)
-
-
 class LitellmProvider:
     """``Provider`` backed by ``litellm.acompletion``; exactly one HTTP attempt per call.
 
@@ -466,11 +446,6 @@ class LitellmProvider:
         """
         secrets: tuple[str, ...] = (request.api_key,) if request.api_key else ()
         register_secret(request.api_key)
-        is_local = request.model.startswith(LOCAL_PREFIX)
-        if is_local:
-            from evalrun.providers.local import ensure_registered
-
-            ensure_registered(request.model, request.local_model_path)
         litellm = import_litellm()
 
         kwargs: dict[str, Any] = {
@@ -488,13 +463,11 @@ class LitellmProvider:
             num_retries=0,
             drop_params=self.drop_params,
         )
-        if not is_local:
-            # Every HTTP path of litellm sends through this session, where the exchange is
-            # timed (an in-process model times its own generation instead).
-            session = self._timed_session()
-            kwargs["shared_session"] = session
-            if request.model.startswith("aiohttp_openai/"):
-                kwargs["client"] = session  # that path takes its aiohttp session as `client`
+        # Every HTTP path of litellm sends through this session, where the exchange is timed.
+        session = self._timed_session()
+        kwargs["shared_session"] = session
+        if request.model.startswith("aiohttp_openai/"):
+            kwargs["client"] = session  # that path takes its aiohttp session as `client`
         if request.router is not None:
             router = self._router(litellm, request.router)
             secrets = tuple(
@@ -527,16 +500,16 @@ class LitellmProvider:
                 # litellm could not read an answer the server did send (too large, or a shape
                 # it refuses): read it here, with one rule for every oddity. A 200 that litellm
                 # read as a rate limit or an auth error keeps that kind (raised above).
-                normalised = self._from_body(litellm, request, seen, is_local, secrets)
+                normalised = self._from_body(litellm, request, seen, secrets)
             else:
-                normalised = self._from_response(litellm, request, response, is_local, secrets)
+                normalised = self._from_response(litellm, request, response, secrets)
         measured = clock.measured()
         if measured is not None:
             normalised.transport_s, normalised.latency_clock = measured
         return normalised
 
     def _from_response(
-        self, litellm: ModuleType, request: ProviderRequest, response: Any, is_local: bool, secrets: tuple[str, ...]
+        self, litellm: ModuleType, request: ProviderRequest, response: Any, secrets: tuple[str, ...]
     ) -> ProviderResponse:
         try:
             completion = parse_completion(response)
@@ -549,14 +522,13 @@ class LitellmProvider:
             raise ProviderError(
                 "malformed_response", message.splitlines()[0][:MAX_MESSAGE_CHARS], retryable=True
             ) from None
-        return self._finish(litellm, request, completion, response, is_local, truncated=False)
+        return self._finish(litellm, request, completion, response, truncated=False)
 
     def _from_body(
         self,
         litellm: ModuleType,
         request: ProviderRequest,
         seen: BodyCapture,
-        is_local: bool,
         secrets: tuple[str, ...],
     ) -> ProviderResponse:
         """The answer from the body the transport kept: parsed whole, or salvaged when cut."""
@@ -580,7 +552,7 @@ class LitellmProvider:
                 completion = parse_completion(data)
             except MalformedCompletion as exc:
                 raise ProviderError("malformed_response", str(exc)[:MAX_MESSAGE_CHARS], retryable=True) from None
-        return self._finish(litellm, request, completion, None, is_local, truncated=seen.truncated)
+        return self._finish(litellm, request, completion, None, truncated=seen.truncated)
 
     def _finish(
         self,
@@ -588,7 +560,6 @@ class LitellmProvider:
         request: ProviderRequest,
         completion: Completion,
         response: Any,
-        is_local: bool,
         *,
         truncated: bool,
     ) -> ProviderResponse:
@@ -606,30 +577,30 @@ class LitellmProvider:
         # A missing usage object arrives as zeros (litellm fills them in), and impossible
         # counts were dropped by parse_completion: either way, count the tokens here.
         if not prompt_tokens and request.messages:
-            from evalrun.analysis.estimate import (
+            from evalrun.providers.litellm.tokens import (
                 count_prompt_tokens,  # tools and schemas are billed too
             )
 
-            prompt_tokens = count_prompt_tokens(litellm, request.model, request.messages, request.params)
+            prompt_tokens = count_prompt_tokens(request.model, request.messages, request.params)
             estimated = True
         completion_text = (output or "") + "".join(t.name + t.arguments for t in tool_calls)
         completion_text += refusal or ""
         if not completion_tokens and completion_text:
-            completion_tokens = _count_tokens(litellm, request.model, text=completion_text)
+            from evalrun.providers.litellm.tokens import count_text_tokens
+
+            completion_tokens = count_text_tokens(request.model, completion_text)
             estimated = True
         prompt_tokens = int(prompt_tokens or 0)
         completion_tokens = int(completion_tokens or 0)
 
         cost_usd: float | None
         cost_status: CostStatus
-        if request.pricing is not None:  # explicit config prices win, local models included
+        if request.pricing is not None:  # explicit config prices win
             cost_usd = (
                 prompt_tokens * request.pricing.input_per_mtok
                 + completion_tokens * request.pricing.output_per_mtok
             ) / 1_000_000
             cost_status = "config"
-        elif is_local:
-            cost_usd, cost_status = 0.0, "local"
         else:
             cost_usd = self._litellm_cost(
                 litellm, request.model, response, prompt_tokens, completion_tokens, estimated

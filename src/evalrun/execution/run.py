@@ -1,0 +1,274 @@
+"""A run: make every planned call of a project (or read it back), journaled as it finishes.
+
+``run`` opens (or takes) the run folder, writes the manifest, reads back what a resumed
+folder already holds, answers what the response cache can, and makes the rest through an
+``Executor``: worker processes when the suite asks for them and nothing needs one process,
+else this process. The ``--max-cost`` budget admits each call (``execution.budget``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from evalrun.errors import CouldNotMeasureError, MissingExtraError
+from evalrun.execution.budget import Budget
+from evalrun.execution.cache import ResponseCache, default_cache_path
+from evalrun.execution.executor import Executor, InProcessExecutor, PoolExecutor
+from evalrun.execution.folder import RunFolder, open_run_folder
+from evalrun.execution.manifest import created_of, write_manifest
+from evalrun.execution.options import LogHook, RunOptions
+from evalrun.execution.plan import plan_calls
+from evalrun.execution.runner import PlannedCall, ProgressHook, RetryPolicy
+from evalrun.execution.store import JOURNAL, Journal, clear_run, inspect_folder, read_journals
+from evalrun.project.config import SuiteConfig, project_root
+from evalrun.project.loader import Project
+from evalrun.providers.registry import ModelRouter, spec_for
+from evalrun.records import SIDES, CallResult
+
+__all__ = ["RunOutcome", "check_environment", "make_executor", "retry_policy", "run"]
+
+WARM_IMPORTS = ("evalrun.analysis.compare", "scipy.stats", "evalrun.analysis.gate", "evalrun.checks.scoring",
+                "evalrun.report.html", "jinja2")
+"""What this process loads while its workers make the calls (the comparison and the report)."""
+
+
+@dataclass
+class RunOutcome:
+    """Results of the calls of one run (journaled as they finished)."""
+
+    run_dir: Path
+    results: list[CallResult]
+    created: str
+    reused: int = 0
+
+
+def check_environment(project: Project) -> None:
+    """Fail fast (could-not-measure) on what the environment lacks: keys, a provider's extra."""
+    for side in SIDES:
+        v = project.variant(side)
+        v.api_key()  # raises when the named variable is unset
+        v.router_model_list()  # and for every router deployment
+        missing = spec_for(v.config.model).available()
+        if missing:
+            raise MissingExtraError(f"{v.path}: model {v.config.model} {missing}")
+
+
+def retry_policy(cfg: SuiteConfig) -> RetryPolicy:
+    """The suite's retry settings."""
+    return RetryPolicy(cfg.max_attempts, cfg.backoff.initial_s, cfg.backoff.max_s, cfg.backoff.multiplier)
+
+
+def _needs_one_process(project: Project, options: RunOptions) -> bool:
+    """A given provider, a budget, replay or a provider that needs this process keep the calls here."""
+    pinned = any(spec_for(project.variant(side).config.model).this_process_only for side in SIDES)
+    return options.provider is not None or options.max_cost is not None or options.cache == "replay" or pinned
+
+
+def make_executor(project: Project, options: RunOptions) -> Executor:
+    """The executor of this run: worker processes (already starting) or this process."""
+    cfg = project.suite.config
+    n = options.workers if options.workers is not None else cfg.workers
+    policy = retry_policy(cfg)
+    if n > 1 and not _needs_one_process(project, options):
+        from evalrun.execution.pool import WorkerPool, warm_imports
+
+        # The class is the factory: pickled by reference; each worker builds its providers.
+        pool = WorkerPool(n, ModelRouter)
+        warm_imports(WARM_IMPORTS)
+        return PoolExecutor(pool, concurrency=cfg.concurrency, policy=policy, seed=cfg.seed)
+    # A router builds each model's provider when the executor first runs (never for a run the
+    # journal and the cache answer: replay imports no litellm).
+    provider = options.provider if options.provider is not None else ModelRouter()
+    return InProcessExecutor(provider, concurrency=cfg.concurrency, policy=policy, seed=cfg.seed)
+
+
+def run(project: Project, run_dir: str | Path | RunFolder | None = None, options: RunOptions | None = None) -> RunOutcome:
+    """Make every planned call (skipping those already in the journal when resuming).
+
+    ``run_dir``: a path (opened with ``open_run_folder``: locked, and resumed, started over
+    or refused as described there) or a ``RunFolder`` already opened by the caller. A folder
+    holding the finished run of these inputs is read back, not run again.
+    """
+    opts = options or RunOptions()
+    if opts.cache != "replay":
+        check_environment(project)
+    folder = run_dir if isinstance(run_dir, RunFolder) else open_run_folder(
+        project, run_dir, resume=opts.resume, fresh=opts.cache == "refresh")
+    try:
+        if folder.mode == "finished":
+            wanted = {p.identity for p in plan_calls(project, with_keys=False)}
+            kept = [r for r in read_journals(folder.path) if r.identity in wanted]
+            return RunOutcome(folder.path, kept, created_of(folder.path), reused=len(kept))
+        return _run(project, folder, opts)
+    finally:
+        if folder is not run_dir:
+            folder.close()
+
+
+def _reusable(result: CallResult) -> bool:
+    """Whether a journaled call stands on resume: answers and content-policy refusals do;
+    other errors (rate limits, outages, a wrong key since fixed) are made again."""
+    return result.ok or result.error_kind == "content_policy"
+
+
+def _run(project: Project, folder: RunFolder, opts: RunOptions) -> RunOutcome:
+    rd = folder.path
+    executor = make_executor(project, opts)  # workers start first: their imports overlap with what follows
+    try:
+        created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        done: dict[str, CallResult] = {}
+        if folder.mode == "resume":
+            for r in read_journals(rd):  # journal.jsonl and the worker journals journal.w*.jsonl
+                if _reusable(r):
+                    done[r.identity] = r
+        if folder.mode == "restart":
+            clear_run(rd)
+        if folder.mode != "resume" or inspect_folder(rd).fingerprint != project.fingerprint():
+            write_manifest(project, rd, created)  # (a resume of changed inputs: the manifest says what runs now)
+        plan = plan_calls(project, with_keys=opts.cache != "replay")
+        todo = [p for p in plan if p.identity not in done]
+        with _open_cache(project, opts) as store:
+            hits, todo = _answer_from_cache(store, todo, opts)
+            fresh = _make_calls(project, executor, rd, todo, hits, done, opts, store)
+        return RunOutcome(rd, _collect(plan, done, hits, fresh), created, reused=len(done))
+    finally:
+        executor.close()
+
+
+def _make_calls(project: Project, executor: Executor, rd: Path, todo: list[PlannedCall], hits: list[CallResult],
+                done: dict[str, CallResult], opts: RunOptions, store: ResponseCache | None) -> list[CallResult]:
+    """Journal the cache hits, then make the remaining calls (budgeted, cached as they finish)."""
+    journal = Journal(rd / JOURNAL)
+    try:
+        journal.append_many(hits)
+    finally:
+        journal.close()
+    progress = opts.progress
+    if progress is not None:
+        for hit in hits:
+            progress(hit)
+    if not todo:
+        return []
+    budget = None
+    if opts.max_cost is not None:
+        already = sum(r.cost_usd or 0.0 for r in done.values() if not r.cached)
+        budget = Budget(opts.max_cost, todo, project, already=already)
+        progress = _both(budget.finished, progress)
+    writer = _CacheWriter(store) if store is not None and opts.cache in ("use", "refresh") else None
+    try:
+        fresh = executor.run(todo, rd, on_result=progress, on_batch=writer.add if writer is not None else None,
+                             admit=budget.admit if budget is not None else None)
+    finally:
+        if writer is not None:
+            writer.flush()
+    if budget is not None and budget.skipped:
+        raise CouldNotMeasureError(
+            f"budget reached: spent ${budget.spent:.4f} of --max-cost ${opts.max_cost:.4f}; {budget.skipped} calls "
+            f"not made. Finished calls are saved in {rd}; continue with --resume {rd} and a larger --max-cost"
+        )
+    return fresh
+
+
+def _both(first: ProgressHook, then: ProgressHook | None) -> ProgressHook:
+    def hook(result: CallResult) -> None:
+        first(result)
+        if then is not None:
+            then(result)
+
+    return hook
+
+
+class _CacheWriter:
+    """Stores fresh, successful answers in the response cache, a batch per transaction.
+
+    Batched because a SQLite commit per call sat on the event loop's hot path; the journal,
+    flushed per call, is what makes a crash lose nothing, so a lost cache batch only costs
+    a repeated call on some later run.
+    """
+
+    BATCH = 64
+
+    def __init__(self, store: ResponseCache) -> None:
+        self.store = store
+        self.pending: list[tuple[str, CallResult]] = []
+
+    def add(self, results: Sequence[CallResult]) -> None:
+        self.pending.extend((r.request_key, r) for r in results if r.ok and not r.cached)
+        if len(self.pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.put_many(self.pending)
+            self.pending = []
+
+
+def _answer_from_cache(store: ResponseCache | None, todo: list[PlannedCall],
+                       opts: RunOptions) -> tuple[list[CallResult], list[PlannedCall]]:
+    """Answers the cache holds for ``todo`` (each planned call gets its own copy), and the rest.
+
+    Two planned calls may make the same request (two cases rendering the same prompt, or
+    both sides sending the same one): each gets its own result object, labelled as itself.
+    """
+    if store is None or opts.cache not in ("use", "replay"):
+        return [], todo
+    found = store.get_many([p.key for p in todo])
+    if store.unreadable and opts.log is not None:
+        _warn_unreadable(store, opts.log)
+    hits: list[CallResult] = []
+    remaining: list[PlannedCall] = []
+    taken: set[str] = set()
+    for p in todo:
+        stored = found.get(p.key)
+        if stored is None:
+            remaining.append(p)
+            continue
+        if p.key in taken:  # the decoded object already answers another planned call
+            stored = dataclasses.replace(stored, tool_calls=[dataclasses.replace(t) for t in stored.tool_calls],
+                                         attempt_latencies_s=list(stored.attempt_latencies_s))
+        taken.add(p.key)
+        stored.case_id, stored.side, stored.sample, stored.request_key, stored.cached = (
+            p.case_id, p.side, p.sample, p.key, True)
+        hits.append(stored)
+    if opts.cache == "replay" and remaining:
+        names = ", ".join(f"{p.case_id} ({p.side})" for p in remaining[:5])
+        more = f" and {len(remaining) - 5} more" if len(remaining) > 5 else ""
+        raise CouldNotMeasureError(f"replay: {len(remaining)} calls are not in the cache {store.path}: {names}{more}")
+    return hits, remaining
+
+
+def _warn_unreadable(store: ResponseCache, log: LogHook) -> None:
+    log(f"evalrun: warning: {store.unreadable} cached answer(s) in {store.path} could not be read "
+        "(damaged or written by another version): those calls are made again")
+
+
+def _collect(
+    plan: Sequence[PlannedCall], done: dict[str, CallResult], hits: list[CallResult], fresh: list[CallResult]
+) -> list[CallResult]:
+    """A run's results: resumed ones still in the plan, cache hits, fresh calls."""
+    wanted = {p.identity for p in plan}
+    return [r for k, r in done.items() if k in wanted] + hits + fresh
+
+
+class _NoCache:
+    """``with`` target when the cache is off."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _open_cache(project: Project, opts: RunOptions) -> ResponseCache | _NoCache:
+    if opts.cache == "off":
+        return _NoCache()
+    target = (Path(opts.cache_dir) / "responses.sqlite3" if opts.cache_dir is not None
+              else default_cache_path(project_root(project.suite.path)))
+    if opts.cache == "replay" and not target.exists():
+        raise CouldNotMeasureError(f"replay: no response cache at {target}")
+    return ResponseCache(target)
