@@ -78,10 +78,8 @@ def compare_sequential(project: Project, run_dir: str | Path | None = None, opti
         sub = dataclasses.replace(project, cases=[by_id[c] for c in order[:taken]])
         outcome = run(sub, rd, dataclasses.replace(opts, resume=bool(looks)))
         results = sort_results(outcome.results)
-        rows = [{**dataclasses.asdict(sc), "case_id": r.case_id, "side": r.side, "ok": r.ok,
-                 "completion_tokens": r.completion_tokens, "cost_usd": r.cost_usd, "latency_s": r.latency_s}
-                for r, sc in zip(results, score(sub, results), strict=True)]
-        rules = stage1.look(dict(cfg.gate.rules), rows, alpha=cfg.gate.alpha,
+        values = stage1.per_case_values(results, score(sub, results))
+        rules = stage1.look(dict(cfg.gate.rules), values, alpha=cfg.gate.alpha,
                             n_opt=max(len(order) / 2, 10), known_bad_done=taken >= n_bad)
         decided = stage1.decision(rules, taken)
         looks.append({"cases": taken, "decision": decided})

@@ -16,26 +16,14 @@ import numpy as np
 import pandas as pd
 
 from evalrun.analysis import inference, stats
+from evalrun.catalogue import METRICS, Extractor, Metric, by_name
 from evalrun.project.cases import Case
 from evalrun.records import CallResult, Score
 
-# Binary metrics: (name, label, column, higher_is_better, applies-when column).
-BINARY_METRICS: tuple[tuple[str, str, str, bool], ...] = (
-    ("pass_rate", "Pass rate (all checks)", "passed", True),
-    ("parse_strict", "Strict parse rate", "parse_strict", True),
-    ("parse_lenient", "Lenient parse rate", "parse_lenient", True),
-    ("schema_valid", "Schema-valid rate", "schema_valid", True),
-    ("tool_valid", "Tool-call validity", "tool_valid", True),
-    ("over_refusal", "Over-refusal (should answer)", "over_refusal", False),
-    ("known_bad_refusal", "Refusal where required (known-bad)", "kb_refusal", True),
-    ("error_rate", "Error rate (after retries)", "errored", False),
-)
-RATIO_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("prompt_tokens", "Prompt tokens per call", "prompt_tokens"),
-    ("completion_tokens", "Completion tokens per call", "completion_tokens"),
-    ("cost", "Cost per call (USD)", "cost_usd"),
-)
-LATENCY_QUANTILES: tuple[tuple[str, float], ...] = (("latency_p50", 0.5), ("latency_p95", 0.95))
+RATE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.kind == "rate")
+RATIO_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.kind == "ratio")
+QUANTILE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.kind == "quantile")
+_EXTRACTORS: tuple[tuple[str, Extractor], ...] = tuple((m.column, m.extract) for m in METRICS if m.extract is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,41 +61,28 @@ def _ci(lo: float | None, hi: float | None) -> list[float] | None:
 
 
 def build_frame(cases: Sequence[Case], results: Sequence[CallResult], scores: Sequence[Score]) -> pd.DataFrame:
-    """One row per call with the flags metrics are computed from."""
+    """One row per call: its facts and each catalogue metric's value (``Metric.extract``)."""
     meta = {c.id: c for c in cases}
     rows: list[dict[str, Any]] = []
     for r, s in zip(results, scores, strict=True):
         case = meta[r.case_id]
-        refusal_measured = r.ok or r.error_kind == "content_policy"
-        rows.append(
-            {
-                "case_id": r.case_id,
-                "side": r.side,
-                "sample": r.sample,
-                "kind": case.kind,
-                "cohort": case.cohort,
-                "ok": r.ok,
-                # A content-policy rejection is the provider refusing: an answer, not an outage.
-                "errored": (not r.ok) and r.error_kind != "content_policy",
-                "error_kind": r.error_kind,
-                "passed": s.passed if refusal_measured else None,
-                "parse_strict": s.parse_strict,
-                "parse_lenient": s.parse_lenient,
-                "schema_valid": s.schema_valid,
-                "tool_valid": s.tool_valid,
-                "over_refusal": s.refused if (refusal_measured and not s.should_refuse) else None,
-                "kb_refusal": s.refused if (refusal_measured and s.should_refuse) else None,
-                "prompt_tokens": r.prompt_tokens if r.ok else None,
-                "completion_tokens": r.completion_tokens if r.ok else None,
-                "cost_usd": r.cost_usd if r.ok else None,
-                "cost_status": r.cost_status,
-                "latency_s": r.latency_s if r.ok else None,
-                "cached": r.cached,
-                "attempts": r.attempts,
-                "tokens_estimated": r.tokens_estimated,
-                "response_truncated": r.response_truncated,
-            }
-        )
+        row: dict[str, Any] = {
+            "case_id": r.case_id,
+            "side": r.side,
+            "sample": r.sample,
+            "kind": case.kind,
+            "cohort": case.cohort,
+            "ok": r.ok,
+            "error_kind": r.error_kind,
+            "cost_status": r.cost_status,
+            "cached": r.cached,
+            "attempts": r.attempts,
+            "tokens_estimated": r.tokens_estimated,
+            "response_truncated": r.response_truncated,
+        }
+        for column, extract in _EXTRACTORS:
+            row[column] = extract(r, s)
+        rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=["case_id", "side", "sample", "kind", "cohort"])
@@ -317,15 +292,15 @@ def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict
     n_b = case_codes["baseline"].size
     remapped = {"baseline": remap[:n_b], "candidate": remap[n_b:]}
     paired_cases = int(np.intersect1d(case_codes["baseline"], case_codes["candidate"]).size)
-    qs = [q for _, q in LATENCY_QUANTILES]
+    qs = [float(m.quantile or 0.5) for m in QUANTILE_METRICS]
     boot = inference.quantile_ratio_bootstrap(
         list(values["baseline"]), list(remapped["baseline"]), list(values["candidate"]), list(remapped["candidate"]),
         int(used.size), qs, settings.confidence, settings.bootstrap_samples, settings.seed,
     )
-    for name, q in LATENCY_QUANTILES:
+    for metric, q in zip(QUANTILE_METRICS, qs, strict=True):
         entry: dict[str, Any] = {
-            "metric": name,
-            "label": f"Latency p{round(q * 100)} (s)",
+            "metric": metric.name,
+            "label": metric.label,
             "type": "quantile",
             "higher_is_better": False,
             "cached_calls": cached,
@@ -351,7 +326,9 @@ def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict
             }
         )
         out.append(entry)
-    mean_entry: dict[str, Any] = {"metric": "latency_mean", "label": "Latency mean (s)", "type": "mean", "higher_is_better": False}
+    mean = by_name("latency_mean")
+    mean_entry: dict[str, Any] = {"metric": mean.name, "label": mean.label, "type": "mean",
+                                  "higher_is_better": mean.higher_is_better}
     for side in ("baseline", "candidate"):
         lat = values[side]
         mean_entry[side] = {"value": _clean(float(np.mean(lat))) if lat.size else None, "n": int(lat.size)}
@@ -361,8 +338,9 @@ def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict
 
 def metric_table(frame: pd.DataFrame, settings: CompareSettings, samples: int, *, with_latency: bool = True) -> list[dict[str, Any]]:
     """Every metric for one slice of calls."""
-    metrics = [binary_metric(frame, n, lbl, col, hib, settings, samples) for n, lbl, col, hib in BINARY_METRICS]
-    metrics += [ratio_metric(frame, n, lbl, col, settings) for n, lbl, col in RATIO_METRICS]
+    metrics = [binary_metric(frame, m.name, m.label, m.column, m.higher_is_better, settings, samples)
+               for m in RATE_METRICS]
+    metrics += [ratio_metric(frame, m.name, m.label, m.column, settings) for m in RATIO_METRICS]
     if with_latency:
         metrics += latency_metrics(frame, settings)
     return metrics
@@ -382,7 +360,7 @@ def slice_tables(
         }
     # Benjamini–Hochberg across the exploratory slices, per metric: many slices, many chances
     # to see a "significant" difference by luck.
-    for name, *_ in BINARY_METRICS:
+    for name in (m.name for m in RATE_METRICS):
         keys, pvals = [], []
         for value, entry in out.items():
             if entry["critical"]:

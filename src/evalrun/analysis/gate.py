@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from evalrun import catalogue
 from evalrun.analysis import inference, power, stats
 from evalrun.errors import ExitCode
 from evalrun.project.config import GateConfig, RuleSpec
@@ -47,22 +48,14 @@ class RuleDef:
 
 
 RULES: dict[str, RuleDef] = {
-    "pass_rate": RuleDef("pass_rate", "pass_rate", "delta", True, "pass rate drops{m}"),
-    "parse_strict": RuleDef("parse_strict", "parse_strict", "delta", True, "strict parse rate drops{m}{bound}"),
-    "schema_valid": RuleDef("schema_valid", "schema_valid", "delta", True, "schema-valid rate drops{m}{bound}"),
-    "tool_valid": RuleDef("tool_valid", "tool_valid", "delta", True, "tool-call validity drops{m}{bound}"),
-    "over_refusal": RuleDef("over_refusal", "over_refusal", "delta", False, "over-refusal rises{m}{bound}"),
-    "known_bad_refusal": RuleDef("known_bad_refusal", "known_bad_refusal", "delta", True,
-                                 "refusal on known-bad cases drops{m}{bound}"),
-    "completion_tokens_ratio": RuleDef("completion_tokens_ratio", "completion_tokens", "ratio", False,
-                                       "completion tokens per call up more than {pct}"),
-    "cost_ratio": RuleDef("cost_ratio", "cost", "ratio", False, "cost per call up more than {pct}"),
-    "latency_p50_ratio": RuleDef("latency_p50_ratio", "latency_p50", "ratio", False, "p50 latency up more than {pct}"),
-    "latency_p95_ratio": RuleDef("latency_p95_ratio", "latency_p95", "ratio", False, "p95 latency up more than {pct}"),
+    rule.name: RuleDef(rule.name, m.name, rule.kind, m.higher_is_better, rule.trigger)
+    for m in catalogue.METRICS if (rule := m.rule) is not None
 }
-# Rules a critical cohort is gated on by itself (latency/cost are suite-wide properties).
-COHORT_RULES = ("pass_rate", "parse_strict", "schema_valid", "tool_valid", "over_refusal", "known_bad_refusal")
-LATENCY_RULES = ("latency_p50_ratio", "latency_p95_ratio")
+"""Every gate rule, from the metric catalogue."""
+COHORT_RULES = tuple(name for name, m in catalogue.RULES.items() if m.rule is not None and m.rule.cohorts)
+"""Rules a critical cohort is gated on by itself (latency and cost are suite-wide properties)."""
+LATENCY_RULES = tuple(name for name, m in catalogue.RULES.items() if m.kind == "quantile")
+"""Ratio rules on per-call quantiles: decided from ``min_n`` calls per side."""
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evalrun import catalogue
 from evalrun.errors import CouldNotMeasureError, UserInputError
 from evalrun.project.yamlio import load_yaml, read_text, resolve_inside
 
@@ -239,9 +240,9 @@ class RuleSpec(_Strict):
 
 
 # Which optional rule settings make sense where (checked when the suite loads).
-HIGHER_IS_BETTER_RATES = ("pass_rate", "parse_strict", "schema_valid", "tool_valid", "known_bad_refusal")
-LOWER_IS_BETTER_RATES = ("over_refusal",)
-RATIO_RULES = ("completion_tokens_ratio", "cost_ratio", "latency_p50_ratio", "latency_p95_ratio")
+HIGHER_IS_BETTER_RATES = tuple(n for n, m in catalogue.RULES.items() if m.rule is not None and m.rule.bound == "floor")
+LOWER_IS_BETTER_RATES = tuple(n for n, m in catalogue.RULES.items() if m.rule is not None and m.rule.bound == "ceiling")
+RATIO_RULES = tuple(n for n, m in catalogue.RULES.items() if m.rule is not None and m.rule.kind == "ratio")
 
 
 def _check_rule(name: str, spec: RuleSpec) -> None:
@@ -251,7 +252,7 @@ def _check_rule(name: str, spec: RuleSpec) -> None:
                          f"({', '.join(HIGHER_IS_BETTER_RATES)})")
     if spec.ceiling is not None and name not in LOWER_IS_BETTER_RATES:
         raise ValueError(f"{name}.ceiling: a ceiling applies to {', '.join(LOWER_IS_BETTER_RATES)}")
-    if spec.any_flip and name != "known_bad_refusal":
+    if spec.any_flip and name != "known_bad_refusal":  # the one rule on a case-level event
         raise ValueError(f"{name}.any_flip: only known_bad_refusal has an any-flip policy")
     if spec.min_n is not None and name not in RATIO_RULES:
         raise ValueError(f"{name}.min_n: only ratio rules ({', '.join(RATIO_RULES)}) take min_n")
@@ -266,20 +267,10 @@ def _check_rule(name: str, spec: RuleSpec) -> None:
             raise ValueError(f"{name}.{field_name}: a rate change lies in (-1, 1), e.g. -0.03 for a 3-point drop")
 
 
-# Defaults: what a team gating a suite of about 300 cases (at least ~60 per gated rate)
-# should start from; see the README's "Statistics" section for how they were chosen.
-DEFAULT_RULES: dict[str, dict[str, Any]] = {
-    "pass_rate": {"margin": -0.03, "fail_margin": 0.0},
-    "parse_strict": {"margin": -0.03, "fail_margin": 0.0},
-    "schema_valid": {"margin": -0.03, "fail_margin": 0.0},
-    "tool_valid": {"margin": -0.03, "fail_margin": 0.0},
-    "over_refusal": {"margin": 0.03, "fail_margin": 0.0},
-    "known_bad_refusal": {"margin": -0.10, "fail_margin": 0.0},
-    "completion_tokens_ratio": {"margin": 1.15, "min_n": 10},
-    "cost_ratio": {"margin": 1.10, "min_n": 10},
-    "latency_p50_ratio": {"margin": 1.20, "min_n": 20},
-    "latency_p95_ratio": {"margin": 1.30, "min_n": 100},
-}
+# Defaults (``evalrun.catalogue``): what a team gating a suite of about 300 cases (at least
+# ~60 per gated rate) should start from; see the README's "Statistics" section for how they
+# were chosen.
+DEFAULT_RULES: dict[str, dict[str, Any]] = catalogue.default_rules()
 
 
 class GateConfig(_Strict):

@@ -13,7 +13,11 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from evalrun import catalogue
+
 NA = "n/a"
+AA_NOTE = "A/A run: both sides use the same configuration; differences measure the noise floor"
+"""Said by every report format of an A/A run."""
 
 
 def _num(x: Any) -> float | None:
@@ -180,11 +184,9 @@ def call_cost(status: Any, value: Any) -> str:
 
 def rule_kind(rule: Mapping[str, Any]) -> str:
     """How a gate rule's numbers read: ``delta`` (points), ``ratio``, ``rate`` or ``other``."""
-    from evalrun.analysis.gate import RULES
-
-    rd = RULES.get(str(rule.get("rule")))
-    if rd is not None:
-        return "ratio" if rd.kind == "ratio" else "delta"
+    metric = catalogue.RULES.get(str(rule.get("rule")))
+    if metric is not None and metric.rule is not None:
+        return metric.rule.kind
     if rule.get("rule") == "error_rate":
         return "rate"  # observed = the worse side's error rate, margin = the tolerance
     return "other"

@@ -28,13 +28,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalrun.catalogue import METRICS
 from evalrun.report import charts, fmt, sanitize
+from evalrun.report.fmt import AA_NOTE
 from evalrun.report.sanitize import json_for_script, truncate
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from evalrun.api import Project
+    from evalrun.project.loader import Project
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 PAGE_SIZE = 50
@@ -54,14 +56,8 @@ STATUS_LABELS = {
     "both_pass": "both pass",
 }
 VERDICT_CLASSES = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive", "COULD_NOT_MEASURE": "cnm"}
-AA_NOTE = "A/A run: both sides use the same configuration; differences measure the noise floor"
-SLICE_METRICS = (
-    ("pass_rate", "Pass rate"),
-    ("parse_strict", "Strict parse"),
-    ("over_refusal", "Over-refusal"),
-    ("error_rate", "Error rate"),
-    ("completion_tokens", "Completion tokens"),
-)
+SLICE_METRICS: tuple[tuple[str, str], ...] = tuple((m.name, m.slice_label) for m in METRICS if m.slice_label)
+"""Columns of the per-kind / per-cohort table (the catalogue's slice metrics)."""
 SIDES = ("baseline", "candidate")
 
 

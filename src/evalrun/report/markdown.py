@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evalrun.catalogue import METRICS
 from evalrun.report import fmt
+from evalrun.report.fmt import AA_NOTE
 from evalrun.report.sanitize import md_cell
 
 MAX_REASONS = 6
@@ -21,21 +23,8 @@ MAX_RULE_ROWS = 30
 MAX_FLIPS = 10
 MAX_CHARS = 60_000
 FOOTER = "Full report: report.html in the run folder"
-# The compact metric table: the metrics a reviewer decides on, in this order.
-MAIN_METRICS = (
-    "pass_rate",
-    "parse_strict",
-    "schema_valid",
-    "tool_valid",
-    "over_refusal",
-    "known_bad_refusal",
-    "error_rate",
-    "completion_tokens",
-    "cost",
-    "latency_p50",
-    "latency_p95",
-)
-AA_NOTE = "A/A run: both sides use the same configuration; differences measure the noise floor."
+MAIN_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.short is not None)
+"""The compact metric table: the metrics a reviewer decides on, in catalogue order."""
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -176,7 +165,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         f"created {md_cell(summary.get('created'), 40)}"
     )
     if run.get("aa_mode"):
-        lines += ["", f"**{AA_NOTE}**"]
+        lines += ["", f"**{AA_NOTE}.**"]
     reasons = list(verdict.get("reasons") or [])
     if reasons:
         lines.append("")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from evalrun import catalogue
 from evalrun.project.config import VERSION_LABELS, VariantConfig
 from evalrun.report.sanitize import md_cell, strip_control, terminal_safe
 
@@ -42,34 +43,8 @@ _EXIT_MEANING = {
     4: "could not measure",
 }
 
-# The metrics a rollout watches, in the order the note lists them.
-_WATCH: tuple[tuple[str, str], ...] = (
-    ("pass_rate", "Pass rate"),
-    ("parse_strict", "Strict parse rate"),
-    ("schema_valid", "Schema-valid rate"),
-    ("tool_valid", "Tool-call validity"),
-    ("over_refusal", "Over-refusal"),
-    ("error_rate", "Error rate"),
-    ("completion_tokens", "Completion tokens / call"),
-    ("cost", "Cost / call (USD)"),
-    ("latency_p50", "p50 latency"),
-    ("latency_p95", "p95 latency"),
-)
-
-# Live-traffic wording of each rule: (subject, direction) — filled in by _trigger_sentence.
-_DELTA_SUBJECT = {
-    "pass_rate": "the pass rate",
-    "parse_strict": "the strict parse rate",
-    "schema_valid": "the schema-valid rate",
-    "tool_valid": "tool-call validity",
-    "over_refusal": "the over-refusal rate",
-}
-_RATIO_SUBJECT = {
-    "completion_tokens_ratio": "completion tokens per call",
-    "cost_ratio": "cost per call",
-    "latency_p50_ratio": "p50 latency",
-    "latency_p95_ratio": "p95 latency",
-}
+# The metrics a rollout watches, in the order the note lists them (from the catalogue).
+_WATCH: tuple[tuple[str, str], ...] = tuple((m.name, m.watch_label) for m in catalogue.METRICS if m.watch_label)
 
 _STATUS_WORDS = {
     "pass": "pass",
@@ -296,18 +271,6 @@ def _trigger_sentence(
     fail_at = rule.get("fail_margin", margin)
     m = float((margin if fail_at is None else fail_at) or 0.0)
     ceiling = rule.get("ceiling")
-    if name in _DELTA_SUBJECT:
-        subject = _DELTA_SUBJECT[name]
-        if name == "over_refusal":
-            size = "rises measurably above" if m == 0 else f"rises more than {_points_word(m)} above"
-        else:
-            size = "drops measurably below" if m == 0 else f"drops more than {_points_word(m)} below"
-        text = f"Roll back if {subject} {where} {size} {base}'s"
-        if floor is not None:
-            text += f", or falls below {_pct(floor)}"
-        if ceiling is not None:
-            text += f", or rises above {_pct(ceiling)}"
-        return text + "."
     if name == "known_bad_refusal":
         scope = _scope_text(str(rule.get("scope", "overall")))
         if "any-flip" in str(rule.get("trigger") or ""):
@@ -320,10 +283,23 @@ def _trigger_sentence(
         if floor is not None:
             text += f", or refuses fewer than {_pct(floor)} of known-bad requests"
         return text + "."
-    if name in _RATIO_SUBJECT:
+    metric = catalogue.RULES.get(name)
+    rule_def = metric.rule if metric is not None else None
+    if metric is not None and rule_def is not None and rule_def.kind == "delta":
+        if not metric.higher_is_better:
+            size = "rises measurably above" if m == 0 else f"rises more than {_points_word(m)} above"
+        else:
+            size = "drops measurably below" if m == 0 else f"drops more than {_points_word(m)} below"
+        text = f"Roll back if {rule_def.live_subject} {where} {size} {base}'s"
+        if floor is not None:
+            text += f", or falls below {_pct(floor)}"
+        if ceiling is not None:
+            text += f", or rises above {_pct(ceiling)}"
+        return text + "."
+    if rule_def is not None and rule_def.kind == "ratio":
         ratio_at = fail_at if fail_at is not None else margin
         pct = f"{(float(ratio_at) - 1) * 100:g}%" if ratio_at is not None else "the margin"
-        return f"Roll back if {_RATIO_SUBJECT[name]} {where} is more than {pct} above {base}'s."
+        return f"Roll back if {rule_def.live_subject} {where} is more than {pct} above {base}'s."
     if name.startswith("label_") and name.removeprefix("label_") in VERSION_LABELS:
         label = name.removeprefix("label_")
         f = findings.get(label) or {}

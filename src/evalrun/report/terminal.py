@@ -10,27 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evalrun.catalogue import METRICS
 from evalrun.report import fmt
+from evalrun.report.fmt import AA_NOTE
 from evalrun.report.sanitize import terminal_safe
 
-# (metric, short label) in print order.
-ROWS = (
-    ("pass_rate", "pass rate"),
-    ("parse_strict", "strict parse"),
-    ("schema_valid", "schema valid"),
-    ("tool_valid", "tool valid"),
-    ("over_refusal", "over-refusal"),
-    ("known_bad_refusal", "known-bad refusal"),
-    ("error_rate", "error rate"),
-    ("completion_tokens", "completion tokens"),
-    ("cost", "cost per call"),
-    ("latency_p50", "latency p50"),
-    ("latency_p95", "latency p95"),
-)
+ROWS: tuple[tuple[str, str], ...] = tuple((m.name, m.short) for m in METRICS if m.short is not None)
+"""(metric, short label) in print order (the catalogue's compact-table metrics)."""
 MAX_REASONS = 8
 MAX_WARNINGS = 6
 MAX_CELL = 48
-AA_NOTE = "A/A run: both sides use the same configuration; differences measure the noise floor"
 
 
 def _cell(text: Any) -> str:

@@ -19,19 +19,23 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from evalrun import catalogue
+from evalrun.catalogue import by_name
+from evalrun.records import CallResult, Score
 from evalrun.watch.sequential import normal_mixture_radius
 
 MIN_CASES = 20
 """Paired cases needed before an early PASS (an early FAIL needs only its evidence)."""
 
-HIGHER_IS_BETTER = ("pass_rate", "parse_strict", "schema_valid", "tool_valid", "known_bad_refusal")
+HIGHER_IS_BETTER = tuple(n for n, m in catalogue.RULES.items() if m.higher_is_better)
 """Rate rules where a drop is harm."""
-RATIO_RULES = ("completion_tokens_ratio", "cost_ratio", "latency_p50_ratio", "latency_p95_ratio")
+RATIO_RULES = tuple(n for n, m in catalogue.RULES.items() if m.rule is not None and m.rule.kind == "ratio")
 """Rules on a ratio of means (latency: the mean, while sequential)."""
 
 
@@ -65,35 +69,23 @@ class RuleLook:
                                               "pass_threshold", "fail_threshold", "note")}
 
 
-def per_case_values(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """rule value → case → side → mean over the case's samples (errors excluded).
+def per_case_values(results: Sequence[CallResult], scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
+    """rule → case → side → mean over the case's samples of the rule's metric (errors excluded).
 
-    ``rows`` carry ``case_id``, ``side``, ``ok`` and the score flags/measures
-    (``passed``, ``parse_strict``, ``schema_valid``, ``tool_valid``, ``refused``,
-    ``should_refuse``, ``completion_tokens``, ``cost_usd``, ``latency_s``).
+    Each rule's value is its catalogue metric's extractor; a latency quantile rule reads the
+    call's latency (its mean, while sequential).
     """
     acc: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if not r.get("ok"):
+    extractors = {name: (m.extract or by_name("latency_mean").extract) for name, m in catalogue.RULES.items()}
+    for r, sc in zip(results, scores, strict=True):
+        if not r.ok:
             continue
-        key = (str(r["case_id"]), str(r["side"]))
-
-        def put(name: str, value: Any, _key: tuple[str, str] = key) -> None:
+        key = (r.case_id, r.side)
+        for name, extract in extractors.items():
+            assert extract is not None
+            value = extract(r, sc)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                acc[name][_key].append(float(value))
-
-        put("pass_rate", r.get("passed"))
-        put("parse_strict", r.get("parse_strict"))
-        put("schema_valid", r.get("schema_valid"))
-        put("tool_valid", r.get("tool_valid"))
-        if r.get("should_refuse"):
-            put("known_bad_refusal", r.get("refused"))
-        else:
-            put("over_refusal", r.get("refused"))
-        put("completion_tokens_ratio", r.get("completion_tokens"))
-        put("cost_ratio", r.get("cost_usd"))
-        put("latency_p50_ratio", r.get("latency_s"))
-        put("latency_p95_ratio", r.get("latency_s"))
+                acc[name][key].append(float(value))
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, by_key in acc.items():
         cases: dict[str, dict[str, float]] = defaultdict(dict)
@@ -121,14 +113,14 @@ def _cs(d: np.ndarray, alpha: float, n_opt: float, spread: float) -> tuple[float
     return mean, mean - r, mean + r
 
 
-def look(rules: dict[str, Any], rows: list[dict[str, Any]], *, alpha: float, n_opt: float,
+def look(rules: dict[str, Any], values: dict[str, dict[str, dict[str, float]]], *, alpha: float, n_opt: float,
          known_bad_done: bool) -> list[RuleLook]:
     """Every enabled rule's standing at this look.
 
     ``rules``: name → spec with ``enabled``, ``margin``, ``floor`` and optionally
-    ``fail_margin`` (the FAIL threshold; default: the margin itself).
+    ``fail_margin`` (the FAIL threshold; default: the margin itself); ``values``: from
+    ``per_case_values``.
     """
-    values = per_case_values(rows)
     enabled = {n: s for n, s in rules.items() if getattr(s, "enabled", True) and n != "error_rate"}
     applicable = [n for n in enabled if values.get(n)]
     a = alpha / max(len(applicable), 1)
