@@ -22,9 +22,9 @@ from tests.support.openai_server import OpenAIServer, Reply
 
 from evalrun.errors import MissingExtraError
 from evalrun.providers.base import Pricing, ProviderError, ProviderRequest, ProviderResponse
+from evalrun.providers.litellm.importer import _prepare_environment
 from evalrun.providers.litellm.provider import (
     LitellmProvider,
-    _prepare_environment,
     classify_exception,
     import_litellm,
     parse_retry_after,
@@ -130,7 +130,8 @@ def audit(event, args):
     elif event == "socket.connect" and isinstance(args[1], tuple):
         hosts.append(str(args[1][0]))
 sys.addaudithook(audit)
-from evalrun.providers.litellm.provider import LitellmProvider, import_litellm, bundled_tiktoken_dir
+from evalrun.providers.litellm.provider import LitellmProvider, import_litellm
+from evalrun.providers.litellm.importer import bundled_tiktoken_dir
 from evalrun.providers.base import ProviderError, ProviderRequest
 from tests.support.openai_server import Reply, running_server
 t = time.perf_counter(); lt = import_litellm(); wall = time.perf_counter() - t

@@ -86,7 +86,7 @@ __all__ = [
     "warm_imports",
 ]
 
-DEFAULT_PRELOAD: tuple[str, ...] = ("evalrun.providers.litellm.provider:import_litellm",)
+DEFAULT_PRELOAD: tuple[str, ...] = ("evalrun.providers.litellm.importer:import_litellm",)
 """Run by the forkserver before it forks a worker: ``module`` is imported, ``module:function``
 called (litellm's import: offline switches, quiet settings, seconds of CPU paid once)."""
 # Names the modules the forkserver imports (set only while the forkserver is started).

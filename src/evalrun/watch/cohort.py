@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from evalrun.watch.plan import LABEL_NAMES, Source
+from evalrun.project.config import VERSION_LABELS
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
 
-BASE_FIELDS: tuple[str, ...] = ("cohort", "session_id", "response_format", *LABEL_NAMES)
+    from evalrun.watch.plan import Source
+
+BASE_FIELDS: tuple[str, ...] = ("cohort", "session_id", "response_format", *VERSION_LABELS)
 """Normalised fields every cohort rule may use (plus the source's ``cohort_fields``)."""
 
 

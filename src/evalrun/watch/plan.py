@@ -27,10 +27,11 @@ from pydantic import (
 )
 
 from evalrun.errors import UserInputError
+from evalrun.project.config import VERSION_LABELS
 from evalrun.project.yamlio import load_yaml
 from evalrun.watch.metrics import METRIC_NAMES, METRICS
 
-LABEL_NAMES: tuple[str, ...] = ("model_version", "prompt_version", "retrieval_version", "policy_version")
+LABEL_NAMES: tuple[str, ...] = VERSION_LABELS
 """The four version labels that segment traffic into arms."""
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")

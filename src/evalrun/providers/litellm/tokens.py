@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalrun.providers.litellm.provider import import_litellm
+from evalrun.providers.litellm.importer import import_litellm
 
 __all__ = ["count_prompt_tokens", "count_text_tokens", "prices_per_token", "prompt_token_bound"]
 
