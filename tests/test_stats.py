@@ -11,14 +11,16 @@ import pytest
 import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from evalrun.analysis.stats import (
+from tests.support.reference_stats import (
     BootstrapDelta,
-    PairedBinary,
     _bootstrap_quantiles,
-    benjamini_hochberg,
     bootstrap_quantile_delta,
     bootstrap_quantile_ratio,
+)
+
+from evalrun.analysis.stats import (
+    PairedBinary,
+    benjamini_hochberg,
     confidence_for_alpha,
     decide,
     flaky,

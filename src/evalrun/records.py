@@ -13,8 +13,7 @@ from typing import Any, Literal, get_args
 Side = Literal["baseline", "candidate"]
 SIDES: tuple[Side, Side] = ("baseline", "candidate")
 
-# Error kinds a failed call is recorded with (after the harness's retries ran out).
-ERROR_KINDS = (
+ErrorKind = Literal[
     "rate_limited",
     "server_error",
     "timeout",
@@ -24,12 +23,20 @@ ERROR_KINDS = (
     "content_policy",
     "context_window",
     "malformed_response",
-    "missing_dependency",
-    "budget_exceeded",
-    "cache_miss",
-    "circuit_open",  # not attempted: the endpoint failed call after call (see runner.CircuitBreaker)
+    "circuit_open",  # not attempted: the endpoint failed call after call (see runner.Endpoint)
     "unknown",
-)
+]
+"""What a failed call is recorded with (after the harness's retries ran out)."""
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
+
+CaseKind = Literal["representative", "known_bad", "format_sensitive"]
+"""The three kinds of case a suite holds."""
+
+FailureClass = Literal["fenced", "embedded", "truncated", "refused", "invalid"]
+"""Why an output expected to be JSON did not parse strictly."""
+
+RefusalSource = Literal["content_policy", "content_filter", "refusal_field", "phrase"]
+"""What showed a refusal, in the order they are looked at."""
 
 # How a call's cost was established.
 CostStatus = Literal["priced", "config", "local", "unpriced"]
@@ -86,7 +93,7 @@ class CallResult:
     cost_usd: float | None = None
     cost_status: CostStatus = "unpriced"
     attempts: int = 0
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error_message: str | None = None  # already scrubbed of secrets
     cached: bool = False
     request_key: str = ""  # canonical hash of the request (cache key, resume identity)
@@ -185,7 +192,7 @@ _FIELD_CHECKS: dict[str, Any] = {
     "cost_usd": _opt(_is_number),
     "cost_status": lambda v: v in _COST_STATUSES,
     "attempts": lambda v: _is_int(v) and v >= 0,
-    "error_kind": _opt(_is_str),
+    "error_kind": lambda v: v is None or v in ERROR_KINDS,
     "error_message": _opt(_is_str),
     "cached": lambda v: isinstance(v, bool),
     "request_key": _is_str,
@@ -228,11 +235,11 @@ class Score:
     passed: bool
     parse_strict: bool | None = None
     parse_lenient: bool | None = None
-    parse_failure: str | None = None  # fenced | embedded | truncated | refused | invalid
+    parse_failure: FailureClass | None = None
     schema_valid: bool | None = None
     tool_valid: bool | None = None
     refused: bool = False
-    refusal_source: str | None = None  # content_policy | content_filter | refusal_field | phrase
+    refusal_source: RefusalSource | None = None
     should_refuse: bool = False
 
     def to_dict(self) -> dict[str, Any]:

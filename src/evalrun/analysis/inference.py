@@ -27,10 +27,10 @@ import numpy.typing as npt
 
 from evalrun.analysis.stats import (
     _check_confidence,
-    _finite_or_none,
     _Result,
     _t_two_sided,
     _z_two_sided,
+    finite_or_none,
 )
 
 __all__ = [
@@ -315,8 +315,8 @@ def ratio_of_means(
     half = _t_two_sided(confidence, df) * se
     return RatioOfMeans(
         ratio=math.exp(log_r),
-        ci_low=_finite_or_none(math.exp(log_r - half)),
-        ci_high=_finite_or_none(math.exp(log_r + half)),
+        ci_low=finite_or_none(math.exp(log_r - half)),
+        ci_high=finite_or_none(math.exp(log_r + half)),
         log_ratio=log_r,
         se_log=se,
         df=df,
@@ -484,7 +484,7 @@ def quantile_ratio_bootstrap(
             pos = both & (rb > 0.0) & (rc > 0.0)
             if log_r is not None and np.count_nonzero(pos) >= 2:
                 se = float(np.std(np.log(rc[pos]) - np.log(rb[pos]), ddof=1))
-                lo, hi = _finite_or_none(math.exp(log_r - z * se)), _finite_or_none(math.exp(log_r + z * se))
+                lo, hi = finite_or_none(math.exp(log_r - z * se)), finite_or_none(math.exp(log_r + z * se))
         out[q] = QuantileRatio(
             q, qb, qc, ratio, lo, hi, log_r, se, delta, dlo, dhi,
             int(bv.size), int(cv.size), int(n_cases), n_boot, seed, confidence,

@@ -35,7 +35,7 @@ import numpy as np
 
 from evalrun.project.cases import Case
 from evalrun.project.config import GateConfig
-from evalrun.records import CallResult, Score
+from evalrun.records import CallResult, CaseKind, Score
 
 __all__ = ["Scenario", "simulate_calls", "simulate_verdict", "verdict_rates"]
 
@@ -67,11 +67,13 @@ class Scenario:
     latency_sd: float = 0.5
     critical_cohorts: tuple[str, ...] = field(default=())
 
-    def kinds(self) -> list[str]:
+    def kinds(self) -> list[CaseKind]:
         """The kind of each case, in case order (shares rounded, the rest representative)."""
         n_fmt = round(self.n * self.kind_shares[0])
         n_kb = round(self.n * self.kind_shares[1])
-        return ["format_sensitive"] * n_fmt + ["known_bad"] * n_kb + ["representative"] * (self.n - n_fmt - n_kb)
+        counts: tuple[tuple[CaseKind, int], ...] = (
+            ("format_sensitive", n_fmt), ("known_bad", n_kb), ("representative", self.n - n_fmt - n_kb))
+        return [kind for kind, count in counts for _ in range(count)]
 
 
 def _case_probs(rng: np.random.Generator, n: int, rates: tuple[float, float], icc: float) -> tuple[np.ndarray, np.ndarray]:

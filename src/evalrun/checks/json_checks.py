@@ -31,12 +31,11 @@ from evalrun.checks.registry import (
     user_error,
 )
 from evalrun.checks.schema_refs import no_fetch_registry, remote_refs
-from evalrun.records import CallResult, CheckOutcome
+from evalrun.records import CallResult, CheckOutcome, FailureClass
 
 if TYPE_CHECKING:  # jsonschema (~30 ms to import) loads with the first schema check
     from jsonschema.protocols import Validator
 
-FAILURE_CLASSES: tuple[str, ...] = ("fenced", "embedded", "truncated", "refused", "invalid")
 
 # Anthropic-style "max_tokens" can pass through some gateways unmapped.
 _TRUNCATION_REASONS = frozenset({"length", "max_tokens"})
@@ -55,7 +54,7 @@ class JsonAnalysis:
 
     strict: bool
     lenient: bool
-    failure_class: str | None
+    failure_class: FailureClass | None
     value: Any = None
     error: str | None = None
 
@@ -119,7 +118,7 @@ class _JsonParams(CheckParams):
     allow_lenient: bool = False
 
 
-@register_check("json")
+@register_check("json", feeds=("parse",))
 def _json_factory(params: dict[str, Any], ctx: BuildContext) -> CheckFn:
     allow_lenient = parse_params(_JsonParams, params, "json", ctx).allow_lenient
 
@@ -263,7 +262,7 @@ class _JsonSchemaParams(CheckParams):
         return self
 
 
-@register_check("json_schema")
+@register_check("json_schema", feeds=("parse", "schema"))
 def _json_schema_factory(params: dict[str, Any], ctx: BuildContext) -> CheckFn:
     p = parse_params(_JsonSchemaParams, params, "json_schema", ctx)
     if p.schema_file is not None:

@@ -18,7 +18,7 @@ from evalrun.checks.registry import (
     parse_params,
     register_check,
 )
-from evalrun.records import CallResult, CheckOutcome
+from evalrun.records import CallResult, CheckOutcome, RefusalSource
 
 # Phrases that open a refusal. Matched case-insensitively, with curly apostrophes
 # normalised to "'", on word boundaries, and only when the phrase starts within the first
@@ -50,7 +50,6 @@ REFUSAL_PHRASES: tuple[str, ...] = (
 PHRASE_WINDOW = 200
 
 # Order matters: detect_refusal reports the first source that applies.
-REFUSAL_SOURCES: tuple[str, ...] = ("content_policy", "content_filter", "refusal_field", "phrase")
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
 _PHRASE_RE = re.compile(
@@ -73,7 +72,7 @@ def match_refusal_phrase(text: str | None) -> str | None:
     return m.group(0)
 
 
-def detect_refusal(call: CallResult) -> tuple[bool, str | None]:
+def detect_refusal(call: CallResult) -> tuple[bool, RefusalSource | None]:
     """Whether ``call`` is a refusal, and the first source that says so.
 
     Sources, in order: ``content_policy`` (the provider rejected the request),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -57,24 +57,30 @@ class CheckInput:
 CheckFn = Callable[[CheckInput], CheckOutcome]
 Factory = Callable[[dict[str, Any], BuildContext], CheckFn]
 
+Feed = Literal["parse", "schema", "tool"]
+"""A score flag a check's facts feed: ``parse`` (facts ``strict``, ``lenient``,
+``failure_class``), ``schema`` (fact ``schema_valid``), ``tool`` (fact ``tool_valid``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     factory: Factory
     evaluate_failed_calls: bool
+    feeds: frozenset[Feed] = frozenset()
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_check(
-    name: str, *, evaluate_failed_calls: bool = False
+    name: str, *, evaluate_failed_calls: bool = False, feeds: tuple[Feed, ...] = ()
 ) -> Callable[[Factory], Factory]:
     """Register a check factory under ``name`` (decorator).
 
     By default the built check is not run on a failed call (``call.error_kind`` set): it
     fails with detail ``call failed: <kind>``. Pass ``evaluate_failed_calls=True`` for checks
-    that have something to say about failed calls (the refusal check does).
+    that have something to say about failed calls (the refusal check does). ``feeds``: the
+    score flags (and so the metrics) this check's facts set (see ``Feed``).
 
     Raises ``ValueError`` when the name is malformed or already registered.
     """
@@ -84,10 +90,16 @@ def register_check(
     def decorator(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ValueError(f"check {name!r} is already registered")
-        _REGISTRY[name] = _Entry(factory, evaluate_failed_calls)
+        _REGISTRY[name] = _Entry(factory, evaluate_failed_calls, frozenset(feeds))
         return factory
 
     return decorator
+
+
+def check_feeds(name: str) -> frozenset[Feed]:
+    """The score flags the registered check ``name`` feeds (empty for an unknown name)."""
+    entry = _REGISTRY.get(name)
+    return entry.feeds if entry is not None else frozenset()
 
 
 def known_checks() -> list[str]:

@@ -15,10 +15,8 @@ from typing import Any
 from evalrun.checks import build_check, detect_refusal
 from evalrun.checks.budget import DEFAULT_CHECK_TIMEOUT_S
 from evalrun.checks.refusal import expected_refusal
-from evalrun.checks.registry import BuildContext, CheckFn, CheckInput
+from evalrun.checks.registry import BuildContext, CheckFn, CheckInput, check_feeds
 from evalrun.records import CallResult, CheckOutcome, Score
-
-_PARSE_CHECKS = frozenset({"json", "json_schema"})
 
 
 @dataclass(frozen=True)
@@ -106,13 +104,13 @@ def score_call(
     schema_flags: list[bool] = []
     tool_flags: list[bool] = []
     for outcome in outcomes:
-        kind = check_kind(outcome.check)
+        feeds = check_feeds(check_kind(outcome.check))
         facts = outcome.facts
-        if kind in _PARSE_CHECKS and parse_facts is None:
+        if "parse" in feeds and parse_facts is None:
             parse_facts = facts
-        if kind == "json_schema":
+        if "schema" in feeds:
             schema_flags.append(bool(facts.get("schema_valid")))
-        elif kind == "tool_call":
+        if "tool" in feeds:
             tool_flags.append(bool(facts.get("tool_valid")))
     if parse_facts is not None:
         score.parse_strict = bool(parse_facts.get("strict"))

@@ -75,7 +75,7 @@ class _ToolCallParams(CheckParams):
     required: bool = True
 
 
-@register_check("tool_call")
+@register_check("tool_call", feeds=("tool",))
 def _tool_call_factory(params: dict[str, Any], ctx: BuildContext) -> CheckFn:
     p = parse_params(_ToolCallParams, params, "tool_call", ctx)
     expected_name, required = p.name, p.required

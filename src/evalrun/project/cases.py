@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalrun.errors import UserInputError
 from evalrun.project.pathglob import PatternError, has_magic, split_pattern, walk_files
+from evalrun.project.validation import first_error
 from evalrun.project.yamlio import load_yaml, read_text, resolve_inside
+from evalrun.records import CaseKind
 
-CaseKind = Literal["representative", "known_bad", "format_sensitive"]
-CASE_KINDS: tuple[str, ...] = ("representative", "known_bad", "format_sensitive")
 CASE_SUFFIXES = (".yaml", ".yml", ".jsonl")
 
 
@@ -62,7 +62,7 @@ class Case:
     """A validated case with its expectations compiled."""
 
     id: str
-    kind: str
+    kind: CaseKind
     cohort: str
     tags: list[str]
     vars: dict[str, Any]
@@ -110,11 +110,7 @@ def _case_from_raw(raw: Any, *, file: Path, where: str, defaults: dict[str, Any]
     try:
         spec = CaseSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(case)"
-        msg = "is required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (see the README for the case format)"
+        loc, msg = first_error(exc, what="the case format", top="(case)")
         raise UserInputError(msg, file=file, case_id=case_id or where, field=loc) from None
     return Case(
         id=spec.id,

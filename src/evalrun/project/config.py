@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalrun import catalogue
 from evalrun.errors import CouldNotMeasureError, UserInputError
+from evalrun.project.validation import first_error
 from evalrun.project.yamlio import load_yaml, read_text, resolve_inside
 
 VERSION_LABELS = ("model_version", "prompt_version", "retrieval_version", "policy_version")
@@ -429,17 +430,6 @@ def project_root(config_path: Path) -> Path:
     return config_path.resolve().parent.parent
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "missing":
-        msg = "is required"
-    elif err["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see the README for the format)"
-    return loc, msg.removeprefix("Value error, ")
-
-
 def _validate(model: type[_Strict], data: Any, path: Path) -> Any:
     if data is None:
         raise UserInputError("file is empty", file=path)
@@ -448,7 +438,7 @@ def _validate(model: type[_Strict], data: Any, path: Path) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        loc, msg = _first_error(exc)
+        loc, msg = first_error(exc)
         raise UserInputError(msg, file=path, field=loc) from None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from evalrun.records import CostStatus, LatencyClock, ToolCall
+from evalrun.records import CostStatus, ErrorKind, LatencyClock, ToolCall
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 """The largest answer read when a request sets no ``max_response_bytes``."""
@@ -68,14 +68,14 @@ class ProviderResponse:
 class ProviderError(Exception):
     """A failed attempt, classified.
 
-    ``kind`` is one of ``evalrun.records.ERROR_KINDS``; ``retryable`` tells the runner
+    ``kind`` is one of ``evalrun.records.ErrorKind``; ``retryable tells the runner
     whether another attempt may help; ``retry_after_s`` is the server's Retry-After.
     The message must already be scrubbed of secrets.
     """
 
     def __init__(
         self,
-        kind: str,
+        kind: ErrorKind,
         message: str,
         *,
         retryable: bool,

@@ -20,8 +20,8 @@ AA_NOTE = "A/A run: both sides use the same configuration; differences measure t
 """Said by every report format of an A/A run."""
 
 
-def _num(x: Any) -> float | None:
-    """A finite float, or None for anything else (None, NaN, strings)."""
+def finite(x: Any) -> float | None:
+    """A finite float, or None for anything else (None, NaN, strings, booleans)."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     xf = float(x)
@@ -34,7 +34,7 @@ def _minus(s: str, ascii: bool) -> str:
 
 def signed(x: Any, digits: int = 1, *, ascii: bool = False) -> str:
     """``+1.2`` / ``−3.0`` (true minus sign unless ``ascii``)."""
-    v = _num(x)
+    v = finite(x)
     if v is None:
         return NA
     if round(v, digits) == 0:
@@ -44,13 +44,13 @@ def signed(x: Any, digits: int = 1, *, ascii: bool = False) -> str:
 
 def pct(x: Any, digits: int = 1) -> str:
     """A rate as a percentage: ``0.875`` → ``87.5%``."""
-    v = _num(x)
+    v = finite(x)
     return NA if v is None else f"{v * 100:.{digits}f}%"
 
 
 def pts(x: Any, *, ascii: bool = False) -> str:
     """A difference of rates in percentage points: ``-0.03`` → ``−3.0 pts``."""
-    v = _num(x)
+    v = finite(x)
     return NA if v is None else f"{signed(v * 100, 1, ascii=ascii)} pts"
 
 
@@ -64,7 +64,7 @@ def pts_ci(ci: Any, *, ascii: bool = False) -> str:
 
 def times(x: Any, *, ascii: bool = False) -> str:
     """A ratio as a multiplier: ``1.0712`` → ``×1.07``."""
-    v = _num(x)
+    v = finite(x)
     if v is None:
         return NA
     return f"{'x' if ascii else '×'}{v:.2f}"
@@ -88,7 +88,7 @@ def rate_ci(ci: Any) -> str:
 
 def seconds(x: Any, *, unit: bool = True) -> str:
     """A duration with sensible precision: ``1.27 s``, ``0.177 s``, ``123 s``."""
-    v = _num(x)
+    v = finite(x)
     if v is None:
         return NA
     a = abs(v)
@@ -115,7 +115,7 @@ def signed_seconds_ci(ci: Any, *, ascii: bool = False) -> str:
 
 def signed_seconds(x: Any, *, ascii: bool = False) -> str:
     """A latency difference: ``+0.12 s``."""
-    v = _num(x)
+    v = finite(x)
     if v is None:
         return NA
     s = seconds(v)
@@ -124,19 +124,19 @@ def signed_seconds(x: Any, *, ascii: bool = False) -> str:
 
 def count(x: Any) -> str:
     """An integer count with thousands separators."""
-    v = _num(x)
+    v = finite(x)
     return NA if v is None else f"{round(v):,}"
 
 
 def tokens(x: Any) -> str:
     """A mean token count: ``30.3``."""
-    v = _num(x)
+    v = finite(x)
     return NA if v is None else f"{v:,.1f}"
 
 
 def usd(x: Any) -> str:
     """USD with 6 significant digits, positional (``$0.0000123457``, never ``1.2e-05``)."""
-    v = _num(x)
+    v = finite(x)
     if v is None:
         return NA
     return "$" + format(Decimal(f"{v:.6g}"), "f")
@@ -144,7 +144,7 @@ def usd(x: Any) -> str:
 
 def p_value(x: Any) -> str:
     """A p- or q-value: 3 significant digits, ``<0.0001`` below that."""
-    v = _num(x)
+    v = finite(x)
     if v is None:
         return NA
     return "<0.0001" if v < 0.0001 else f"{v:.3g}"
@@ -153,7 +153,7 @@ def p_value(x: Any) -> str:
 def _pair(ci: Any) -> tuple[float | None, float | None]:
     if not isinstance(ci, Sequence) or isinstance(ci, str) or len(ci) != 2:
         return None, None
-    return _num(ci[0]), _num(ci[1])
+    return finite(ci[0]), finite(ci[1])
 
 
 def cost_label(statuses: Sequence[str] | None, value: Any) -> str:
@@ -196,7 +196,7 @@ def rule_observed(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
     """A rule's observed value and interval: ``−3.0 pts [−7.1, +1.2]`` / ``×1.07 [×0.98, ×1.17]``."""
     kind = rule_kind(rule)
     obs, ci = rule.get("observed"), rule.get("ci")
-    if _num(obs) is None:
+    if finite(obs) is None:
         return "—" if not ascii else "-"
     if kind == "delta":
         return f"{pts(obs, ascii=ascii)} {pts_ci(ci, ascii=ascii)}".strip()
@@ -216,26 +216,26 @@ def rule_margin(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
     parts: list[str] = []
     margin, floor, ceiling = rule.get("margin"), rule.get("floor"), rule.get("ceiling")
     fail_at = rule.get("fail_margin")
-    if _num(margin) is not None:
+    if finite(margin) is not None:
         if kind == "delta":
             text = pts(margin, ascii=ascii)
-            if _num(fail_at) is not None and fail_at != margin:
+            if finite(fail_at) is not None and fail_at != margin:
                 worse = "rise" if rule.get("rule") == "over_refusal" else "drop"
                 text += (f" (fails on any evident {worse})" if fail_at == 0
                          else f" (fails beyond {pts(fail_at, ascii=ascii)})")
             parts.append(text)
         elif kind == "ratio":
             text = times(margin, ascii=ascii)
-            if _num(fail_at) is not None and fail_at != margin:
+            if finite(fail_at) is not None and fail_at != margin:
                 text += f" (fails beyond {times(fail_at, ascii=ascii)})"
             parts.append(text)
         elif kind == "rate":
             parts.append(f"{'<=' if ascii else '≤'} {pct(margin, 1)}")
         else:
             parts.append(str(margin))
-    if _num(floor) is not None:
+    if finite(floor) is not None:
         parts.append(f"floor {pct(floor, 1)}")
-    if _num(ceiling) is not None:
+    if finite(ceiling) is not None:
         parts.append(f"ceiling {pct(ceiling, 1)}")
     if not parts:
         return "—" if not ascii else "-"
@@ -244,9 +244,9 @@ def rule_margin(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
 
 def rule_p(rule: Mapping[str, Any]) -> str:
     """A rule's FAIL-test p-value and its family-wise (Holm) adjustment: ``0.012 (Holm 0.094)``."""
-    p = _num(rule.get("p_value"))
-    pb = _num(rule.get("p_bound"))
-    adj = _num(rule.get("p_adjusted"))
+    p = finite(rule.get("p_value"))
+    pb = finite(rule.get("p_bound"))
+    adj = finite(rule.get("p_adjusted"))
     raw = [x for x in (p, pb) if x is not None]
     if not raw:
         return ""
@@ -260,7 +260,7 @@ def rule_mde(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
     """Smallest regression detected (80 % power), cases that would resolve it, cases to pass at all."""
     kind = rule_kind(rule)
     parts: list[str] = []
-    mde = _num(rule.get("mde"))
+    mde = finite(rule.get("mde"))
     if mde is not None:
         if kind == "ratio":
             parts.append(f"MDE {times(mde, ascii=ascii)}")
@@ -282,11 +282,11 @@ def metric_change(m: Mapping[str, Any], *, ascii: bool = False) -> str:
     """A metric's change with its interval, in the metric's own units."""
     typ = m.get("type")
     if typ == "rate":
-        if _num(m.get("delta")) is None:
+        if finite(m.get("delta")) is None:
             return NA
         return f"{pts(m.get('delta'), ascii=ascii)} {pts_ci(m.get('delta_ci'), ascii=ascii)}".strip()
     if typ in ("ratio", "quantile"):
-        if _num(m.get("ratio")) is None:
+        if finite(m.get("ratio")) is None:
             return str(m.get("note") or NA) if typ == "ratio" else NA
         return f"{times(m.get('ratio'), ascii=ascii)} {times_ci(m.get('ratio_ci'), ascii=ascii)}".strip()
     return ""

@@ -21,17 +21,15 @@ import difflib
 import functools
 import hashlib
 import json
-import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evalrun.catalogue import METRICS
-from evalrun.report import charts, fmt, sanitize
+from evalrun.report import charts, fmt
 from evalrun.report.fmt import AA_NOTE
-from evalrun.report.sanitize import json_for_script, truncate
+from evalrun.report.sanitize import json_for_script, strip_control, truncate
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -61,57 +59,38 @@ SLICE_METRICS: tuple[tuple[str, str], ...] = tuple((m.name, m.slice_label) for m
 SIDES = ("baseline", "candidate")
 
 
-# Every character ``sanitize.strip_control`` can remove or rewrite (C0 but tab/newline, CR,
-# DEL, C1, surrogates, U+FFFE/U+FFFF; every ANSI sequence starts with one of them). Text
-# without any is returned as is: one scan instead of two substitutions and two replaces,
-# for the ~150,000 strings of a 10,000-case report.
-_NEEDS_STRIP = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-
-
-def strip_control(text: str) -> str:
-    """``sanitize.strip_control``, skipped when there is nothing to strip."""
-    if not text or _NEEDS_STRIP.search(text) is None:
-        return text if text else ""
-    return sanitize.strip_control(text)
-
-
 def _pretty_json(value: Any) -> str:
-    """``json.dumps(value, sort_keys=True, ensure_ascii=False, indent=1, default=str)``.
+    """The text of ``json.dumps(value, sort_keys=True, ensure_ascii=False, indent=1, default=str)``.
 
     ``indent`` makes json fall back to its pure-Python encoder (a third of the report's time
     at 10,000 cases); this walks dicts and lists itself and encodes leaves with the C
-    encoder, producing the same text. Anything unusual (non-string keys, cycles) takes the
-    reference path.
+    encoder. Keys that are not strings are written as json writes them (``1`` → ``"1"``,
+    ``True`` → ``"true"``) and sorted as text, where json itself would refuse mixed keys.
     """
-    try:
-        return _pretty(value, 0)
-    except _Unusual:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, indent=1, default=str)
-
-
-class _Unusual(Exception):
-    pass
-
-
-def _pretty(value: Any, level: int) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        if level > 50 or not all(isinstance(k, str) for k in value):
-            raise _Unusual
-        pad = "\n" + " " * (level + 1)
-        items = [json.dumps(k, ensure_ascii=False) + ": " + _pretty(value[k], level + 1) for k in sorted(value)]
-        return "{" + pad + ("," + pad).join(items) + "\n" + " " * level + "}"
+        items = sorted((_json_key(k), v) for k, v in value.items())
+        return _pretty_block("{", "}", [f"{json.dumps(k, ensure_ascii=False)}: {_pretty_json(v)}" for k, v in items])
     if isinstance(value, list | tuple):
-        if not value:
-            return "[]"
-        if level > 50:
-            raise _Unusual
-        pad = "\n" + " " * (level + 1)
-        return "[" + pad + ("," + pad).join(_pretty(v, level + 1) for v in value) + "\n" + " " * level + "]"
+        return _pretty_block("[", "]", [_pretty_json(v) for v in value]) if value else "[]"
     if isinstance(value, str | int | float | bool) or value is None:
         return json.dumps(value, ensure_ascii=False)
-    raise _Unusual  # default=str and subclasses: leave them to json itself
+    return json.dumps(str(value), ensure_ascii=False)  # default=str
+
+
+def _pretty_block(open_: str, close: str, items: list[str]) -> str:
+    """Items one per line, each indented one space deeper (json's ``indent=1``)."""
+    body = ",\n".join(items).replace("\n", "\n ")
+    return f"{open_}\n {body}\n{close}"
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    return str(key) if isinstance(key, int) else repr(key) if isinstance(key, float) else str(key)
 
 
 # --------------------------------------------------------------------------- environment
@@ -165,16 +144,9 @@ def _s(value: Any, limit: int = MAX_DETAIL_CHARS) -> str:
     return text + f"… (truncated: {cut:,} more characters)" if cut else text
 
 
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    xf = float(x)
-    return xf if math.isfinite(xf) else None
-
-
 def _ci(ci: Any) -> tuple[float | None, float | None]:
     if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
-        return _num(ci[0]), _num(ci[1])
+        return fmt.finite(ci[0]), fmt.finite(ci[1])
     return None, None
 
 
@@ -320,9 +292,9 @@ def _metric_chart(m: Mapping[str, Any], rule: Mapping[str, Any] | None) -> str:
     typ = m.get("type")
     status = str(rule.get("status")) if rule else None
     kind = fmt.rule_kind(rule) if rule else None
-    margin = _num(rule.get("margin")) if rule else None
+    margin = fmt.finite(rule.get("margin")) if rule else None
     if typ == "rate":
-        point = _num(m.get("delta"))
+        point = fmt.finite(m.get("delta"))
         lo, hi = _ci(m.get("delta_ci"))
 
         def scale(v: float | None) -> float | None:
@@ -336,7 +308,7 @@ def _metric_chart(m: Mapping[str, Any], rule: Mapping[str, Any] | None) -> str:
             margin=scale(margin) if kind == "delta" else None, status=status, title=title,
         )
     if typ in ("ratio", "quantile"):
-        point = _num(m.get("ratio"))
+        point = fmt.finite(m.get("ratio"))
         lo, hi = _ci(m.get("ratio_ci"))
         title = f"ratio {fmt.times(point)} {fmt.times_ci(m.get('ratio_ci'))}"
         if kind == "ratio" and margin is not None:
@@ -360,7 +332,7 @@ def _metrics(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         change = fmt.metric_change(m)
         extra = ""
         if typ == "quantile":
-            if _num(m.get("delta_s")) is not None:
+            if fmt.finite(m.get("delta_s")) is not None:
                 extra = f"Δ {fmt.signed_seconds(m.get('delta_s'))} {fmt.signed_seconds_ci(m.get('delta_ci'))}".strip()
             cached = m.get("cached_calls") or {}
             if any(cached.get(s) for s in SIDES):
@@ -382,7 +354,7 @@ def _metrics(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                 notes.append(f"{fmt.count(m.get('excluded'))} case(s) excluded from the ratio (no value on one side)")
         if m.get("note"):
             notes.append(_s(m.get("note"), 300))
-        if typ == "ratio" and _num(m.get("ratio")) is None:
+        if typ == "ratio" and fmt.finite(m.get("ratio")) is None:
             change = fmt.NA
         out.append(
             {
@@ -438,7 +410,7 @@ def _latency_measurement(summary: Mapping[str, Any]) -> dict[str, Any] | None:
         s = lm.get(side) or {}
         clocks = s.get("clocks") or {}
         client, overhead = s.get("client") or {}, s.get("overhead") or {}
-        share = _num(overhead.get("share"))
+        share = fmt.finite(overhead.get("share"))
         sides.append(
             {
                 "side": side,
@@ -506,7 +478,7 @@ def _slice_cell(m: Mapping[str, Any] | None, critical: bool) -> dict[str, Any]:
             "p": "" if critical or q is None else f"q {fmt.p_value(q)}",
             "p_crit": f"p {fmt.p_value(m.get('p_value'))}" if critical and m.get("p_value") is not None else "",
         }
-    if _num(m.get("ratio")) is None:
+    if fmt.finite(m.get("ratio")) is None:
         return {"empty": True}
     b, c = (m.get(s) or {} for s in SIDES)
     return {
@@ -569,7 +541,7 @@ def _flips(summary: Mapping[str, Any], samples: int) -> dict[str, Any]:
     flips = summary.get("flips") or {}
 
     def show(x: Any) -> str:
-        v = _num(x)
+        v = fmt.finite(x)
         if v is None:
             return fmt.NA
         if samples <= 1:
@@ -604,7 +576,7 @@ def _distributions(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         side = r.get("side")
         if side not in latency or r.get("error_kind") is not None:
             continue
-        lat, ct = _num(r.get("latency_s")), _num(r.get("completion_tokens"))
+        lat, ct = fmt.finite(r.get("latency_s")), fmt.finite(r.get("completion_tokens"))
         if lat is not None:
             latency[side].append(lat)
         if ct is not None:

@@ -28,6 +28,7 @@ from pydantic import (
 
 from evalrun.errors import UserInputError
 from evalrun.project.config import VERSION_LABELS
+from evalrun.project.validation import first_error
 from evalrun.project.yamlio import load_yaml
 from evalrun.watch.metrics import METRIC_NAMES, METRICS
 
@@ -412,17 +413,6 @@ class Plan(_Strict):
         return hashlib.blake2b(canonical.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = str(err["msg"])
-    if err["type"] == "missing":
-        msg = "is required"
-    elif err["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see the README for the plan format)"
-    return loc, msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-
-
 def validate_plan(data: Any, path: Path) -> Plan:
     """Validate parsed YAML as a plan; a problem is one UserInputError naming file and field."""
     if data is None:
@@ -432,7 +422,7 @@ def validate_plan(data: Any, path: Path) -> Plan:
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
-        loc, msg = _first_error(exc)
+        loc, msg = first_error(exc, what="the plan format")
         raise UserInputError(msg, file=path, field=loc) from None
     from evalrun.watch.cohort import check_cohort_rule
 

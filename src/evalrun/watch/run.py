@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun import __version__
+from evalrun.analysis.stats import finite_or_none
 from evalrun.errors import UserInputError
 from evalrun.watch.data import Sample, StageData
 from evalrun.watch.plan import Plan, load_plan, now_utc
@@ -38,17 +39,6 @@ class WatchOutcome:
         return self.verdict.exit_code
 
 
-def _num(x: float | None) -> float | None:
-    if x is None:
-        return None
-    f = float(x)
-    if math.isnan(f):
-        return None
-    if math.isinf(f):
-        return None
-    return f
-
-
 def _trigger_dict(r: TriggerResult) -> dict[str, Any]:
     t = r.trigger
     return {
@@ -62,14 +52,14 @@ def _trigger_dict(r: TriggerResult) -> dict[str, Any]:
         "boundary": r.boundary,
         "harm_side": r.harm_side,
         "alpha": r.alpha,
-        "estimate": _num(r.bounds.estimate),
-        "low": _num(r.bounds.low) if not math.isinf(r.bounds.low) else None,
-        "high": _num(r.bounds.high) if not math.isinf(r.bounds.high) else None,
+        "estimate": finite_or_none(r.bounds.estimate),
+        "low": finite_or_none(r.bounds.low) if not math.isinf(r.bounds.low) else None,
+        "high": finite_or_none(r.bounds.high) if not math.isinf(r.bounds.high) else None,
         "n_candidate": r.n_candidate,
         "n_baseline": r.n_baseline,
         "events": r.events,
-        "baseline_value": _num(r.baseline_value),
-        "candidate_value": _num(r.candidate_value),
+        "baseline_value": finite_or_none(r.baseline_value),
+        "candidate_value": finite_or_none(r.candidate_value),
         "cohorts": {c: s for c, s in sorted(r.cohort_status.items())},
         "reason": r.reason,
     }
@@ -96,7 +86,7 @@ def verdict_dict(outcome_plan: Plan, verdict: StageVerdict, data: StageData, sou
         "labels": {"baseline": outcome_plan.labels.resolved("baseline"),
                    "candidate": outcome_plan.labels.resolved("candidate")},
         "units": verdict.n_units,
-        "srm": {k: (_num(v) if isinstance(v, float) else v) for k, v in verdict.srm.items()},
+        "srm": {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in verdict.srm.items()},
         "worst_cohort": verdict.worst_cohort,
         "cohorts": data.cohorts,
         "latency_quantiles_ms": data.quantiles,

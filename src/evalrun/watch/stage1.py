@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,7 +39,7 @@ RATIO_RULES = tuple(n for n, m in catalogue.RULES.items() if m.rule is not None 
 """Rules on a ratio of means (latency: the mean, while sequential)."""
 
 
-def sequential_order(case_ids: list[str], kinds: dict[str, str], seed: int) -> list[str]:
+def sequential_order(case_ids: list[str], kinds: Mapping[str, str], seed: int) -> list[str]:
     """Known-bad cases first, then the rest; each group shuffled with ``seed``."""
     rng = random.Random(seed)
     bad = sorted(c for c in case_ids if kinds.get(c) == "known_bad")

@@ -37,7 +37,7 @@ from evalrun.providers.litellm.importer import (
     imported_litellm,
 )
 from evalrun.providers.timing import use_clock
-from evalrun.records import CostStatus
+from evalrun.records import CostStatus, ErrorKind
 from evalrun.secrets import register_secret, scrub, scrub_known
 
 __all__ = [
@@ -244,7 +244,7 @@ def classify_exception(
     chain = list(_chain(exc))
     status = _http_status(chain)
 
-    def error(kind: str, retryable: bool, cause: BaseException | None = None) -> ProviderError:
+    def error(kind: ErrorKind, retryable: bool, cause: BaseException | None = None) -> ProviderError:
         retry_after = parse_retry_after(_headers_of(chain)) if retryable else None
         return ProviderError(
             kind,
