@@ -2,8 +2,10 @@
 
 Each folder of ``tests/bad_inputs/`` (see its README) is the valid project ``_base`` with
 some files replaced; a few more entries are generated here (a > 20 MiB file, a suite and a
-symlink outside the project). Each is run through ``python -m evalrun validate`` and
-``python -m evalrun compare`` as subprocesses. Expected of both:
+symlink outside the project). Each is run through ``evalrun validate`` and ``evalrun
+compare``, in this process through click's runner (the same ``main`` the installed command
+runs); a few entries also run as real ``python -m evalrun`` subprocesses, so what the
+process prints and exits with is pinned too. Expected of both:
 
 * exit code 2, nothing on stdout;
 * stderr is exactly one line, starting ``evalrun: error:``, naming the file (and the case
@@ -20,8 +22,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,20 +175,26 @@ def _run(command: str, project: Path, timeout_s: float) -> Outcome:
     return Outcome(proc.returncode, proc.stdout, proc.stderr, project=project)
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], Outcome]]:
-    """Every entry through both commands, four subprocesses at a time."""
-    root = tmp_path_factory.mktemp("bad_inputs")
-    projects = {e.name: _lay_out(e, root) for e in ENTRIES}
-    jobs = [(e, cmd) for e in ENTRIES for cmd in COMMANDS]
-    # The slow one (the alias bomb runs into its timeout) first, so it overlaps the rest.
-    jobs.sort(key=lambda j: -j[0].timeout_s if j[0].timeout_s < TIMEOUT_S else 0)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {(e.name, cmd): pool.submit(_run, cmd, projects[e.name], e.timeout_s) for e, cmd in jobs}
-        results = {k: f.result() for k, f in futures.items()}
-    yield results
-    for project in projects.values():  # the 21 MiB file should not linger in /tmp
-        shutil.rmtree(project, ignore_errors=True)
+def _run_in_process(command: str, project: Path, monkeypatch: pytest.MonkeyPatch) -> Outcome:
+    """``evalrun COMMAND`` through click's runner, in the project folder, without EVALRUN_* settings."""
+    from click.testing import CliRunner
+
+    from evalrun.cli import main
+
+    args = [command, str(project / "evals" / "baseline.yaml"), str(project / "evals" / "candidate.yaml")]
+    if command == "compare":
+        args += ["--out", str(project / "run"), "--no-cache", "--quiet"]
+    for name in [k for k in os.environ if k.startswith("EVALRUN_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(main, args)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        # An escaped exception is what a user would see as a traceback.
+        stderr += "".join(traceback.format_exception(result.exception))
+    return Outcome(result.exit_code, result.stdout, stderr, project=project)
 
 
 def _params() -> list[object]:
@@ -198,9 +206,7 @@ def _params() -> list[object]:
     return out
 
 
-@pytest.mark.parametrize(("entry", "command"), _params())
-def test_bad_input_is_one_line_exit_2(entry: Entry, command: str, outcomes: dict[tuple[str, str], Outcome]) -> None:
-    out = outcomes[entry.name, command]
+def _check(entry: Entry, out: Outcome) -> None:
     everything = out.stdout + out.stderr
     assert not out.timed_out, f"no answer within {entry.timeout_s:g} s"
     assert "Traceback" not in everything, out.stderr[-3000:]
@@ -217,6 +223,31 @@ def test_bad_input_is_one_line_exit_2(entry: Entry, command: str, outcomes: dict
     assert LITERAL_KEY not in everything
     for text in entry.absent:
         assert text not in everything, "a pasted key was echoed"
+
+
+@pytest.mark.parametrize(("entry", "command"), _params())
+def test_bad_input_is_one_line_exit_2(entry: Entry, command: str, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    project = _lay_out(entry, tmp_path)
+    started = time.monotonic()
+    out = _run_in_process(command, project, monkeypatch)
+    out.timed_out = time.monotonic() - started > entry.timeout_s
+    _check(entry, out)
+
+
+SUBPROCESS_ENTRIES = ("yaml-syntax-suite", "yaml-alias-bomb", "api-key-groq-in-api-key-env")
+"""Entries also run as real processes: a plain user error, the slowest input, a pasted key."""
+
+
+def test_subprocess_entries_exist() -> None:
+    assert set(SUBPROCESS_ENTRIES) <= {e.name for e in ENTRIES}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("name", SUBPROCESS_ENTRIES)
+def test_bad_input_as_a_process_is_one_line_exit_2(name: str, command: str, tmp_path: Path) -> None:
+    entry = next(e for e in ENTRIES if e.name == name)
+    _check(entry, _run(command, _lay_out(entry, tmp_path), entry.timeout_s))
 
 
 def test_base_project_is_valid(tmp_path: Path) -> None:
