@@ -18,7 +18,7 @@ from projectkit import case, variant, write_project
 
 def _summary(project: api.Project, outcome: api.RunOutcome) -> dict[str, Any]:
     results = api.sort_results(outcome.results)
-    return api.summarize(project, results, api.score(project, results), created="t")
+    return api.summarize(project, results, api.score(project, results), created="t").to_json()
 
 
 def _metric(summary: dict[str, Any], name: str) -> dict[str, Any]:

@@ -463,7 +463,7 @@ def test_html_case_browser_structure(built: dict[str, Any]) -> None:
 def test_html_truncates_long_outputs(tmp_path: Path) -> None:
     project = make_project(tmp_path, standard_cases(6, payloads=False), suite={"max_response_chars": 100})
     results = fabricate(project, long_output={"c000": "x" * 250})
-    summary = api.summarize(project, api.sort_results(results), api.score(project, api.sort_results(results)), CREATED)
+    summary = api.summarize(project, api.sort_results(results), api.score(project, api.sort_results(results)), CREATED).to_json()
     ordered = api.sort_results(results)
     rows = api.result_rows(project, ordered, api.score(project, ordered))
     data = build_case_data(project, summary, rows)
@@ -574,20 +574,16 @@ def test_markdown_is_compact_and_safe(built: dict[str, Any]) -> None:
     assert "**Cached calls:** baseline 0, candidate 2" in md
 
 
-def test_markdown_caps_long_lists() -> None:
+def test_markdown_caps_long_lists(built: dict[str, Any]) -> None:
     rules = [
-        {"rule": "pass_rate", "scope": f"cohort:c{i}|<x>", "status": "fail", "observed": -0.1, "ci": [-0.2, 0.0],
-         "margin": -0.02, "reason": "x" * 5000, "trigger": "t"}
+        {"rule": "pass_rate", "scope": f"cohort:c{i}|<x>", "metric": "pass_rate", "status": "fail", "observed": -0.1,
+         "ci": [-0.2, 0.0], "margin": -0.02, "reason": "x" * 5000, "trigger": "t"}
         for i in range(300)
     ]  # fmt: skip
     flips = [{"case_id": f"id{i}", "kind": "k", "cohort": "c", "baseline": 1.0, "candidate": 0.0} for i in range(5000)]
-    summary = {
-        "verdict": {"status": "FAIL", "exit_code": 1, "reasons": ["r|" * 10_000] * 300, "rules": rules},
-        "run": {"suite": "s", "n_cases": 5000, "samples": 1},
-        "flips": {"regressions": flips, "improvements": []},
-        "metrics": [],
-        "calls": {},
-    }
+    summary = copy.deepcopy(built["summary"])
+    summary["verdict"].update({"status": "FAIL", "exit_code": 1, "reasons": ["r|" * 10_000] * 300, "rules": rules})
+    summary["flips"] = {"regressions": flips, "improvements": []}
     md = render_markdown(summary)
     assert len(md) < 65_536
     assert "and 4990 more" in md and "and 270 more rules" in md
@@ -753,7 +749,7 @@ def test_ten_thousand_cases_render(tmp_path: Path) -> None:
     results = fabricate(project, regress={f"case-{i:05d}" for i in range(0, n, 97)}, extra=body)
     ordered = api.sort_results(results)
     scores = api.score(project, ordered)
-    summary = api.summarize(project, ordered, scores, CREATED)
+    summary = api.summarize(project, ordered, scores, CREATED).to_json()
     rows = api.result_rows(project, ordered, scores)
     t0 = time.perf_counter()
     html = render_html(project, summary, rows)

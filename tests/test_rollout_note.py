@@ -169,7 +169,7 @@ def build(root: Path, **kw: Any) -> tuple[dict[str, Any], list[dict[str, Any]], 
     project = api.load_project(b, c)
     results = fabricate()
     scores = api.score(project, results)
-    summary = api.summarize(project, results, scores, created=CREATED)
+    summary = api.summarize(project, results, scores, created=CREATED).to_json()
     findings = label_audit(project.baseline, project.candidate)
     # The gate with the label rules, computed here so the test does not depend on whether
     # summarize() already wires them in (the result is the same either way).

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from evalrun import __version__
+from evalrun.analysis.summary_model import SUMMARY_FORMAT_VERSION, Summary
 from evalrun.checks.scoring import score_call
 from evalrun.errors import ExitCode
 from evalrun.project.config import VERSION_LABELS
@@ -52,15 +53,12 @@ def sort_results(results: Sequence[CallResult]) -> list[CallResult]:
     return sorted(results, key=lambda r: (r.case_id, order[r.side], r.sample))
 
 
-SUMMARY_FORMAT_VERSION = 2
-"""summary.json's shape (2: family-wise FAIL tests, ratio-of-means costs, per-call latency
-quantiles, rule p-values, power numbers and warnings). Independent of the run folder's
-journal format (``store.FORMAT_VERSION``)."""
 
 
 def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[Score], created: str,
-              *, sequential: SequentialVerdict | None = None) -> dict[str, Any]:
-    """The summary (summary.json's content): metrics, slices, flips, rules, verdict."""
+              *, sequential: SequentialVerdict | None = None) -> Summary:
+    """The summary (typed; ``to_json()`` is summary.json's content): metrics, slices, flips,
+    rules, verdict."""
     from evalrun.analysis import compare as cmp
     from evalrun.analysis.gate import decide_verdict
 
@@ -121,7 +119,7 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
     }
     if sequential is not None:
         summary["sequential"] = sequential.block
-    return summary
+    return Summary.of(summary)
 
 
 def result_rows(project: Project, results: Sequence[CallResult], scores: Sequence[Score]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalrun.analysis.summary_model import Summary, as_summary
 from evalrun.report.markdown import render_markdown
 from evalrun.report.sanitize import md_cell, strip_control, terminal_safe
 from evalrun.report.terminal import render_terminal
@@ -29,14 +30,14 @@ __all__ = [
 ]
 
 
-def render_html(project: Project, summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+def render_html(project: Project, summary: Summary | dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """report.html's text (see ``evalrun.report.html``)."""
     from evalrun.report.html import render_html as _render
 
     return _render(project, summary, rows)
 
 
-def render_junit(summary: dict[str, Any]) -> str:
+def render_junit(summary: Summary | dict[str, Any]) -> str:
     """junit.xml's text (see ``evalrun.report.junit``)."""
     from evalrun.report.junit import render_junit as _render
 
@@ -44,7 +45,8 @@ def render_junit(summary: dict[str, Any]) -> str:
 
 
 def write_reports(
-    project: Project, summary: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path, *, summary_json: bool = True
+    project: Project, summary: Summary | dict[str, Any], rows: list[dict[str, Any]], run_dir: Path, *,
+    summary_json: bool = True,
 ) -> dict[str, Path]:
     """Write summary.md, report.html, junit.xml and then summary.json into ``run_dir``.
 
@@ -67,11 +69,12 @@ def write_reports(
 
     # Belt and braces: no bidi override survives anywhere in a document a reviewer reads,
     # including the case data embedded as JSON (rendered with textContent).
-    write_text(paths["summary_md"], strip_bidi(render_markdown(summary)))
-    write_text(paths["html"], strip_bidi(render_html(project, summary, rows)))
-    write_text(paths["junit"], render_junit(summary))
+    typed = as_summary(summary)
+    write_text(paths["summary_md"], strip_bidi(render_markdown(typed)))
+    write_text(paths["html"], strip_bidi(render_html(project, typed, rows)))
+    write_text(paths["junit"], render_junit(typed))
     if summary_json:
-        write_json(paths["summary_json"], summary)
+        write_json(paths["summary_json"], typed.to_json())
     else:
         del paths["summary_json"]
     return paths

@@ -9,11 +9,19 @@ output for terminals whose encoding may lack "−" and "×".
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from evalrun import catalogue
+from evalrun.analysis.summary_model import (
+    MetricResult,
+    QuantileMetric,
+    RateMetric,
+    RatioMetric,
+    RuleResult,
+    Side,
+)
 
 NA = "n/a"
 AA_NOTE = "A/A run: both sides use the same configuration; differences measure the noise floor"
@@ -182,20 +190,20 @@ def call_cost(status: Any, value: Any) -> str:
     return usd(value)
 
 
-def rule_kind(rule: Mapping[str, Any]) -> str:
+def rule_kind(rule: RuleResult) -> str:
     """How a gate rule's numbers read: ``delta`` (points), ``ratio``, ``rate`` or ``other``."""
-    metric = catalogue.RULES.get(str(rule.get("rule")))
+    metric = catalogue.RULES.get(rule.rule)
     if metric is not None and metric.rule is not None:
         return metric.rule.kind
-    if rule.get("rule") == "error_rate":
+    if rule.rule == "error_rate":
         return "rate"  # observed = the worse side's error rate, margin = the tolerance
     return "other"
 
 
-def rule_observed(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
+def rule_observed(rule: RuleResult, *, ascii: bool = False) -> str:
     """A rule's observed value and interval: ``−3.0 pts [−7.1, +1.2]`` / ``×1.07 [×0.98, ×1.17]``."""
     kind = rule_kind(rule)
-    obs, ci = rule.get("observed"), rule.get("ci")
+    obs, ci = rule.observed, rule.ci
     if finite(obs) is None:
         return "—" if not ascii else "-"
     if kind == "delta":
@@ -207,20 +215,19 @@ def rule_observed(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
     return str(obs)
 
 
-def rule_margin(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
+def rule_margin(rule: RuleResult, *, ascii: bool = False) -> str:
     """A rule's thresholds: the PASS margin, the FAIL threshold when it differs, a bound.
 
     ``−3.0 pts (fails on any evident drop)``, ``×1.15``, ``−3.0 pts, floor 99.0%``.
     """
     kind = rule_kind(rule)
     parts: list[str] = []
-    margin, floor, ceiling = rule.get("margin"), rule.get("floor"), rule.get("ceiling")
-    fail_at = rule.get("fail_margin")
+    margin, floor, ceiling, fail_at = rule.margin, rule.floor, rule.ceiling, rule.fail_margin
     if finite(margin) is not None:
         if kind == "delta":
             text = pts(margin, ascii=ascii)
             if finite(fail_at) is not None and fail_at != margin:
-                worse = "rise" if rule.get("rule") == "over_refusal" else "drop"
+                worse = "rise" if rule.rule == "over_refusal" else "drop"
                 text += (f" (fails on any evident {worse})" if fail_at == 0
                          else f" (fails beyond {pts(fail_at, ascii=ascii)})")
             parts.append(text)
@@ -242,74 +249,64 @@ def rule_margin(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
     return ", ".join(parts)
 
 
-def rule_p(rule: Mapping[str, Any]) -> str:
+def rule_p(rule: RuleResult) -> str:
     """A rule's FAIL-test p-value and its family-wise (Holm) adjustment: ``0.012 (Holm 0.094)``."""
-    p = finite(rule.get("p_value"))
-    pb = finite(rule.get("p_bound"))
-    adj = finite(rule.get("p_adjusted"))
-    raw = [x for x in (p, pb) if x is not None]
+    raw = [x for x in (finite(rule.p_value), finite(rule.p_bound)) if x is not None]
     if not raw:
         return ""
     text = p_value(min(raw))
+    adj = finite(rule.p_adjusted)
     if adj is not None:
         text += f" (Holm {p_value(adj)})"
     return text
 
 
-def rule_mde(rule: Mapping[str, Any], *, ascii: bool = False) -> str:
+def rule_mde(rule: RuleResult, *, ascii: bool = False) -> str:
     """Smallest regression detected (80 % power), cases that would resolve it, cases to pass at all."""
     kind = rule_kind(rule)
     parts: list[str] = []
-    mde = finite(rule.get("mde"))
+    mde = finite(rule.mde)
     if mde is not None:
-        if kind == "ratio":
-            parts.append(f"MDE {times(mde, ascii=ascii)}")
-        else:
-            parts.append(f"MDE {abs(mde) * 100:.1f} pts")
-    needed = rule.get("cases_needed")
-    if isinstance(needed, int) and not isinstance(needed, bool) and rule.get("status") == "inconclusive":
-        towards = rule.get("cases_needed_for")
+        parts.append(f"MDE {times(mde, ascii=ascii)}" if kind == "ratio" else f"MDE {abs(mde) * 100:.1f} pts")
+    needed = rule.cases_needed
+    if needed is not None and rule.status == "inconclusive":
+        towards = rule.cases_needed_for
         parts.append(f"{'~' if ascii else '≈'}{needed:,} cases to {towards}" if towards
                      else f"{'~' if ascii else '≈'}{needed:,} cases needed")
-    to_pass = rule.get("cases_to_pass")
-    paired = rule.get("paired_n")
-    if isinstance(to_pass, int) and isinstance(paired, int) and paired < to_pass:
-        parts.append(f"can pass only with {'>=' if ascii else '≥'}{to_pass:,} cases")
+    if rule.cases_to_pass is not None and rule.paired_n < rule.cases_to_pass:
+        parts.append(f"can pass only with {'>=' if ascii else '≥'}{rule.cases_to_pass:,} cases")
     return "; ".join(parts)
 
 
-def metric_change(m: Mapping[str, Any], *, ascii: bool = False) -> str:
+def metric_change(m: MetricResult, *, ascii: bool = False) -> str:
     """A metric's change with its interval, in the metric's own units."""
-    typ = m.get("type")
-    if typ == "rate":
-        if finite(m.get("delta")) is None:
+    if isinstance(m, RateMetric):
+        if finite(m.delta) is None:
             return NA
-        return f"{pts(m.get('delta'), ascii=ascii)} {pts_ci(m.get('delta_ci'), ascii=ascii)}".strip()
-    if typ in ("ratio", "quantile"):
-        if finite(m.get("ratio")) is None:
-            return str(m.get("note") or NA) if typ == "ratio" else NA
-        return f"{times(m.get('ratio'), ascii=ascii)} {times_ci(m.get('ratio_ci'), ascii=ascii)}".strip()
+        return f"{pts(m.delta, ascii=ascii)} {pts_ci(m.delta_ci, ascii=ascii)}".strip()
+    if isinstance(m, RatioMetric | QuantileMetric):
+        if finite(m.ratio) is None:
+            return str(m.note or NA) if isinstance(m, RatioMetric) else NA
+        return f"{times(m.ratio, ascii=ascii)} {times_ci(m.ratio_ci, ascii=ascii)}".strip()
     return ""
 
 
-def metric_side(m: Mapping[str, Any], side: str, *, with_ci: bool = True) -> str:
+def metric_side(m: MetricResult, side: Side, *, with_ci: bool = True) -> str:
     """One side's value of a metric, in its units (with its interval when it has one)."""
-    typ, name = m.get("type"), str(m.get("metric"))
-    s = m.get(side) or {}
-    if typ == "rate":
-        value = pct(s.get("value"))
-        ci = rate_ci(s.get("ci")) if with_ci else ""
+    if isinstance(m, RateMetric):
+        r = m.baseline if side == "baseline" else m.candidate
+        value = pct(r.value)
+        ci = rate_ci(r.ci) if with_ci else ""
         return f"{value} {ci}".strip()
-    if typ == "ratio":
-        if name == "cost":
-            statuses = (m.get("cost_status") or {}).get(side)
-            return cost_label(statuses, s.get("mean"))
-        return tokens(s.get("mean"))
-    if typ == "quantile":
-        if s.get("enough") is False:
-            return f"{seconds(s.get('value'))} (not enough calls)"
-        ci = seconds_ci(s.get("ci")) if with_ci else ""
-        return f"{seconds(s.get('value'))} {ci}".strip()
-    if typ == "mean":
-        return seconds(s.get("value"))
-    return NA
+    if isinstance(m, RatioMetric):
+        mean = (m.baseline if side == "baseline" else m.candidate).mean
+        if m.metric == "cost":
+            return cost_label((m.cost_status or {}).get(side), mean)
+        return tokens(mean)
+    if isinstance(m, QuantileMetric):
+        q = m.baseline if side == "baseline" else m.candidate
+        if q.enough is False:
+            return f"{seconds(q.value)} (not enough calls)"
+        ci = seconds_ci(q.ci) if with_ci else ""
+        return f"{seconds(q.value)} {ci}".strip()
+    return seconds((m.baseline if side == "baseline" else m.candidate).value)

@@ -24,9 +24,21 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from evalrun.analysis.summary_model import (
+    Familywise,
+    MetricResult,
+    QuantileMetric,
+    RateMetric,
+    RatioMetric,
+    RuleResult,
+    Summary,
+    VariantInfo,
+    as_summary,
+)
 from evalrun.catalogue import METRICS
+from evalrun.records import SIDES
 from evalrun.report import charts, fmt
 from evalrun.report.fmt import AA_NOTE
 from evalrun.report.sanitize import json_for_script, strip_control, truncate
@@ -56,7 +68,6 @@ STATUS_LABELS = {
 VERDICT_CLASSES = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive", "COULD_NOT_MEASURE": "cnm"}
 SLICE_METRICS: tuple[tuple[str, str], ...] = tuple((m.name, m.slice_label) for m in METRICS if m.slice_label)
 """Columns of the per-kind / per-cohort table (the catalogue's slice metrics)."""
-SIDES = ("baseline", "candidate")
 
 
 def _pretty_json(value: Any) -> str:
@@ -150,80 +161,74 @@ def _ci(ci: Any) -> tuple[float | None, float | None]:
     return None, None
 
 
-def _overall_rules(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _overall_rules(summary: Summary) -> dict[str, RuleResult]:
     """Overall-scope rules by the metric they read."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in (summary.get("verdict") or {}).get("rules") or []:
-        if r.get("scope") == "overall" and r.get("metric"):
-            out.setdefault(str(r["metric"]), r)
+    out: dict[str, RuleResult] = {}
+    for r in summary.verdict.rules:
+        if r.scope == "overall" and r.metric:
+            out.setdefault(r.metric, r)
     return out
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _header(summary: Mapping[str, Any]) -> dict[str, Any]:
-    verdict = summary.get("verdict") or {}
-    run = summary.get("run") or {}
-    variants = summary.get("variants") or {}
-    status = str(verdict.get("status", "COULD_NOT_MEASURE"))
+def _header(summary: Summary) -> dict[str, Any]:
+    verdict, run = summary.verdict, summary.run
     return {
-        "suite": _s(run.get("suite", "suite"), 200),
-        "created": _s(summary.get("created", ""), 100),
-        "status": status,
-        "status_class": VERDICT_CLASSES.get(status, "cnm"),
-        "exit_code": verdict.get("exit_code"),
-        "on_inconclusive": verdict.get("on_inconclusive", "fail"),
-        "reasons": [_s(r) for r in verdict.get("reasons") or []],
-        "warnings": [_s(w) for w in verdict.get("warnings") or []],
-        "familywise": _familywise_text(verdict.get("familywise") or {}),
-        "aa_note": AA_NOTE if run.get("aa_mode") else "",
+        "suite": _s(run.suite, 200),
+        "created": _s(summary.created, 100),
+        "status": verdict.status,
+        "status_class": VERDICT_CLASSES.get(verdict.status, "cnm"),
+        "exit_code": verdict.exit_code,
+        "on_inconclusive": verdict.on_inconclusive,
+        "reasons": [_s(r) for r in verdict.reasons],
+        "warnings": [_s(w) for w in verdict.warnings],
+        "familywise": _familywise_text(verdict.familywise),
+        "aa_note": AA_NOTE if run.aa_mode else "",
         "facts": [
-            ("Cases", fmt.count(run.get("n_cases"))),
-            ("Samples per case", fmt.count(run.get("samples"))),
-            ("Confidence", fmt.pct(run.get("confidence"), 0) + f" (one-sided α = {run.get('alpha')})"),
-            ("Baseline", _side_name(variants.get("baseline"))),
-            ("Candidate", _side_name(variants.get("candidate"))),
-            ("Fingerprint", _s(run.get("fingerprint", ""), 100)),
-            ("evalrun", _s(summary.get("evalrun_version", ""), 50)),
+            ("Cases", fmt.count(run.n_cases)),
+            ("Samples per case", fmt.count(run.samples)),
+            ("Confidence", fmt.pct(run.confidence, 0) + f" (one-sided α = {run.alpha})"),
+            ("Baseline", _side_name(summary.variants.get("baseline"))),
+            ("Candidate", _side_name(summary.variants.get("candidate"))),
+            ("Fingerprint", _s(run.fingerprint, 100)),
+            ("evalrun", _s(summary.evalrun_version, 50)),
         ],
     }
 
 
-def _familywise_text(fw: Mapping[str, Any]) -> str:
+def _familywise_text(fw: Familywise | Mapping[str, Any]) -> str:
     """How FAILs were corrected for multiplicity, in one sentence ("" for old summaries)."""
-    m = fw.get("hypotheses")
-    if not isinstance(m, int) or isinstance(m, bool):
+    if not isinstance(fw, Familywise):
         return ""
-    return (f"FAIL tests corrected together (Holm): {m} hypotheses at family-wise α = {fw.get('alpha')}; "
+    return (f"FAIL tests corrected together (Holm): {fw.hypotheses} hypotheses at family-wise α = {fw.alpha}; "
             "an unchanged candidate fails any of them at most that often.")
 
 
-def _side_name(v: Any) -> str:
-    if not isinstance(v, Mapping):
+def _side_name(v: VariantInfo | None) -> str:
+    if v is None:
         return fmt.NA
-    return _s(f"{v.get('name')} · {v.get('model')} · {v.get('config_file')}", 400)
+    return _s(f"{v.name} · {v.model} · {v.config_file}", 400)
 
 
-def _rules(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for r in (summary.get("verdict") or {}).get("rules") or []:
-        out.append(
-            {
-                "rule": _s(r.get("rule"), 200),
-                "scope": _s(r.get("scope"), 200),
-                "trigger": _s(r.get("trigger"), 500),
-                "observed": fmt.rule_observed(r),
-                "margin": fmt.rule_margin(r),
-                "status": str(r.get("status", "")),
-                "reason": _s(r.get("reason")),
-                "mde": fmt.rule_mde(r),
-                "p": fmt.rule_p(r),
-                "warnings": [_s(w, 500) for w in r.get("warnings") or []],
-                "paired_n": fmt.count(r.get("paired_n")),
-            }
-        )
-    return out
+def _rules(summary: Summary) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": _s(r.rule, 200),
+            "scope": _s(r.scope, 200),
+            "trigger": _s(r.trigger, 500),
+            "observed": fmt.rule_observed(r),
+            "margin": fmt.rule_margin(r),
+            "status": r.status,
+            "reason": _s(r.reason),
+            "mde": fmt.rule_mde(r),
+            "p": fmt.rule_p(r),
+            "warnings": [_s(w, 500) for w in r.warnings],
+            "paired_n": fmt.count(r.paired_n),
+        }
+        for r in summary.verdict.rules
+    ]
 
 
 def _labels(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -288,29 +293,28 @@ def _config_section(project: Project) -> dict[str, Any]:
     }
 
 
-def _metric_chart(m: Mapping[str, Any], rule: Mapping[str, Any] | None) -> str:
-    typ = m.get("type")
-    status = str(rule.get("status")) if rule else None
+def _metric_chart(m: MetricResult, rule: RuleResult | None) -> str:
+    status = rule.status if rule else None
     kind = fmt.rule_kind(rule) if rule else None
-    margin = fmt.finite(rule.get("margin")) if rule else None
-    if typ == "rate":
-        point = fmt.finite(m.get("delta"))
-        lo, hi = _ci(m.get("delta_ci"))
+    margin = fmt.finite(rule.margin) if rule else None
+    if isinstance(m, RateMetric):
+        point = fmt.finite(m.delta)
+        lo, hi = _ci(m.delta_ci)
 
         def scale(v: float | None) -> float | None:
             return None if v is None else v * 100  # the axis is in points
 
-        title = f"Δ {fmt.pts(point)} {fmt.pts_ci(m.get('delta_ci'))}"
+        title = f"Δ {fmt.pts(point)} {fmt.pts_ci(m.delta_ci)}"
         if kind == "delta" and margin is not None:
             title += f"; margin {fmt.pts(margin)}"
         return charts.interval_chart(
             scale(point), scale(lo), scale(hi), reference=0.0,
             margin=scale(margin) if kind == "delta" else None, status=status, title=title,
         )
-    if typ in ("ratio", "quantile"):
-        point = fmt.finite(m.get("ratio"))
-        lo, hi = _ci(m.get("ratio_ci"))
-        title = f"ratio {fmt.times(point)} {fmt.times_ci(m.get('ratio_ci'))}"
+    if isinstance(m, RatioMetric | QuantileMetric):
+        point = fmt.finite(m.ratio)
+        lo, hi = _ci(m.ratio_ci)
+        title = f"ratio {fmt.times(point)} {fmt.times_ci(m.ratio_ci)}"
         if kind == "ratio" and margin is not None:
             title += f"; margin {fmt.times(margin)}"
         return charts.interval_chart(
@@ -319,58 +323,55 @@ def _metric_chart(m: Mapping[str, Any], rule: Mapping[str, Any] | None) -> str:
     return ""
 
 
-def _metrics(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _metric_notes(m: MetricResult) -> list[str]:
+    notes: list[str] = []
+    if isinstance(m, QuantileMetric) and any(m.cached_calls.get(s) for s in SIDES):
+        notes.append("includes cached calls (latency recorded earlier): "
+                     + ", ".join(f"{s} {fmt.count(m.cached_calls.get(s, 0))}" for s in SIDES))
+    if isinstance(m, RatioMetric):
+        totals = []
+        for side, s in zip(SIDES, (m.baseline, m.candidate), strict=True):
+            if m.metric == "cost":
+                totals.append(f"{side} total {fmt.cost_label((m.cost_status or {}).get(side), s.total)}")
+            else:
+                totals.append(f"{side} total {fmt.count(s.total)}")
+        notes.append("; ".join(totals))
+        if m.excluded:
+            notes.append(f"{fmt.count(m.excluded)} case(s) excluded from the ratio (no value on one side)")
+        if m.note:
+            notes.append(_s(m.note, 300))
+    return notes
+
+
+def _metrics(summary: Summary) -> list[dict[str, Any]]:
     from markupsafe import Markup
 
     rules = _overall_rules(summary)
     out = []
-    for m in summary.get("metrics") or []:
-        name = str(m.get("metric"))
-        rule = rules.get(name)
-        typ = m.get("type")
-        notes: list[str] = []
+    for m in summary.metrics:
+        rule = rules.get(m.metric)
         change = fmt.metric_change(m)
         extra = ""
-        if typ == "quantile":
-            if fmt.finite(m.get("delta_s")) is not None:
-                extra = f"Δ {fmt.signed_seconds(m.get('delta_s'))} {fmt.signed_seconds_ci(m.get('delta_ci'))}".strip()
-            cached = m.get("cached_calls") or {}
-            if any(cached.get(s) for s in SIDES):
-                notes.append(
-                    "includes cached calls (latency recorded earlier): "
-                    + ", ".join(f"{s} {fmt.count(cached.get(s, 0))}" for s in SIDES)
-                )
-        if typ == "ratio":
-            totals = []
-            for side in SIDES:
-                s = m.get(side) or {}
-                if name == "cost":
-                    statuses = (m.get("cost_status") or {}).get(side)
-                    totals.append(f"{side} total {fmt.cost_label(statuses, s.get('total'))}")
-                else:
-                    totals.append(f"{side} total {fmt.count(s.get('total'))}")
-            notes.append("; ".join(totals))
-            if m.get("excluded"):
-                notes.append(f"{fmt.count(m.get('excluded'))} case(s) excluded from the ratio (no value on one side)")
-        if m.get("note"):
-            notes.append(_s(m.get("note"), 300))
-        if typ == "ratio" and fmt.finite(m.get("ratio")) is None:
+        if isinstance(m, QuantileMetric) and fmt.finite(m.delta_s) is not None:
+            extra = f"Δ {fmt.signed_seconds(m.delta_s)} {fmt.signed_seconds_ci(m.delta_ci)}".strip()
+        if isinstance(m, RatioMetric) and fmt.finite(m.ratio) is None:
             change = fmt.NA
+        paired_n = getattr(m, "paired_n", None)
         out.append(
             {
-                "metric": name,
-                "label": _s(m.get("label", name), 200),
+                "metric": m.metric,
+                "label": _s(m.label, 200),
                 "baseline": fmt.metric_side(m, "baseline"),
                 "candidate": fmt.metric_side(m, "candidate"),
                 "change": change,
                 "extra": extra,
-                "p": fmt.p_value(m.get("p_value")) if typ == "rate" else "",
-                "n": fmt.count(m.get("paired_n")) if m.get("paired_n") is not None else "",
+                "p": fmt.p_value(m.p_value) if isinstance(m, RateMetric) else "",
+                "n": fmt.count(paired_n) if paired_n is not None else "",
                 "chart": Markup(_metric_chart(m, rule)),
-                "status": str(rule.get("status")) if rule else "",
+                "status": rule.status if rule else "",
                 "gated": rule is not None,
-                "method": _s(m.get("method", ""), 300),
-                "notes": notes,
+                "method": _s(getattr(m, "method", None) or "", 300),
+                "notes": _metric_notes(m),
             }
         )
     return out
@@ -461,29 +462,23 @@ def _consistency(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _slice_cell(m: Mapping[str, Any] | None, critical: bool) -> dict[str, Any]:
-    if m is None:
-        return {"empty": True}
-    typ = m.get("type")
-    if typ == "rate":
-        if not m.get("paired_n"):
+def _slice_cell(m: MetricResult | None, critical: bool) -> dict[str, Any]:
+    if isinstance(m, RateMetric):
+        if not m.paired_n:
             return {"empty": True}
-        b, c = (m.get(s) or {} for s in SIDES)
-        q = m.get("q_value")
         return {
             "empty": False,
-            "main": f"{fmt.pct(b.get('value'))} → {fmt.pct(c.get('value'))}",
+            "main": f"{fmt.pct(m.baseline.value)} → {fmt.pct(m.candidate.value)}",
             "change": fmt.metric_change(m),
             "status": _direction(m),
-            "p": "" if critical or q is None else f"q {fmt.p_value(q)}",
-            "p_crit": f"p {fmt.p_value(m.get('p_value'))}" if critical and m.get("p_value") is not None else "",
+            "p": "" if critical or m.q_value is None else f"q {fmt.p_value(m.q_value)}",
+            "p_crit": f"p {fmt.p_value(m.p_value)}" if critical and m.p_value is not None else "",
         }
-    if fmt.finite(m.get("ratio")) is None:
+    if not isinstance(m, RatioMetric) or fmt.finite(m.ratio) is None:
         return {"empty": True}
-    b, c = (m.get(s) or {} for s in SIDES)
     return {
         "empty": False,
-        "main": f"{fmt.tokens(b.get('mean'))} → {fmt.tokens(c.get('mean'))}",
+        "main": f"{fmt.tokens(m.baseline.mean)} → {fmt.tokens(m.candidate.mean)}",
         "change": fmt.metric_change(m),
         "status": _direction(m),
         "p": "",
@@ -491,40 +486,34 @@ def _slice_cell(m: Mapping[str, Any] | None, critical: bool) -> dict[str, Any]:
     }
 
 
-def _direction(m: Mapping[str, Any]) -> str:
+def _direction(m: RateMetric | RatioMetric) -> str:
     """"worse" / "better" when the interval excludes no-change, else "" (for colouring)."""
-    hib = bool(m.get("higher_is_better"))
-    if m.get("type") == "rate":
-        lo, hi = _ci(m.get("delta_ci"))
-        ref = 0.0
-    else:
-        lo, hi = _ci(m.get("ratio_ci"))
-        ref = 1.0
+    lo, hi = _ci(m.delta_ci) if isinstance(m, RateMetric) else _ci(m.ratio_ci)
+    ref = 0.0 if isinstance(m, RateMetric) else 1.0
     if lo is None or hi is None:
         return ""
     if lo > ref:
-        return "better" if hib else "worse"
+        return "better" if m.higher_is_better else "worse"
     if hi < ref:
-        return "worse" if hib else "better"
+        return "worse" if m.higher_is_better else "better"
     return ""
 
 
-def _slices(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _slices(summary: Summary) -> list[dict[str, Any]]:
     out = []
-    slices = summary.get("slices") or {}
-    for dim, title in (("kind", "By kind"), ("cohort", "By cohort")):
-        entries = slices.get(dim) or {}
+    dims: tuple[tuple[Literal["kind", "cohort"], str], ...] = (("kind", "By kind"), ("cohort", "By cohort"))
+    for dim, title in dims:
+        entries = summary.slices.get(dim) or {}
         rows = []
         for value in sorted(entries):
             e = entries[value]
-            by = {str(m.get("metric")): m for m in e.get("metrics") or []}
-            critical = bool(e.get("critical"))
+            by = {m.metric: m for m in e.metrics}
             rows.append(
                 {
                     "value": _s(value, 200),
-                    "n_cases": fmt.count(e.get("n_cases")),
-                    "critical": critical,
-                    "cells": [_slice_cell(by.get(name), critical) for name, _ in SLICE_METRICS],
+                    "n_cases": fmt.count(e.n_cases),
+                    "critical": e.critical,
+                    "cells": [_slice_cell(by.get(name), e.critical) for name, _ in SLICE_METRICS],
                 }
             )
         out.append({"dim": dim, "title": title, "rows": rows})
@@ -724,9 +713,12 @@ def build_case_data(project: Project | None, summary: Mapping[str, Any], rows: I
 # --------------------------------------------------------------------------- render
 
 
-def render_html(project: Project, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+def render_html(project: Project, summary: Summary | Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     """The full report page as a string (see the module docstring for its guarantees)."""
     from markupsafe import Markup
+
+    typed = as_summary(summary)
+    summary = typed.to_json()  # the sections not yet typed read summary.json's content
 
     env = _environment()
     css, js = _asset("report.css"), _asset("report.js")
@@ -740,15 +732,15 @@ def render_html(project: Project, summary: Mapping[str, Any], rows: Sequence[Map
         "img-src data:; base-uri 'none'; form-action 'none'"
     )
     context = {
-        "h": _header(summary),
-        "rules": _rules(summary),
+        "h": _header(typed),
+        "rules": _rules(typed),
         "labels": _labels(summary),
         "config": _config_section(project),
-        "metrics": _metrics(summary),
+        "metrics": _metrics(typed),
         "calls": _calls(summary),
         "latency": _latency_measurement(summary),
         "consistency": _consistency(summary),
-        "slices": _slices(summary),
+        "slices": _slices(typed),
         "flips": _flips(summary, samples),
         "distributions": _distributions(rows),
         "n_cases": len(cases),

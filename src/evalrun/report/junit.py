@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from evalrun.analysis.summary_model import RuleResult, Summary, as_summary
 from evalrun.report import fmt
 from evalrun.report.sanitize import strip_control, truncate
 
@@ -28,70 +29,66 @@ def _t(value: Any, limit: int = MAX_TEXT) -> str:
     return text + "…" if cut else text
 
 
-def _rule_details(r: Mapping[str, Any]) -> str:
+def _rule_details(r: RuleResult) -> str:
     lines = [
-        f"trigger: {r.get('trigger')}",
+        f"trigger: {r.trigger}",
         f"observed: {fmt.rule_observed(r, ascii=True)}",
         f"margin: {fmt.rule_margin(r, ascii=True)}",
-        f"paired cases: {r.get('paired_n')}",
-        f"reason: {r.get('reason')}",
+        f"paired cases: {r.paired_n}",
+        f"reason: {r.reason}",
     ]
     p = fmt.rule_p(r)
     if p:
         lines.append(f"p (Holm-adjusted): {p}")
-    lines += [f"warning: {w}" for w in r.get("warnings") or []]
+    lines += [f"warning: {w}" for w in r.warnings]
     mde = fmt.rule_mde(r, ascii=True)
     if mde:
         lines.append(mde)
     return _t("\n".join(lines))
 
 
-def build_junit(summary: Mapping[str, Any]) -> ET.Element:
+def build_junit(summary: Summary | Mapping[str, Any]) -> ET.Element:
     """The ``<testsuites>`` element (one ``<testsuite name="evalrun">`` inside)."""
-    verdict = summary.get("verdict") or {}
-    fail_inconclusive = verdict.get("on_inconclusive", "fail") == "fail"
+    typed = as_summary(summary)
+    verdict = typed.verdict
+    fail_inconclusive = verdict.on_inconclusive == "fail"
     suite = ET.Element("testsuite", {"name": "evalrun"})
     props = ET.SubElement(suite, "properties")
-    run = summary.get("run") or {}
     for key, value in (
-        ("verdict", verdict.get("status")),
-        ("exit_code", verdict.get("exit_code")),
-        ("suite", run.get("suite")),
-        ("fingerprint", run.get("fingerprint")),
-        ("created", summary.get("created")),
+        ("verdict", verdict.status),
+        ("exit_code", verdict.exit_code),
+        ("suite", typed.run.suite),
+        ("fingerprint", typed.run.fingerprint),
+        ("created", typed.created),
     ):
         ET.SubElement(props, "property", {"name": key, "value": _t(value, 500)})
     tests = failures = skipped = 0
-    for r in verdict.get("rules") or []:
+    for r in verdict.rules:
         tests += 1
-        name = f"{r.get('rule')}[{r.get('scope')}]"
+        name = f"{r.rule}[{r.scope}]"
         case = ET.SubElement(suite, "testcase", {"classname": "evalrun.gate", "name": _t(name, 300), "time": "0"})
-        status = r.get("status")
-        message = _t(r.get("reason"), 1000)
+        message = _t(r.reason, 1000)
         details = _rule_details(r)
-        if status == "fail" or (status == "inconclusive" and fail_inconclusive):
+        if r.status == "fail" or (r.status == "inconclusive" and fail_inconclusive):
             failures += 1
-            el = ET.SubElement(case, "failure", {"message": message, "type": str(status)})
+            el = ET.SubElement(case, "failure", {"message": message, "type": r.status})
             el.text = details
-        elif status == "not_applicable":
+        elif r.status == "not_applicable":
             skipped += 1
             ET.SubElement(case, "skipped", {"message": message})
         else:
             out = ET.SubElement(case, "system-out")
-            out.text = (f"{str(status).upper()}: " if status == "inconclusive" else "") + details
-    warnings = list(verdict.get("warnings") or [])
-    if warnings:
+            out.text = (f"{r.status.upper()}: " if r.status == "inconclusive" else "") + details
+    if verdict.warnings:
         out = ET.SubElement(suite, "system-out")
-        out.text = _t("\n".join(f"warning: {w}" for w in warnings))
-    for f in (summary.get("flips") or {}).get("regressions") or []:
+        out.text = _t("\n".join(f"warning: {w}" for w in verdict.warnings))
+    for f in typed.flips.regressions:
         tests += 1
         failures += 1
-        case = ET.SubElement(
-            suite, "testcase", {"classname": "evalrun.cases", "name": _t(f.get("case_id"), 300), "time": "0"}
-        )
+        case = ET.SubElement(suite, "testcase", {"classname": "evalrun.cases", "name": _t(f.case_id, 300), "time": "0"})
         message = _t(
-            f"regressed: passes {fmt.pct(f.get('baseline'), 0)} of samples in the baseline, "
-            f"{fmt.pct(f.get('candidate'), 0)} in the candidate (kind {f.get('kind')}, cohort {f.get('cohort')})",
+            f"regressed: passes {fmt.pct(f.baseline, 0)} of samples in the baseline, "
+            f"{fmt.pct(f.candidate, 0)} in the candidate (kind {f.kind}, cohort {f.cohort})",
             1000,
         )
         el = ET.SubElement(case, "failure", {"message": message, "type": "regression"})
@@ -103,7 +100,7 @@ def build_junit(summary: Mapping[str, Any]) -> ET.Element:
     return root
 
 
-def render_junit(summary: Mapping[str, Any]) -> str:
+def render_junit(summary: Summary | Mapping[str, Any]) -> str:
     """junit.xml's text (UTF-8 declaration, indented, trailing newline)."""
     root = build_junit(summary)
     ET.indent(root, space="  ")

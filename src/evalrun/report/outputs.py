@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.analysis.summary import SequentialVerdict, result_rows, score, sort_results, summarize
+from evalrun.analysis.summary_model import Summary
 from evalrun.errors import CouldNotMeasureError
 from evalrun.execution.store import SUMMARY, RunFolderError, write_json, write_jsonl
 from evalrun.project.loader import Project
@@ -29,13 +30,15 @@ OUTPUT_FILES = {"summary_json": SUMMARY, "summary_md": "summary.md", "html": "re
 
 @dataclass
 class CompareOutcome:
-    """Everything a compare produced."""
+    """Everything a compare produced: ``summary`` is summary.json's content, ``result`` the
+    same typed."""
 
     run_dir: Path
     summary: dict[str, Any]
     verdict_status: str
     exit_code: int
     files: dict[str, Path] = field(default_factory=dict)
+    result: Summary | None = None
 
 
 def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult], created: str,
@@ -49,20 +52,20 @@ def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult]
 
     ordered = sort_results(results)
     scores = score(project, ordered)
-    summary = summarize(project, ordered, scores, created, sequential=sequential)
+    typed = summarize(project, ordered, scores, created, sequential=sequential)
+    summary = typed.to_json()
     rows = result_rows(project, ordered, scores)
     try:
         (run_dir / SUMMARY).unlink(missing_ok=True)
     except OSError as exc:
         raise RunFolderError(f"cannot replace {run_dir / SUMMARY}: {exc.strerror or exc}") from exc
     write_jsonl(run_dir / "results.jsonl", rows)
-    files = write_reports(project, summary, rows, run_dir, summary_json=False)
+    files = write_reports(project, typed, rows, run_dir, summary_json=False)
     files["results"] = run_dir / "results.jsonl"
     files["rollout_note"] = write_note(project, summary, run_dir)
     write_json(run_dir / SUMMARY, summary)
     files["summary_json"] = run_dir / SUMMARY
-    verdict = summary["verdict"]
-    return CompareOutcome(run_dir, summary, verdict["status"], int(verdict["exit_code"]), files)
+    return CompareOutcome(run_dir, summary, typed.verdict.status, typed.verdict.exit_code, files, typed)
 
 
 def stored_outcome(run_dir: str | Path) -> CompareOutcome:

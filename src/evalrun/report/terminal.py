@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evalrun.analysis.summary_model import RatioMetric, Summary, as_summary
 from evalrun.catalogue import METRICS
 from evalrun.report import fmt
 from evalrun.report.fmt import AA_NOTE
@@ -41,36 +42,29 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
-def render_terminal(summary: Mapping[str, Any]) -> str:
+def render_terminal(summary: Summary | Mapping[str, Any]) -> str:
     """The verdict and the main metrics as plain text (ends with a newline)."""
-    verdict = summary.get("verdict") or {}
-    status = terminal_safe(verdict.get("status", "COULD_NOT_MEASURE"))
-    lines = [f"VERDICT: {status} (exit {terminal_safe(verdict.get('exit_code'))})"]
-    reasons = list(verdict.get("reasons") or [])
-    for r in reasons[:MAX_REASONS]:
+    typed = as_summary(summary)
+    verdict = typed.verdict
+    lines = [f"VERDICT: {terminal_safe(verdict.status)} (exit {terminal_safe(verdict.exit_code)})"]
+    for r in verdict.reasons[:MAX_REASONS]:
         lines.append(f"  - {terminal_safe(r)}")
-    if len(reasons) > MAX_REASONS:
-        lines.append(f"  - and {len(reasons) - MAX_REASONS} more")
-    warnings = list(verdict.get("warnings") or [])
-    for w in warnings[:MAX_WARNINGS]:
+    if len(verdict.reasons) > MAX_REASONS:
+        lines.append(f"  - and {len(verdict.reasons) - MAX_REASONS} more")
+    for w in verdict.warnings[:MAX_WARNINGS]:
         lines.append(f"  ! {terminal_safe(w)}")
-    if len(warnings) > MAX_WARNINGS:
-        lines.append(f"  ! and {len(warnings) - MAX_WARNINGS} more warnings (see report.html)")
-    if (summary.get("run") or {}).get("aa_mode"):
+    if len(verdict.warnings) > MAX_WARNINGS:
+        lines.append(f"  ! and {len(verdict.warnings) - MAX_WARNINGS} more warnings (see report.html)")
+    if typed.run.aa_mode:
         lines.append(AA_NOTE)
-    rules = {
-        str(r.get("metric")): str(r.get("status"))
-        for r in verdict.get("rules") or []
-        if r.get("scope") == "overall"
-    }
-    by = {str(m.get("metric")): m for m in summary.get("metrics") or []}
+    rules = {r.metric: r.status for r in verdict.rules if r.scope == "overall"}
     rows: list[list[str]] = []
     for name, label in ROWS:
-        m = by.get(name)
+        m = typed.metric(name)
         if m is None:
             continue
         change = fmt.metric_change(m, ascii=True)
-        if m.get("type") == "ratio" and m.get("ratio") is None:
+        if isinstance(m, RatioMetric) and m.ratio is None:
             change = fmt.NA  # the reason (unpriced, local) is in the rule's status column
         rows.append(
             [
@@ -83,10 +77,8 @@ def render_terminal(summary: Mapping[str, Any]) -> str:
         )
     lines.append("")
     lines += _table(["metric", "baseline", "candidate", "change [interval]", "rule"], rows)
-    calls = summary.get("calls") or {}
     counts = []
-    for side in ("baseline", "candidate"):
-        c = calls.get(side) or {}
-        counts.append(f"{side} {fmt.count(c.get('total'))} calls, {fmt.count(c.get('errors'))} errors, {fmt.count(c.get('cached'))} cached")
+    for side, c in sorted(typed.calls.items()):
+        counts.append(f"{side} {fmt.count(c.total)} calls, {fmt.count(c.errors)} errors, {fmt.count(c.cached)} cached")
     lines += ["", "; ".join(counts)]
     return "\n".join(lines) + "\n"
