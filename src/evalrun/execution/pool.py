@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import multiprocessing
 import multiprocessing.connection
@@ -158,6 +159,10 @@ def _preload_in_forkserver() -> None:
                 getattr(loaded, function)()
         except Exception:  # a worker importing it itself will report the real error
             continue
+    # The forkserver ends when this program does; the objects it loaded stay out of its
+    # teardown's garbage collection (~1 s of CPU with litellm, measured), and out of every
+    # forked worker's collections (copy-on-write pages stay shared).
+    gc.freeze()
 
 
 # Only the forkserver started by ``_context`` sees the variable: the parent sets it for
