@@ -34,6 +34,8 @@ if shutil.which(CHROMIUM) is None:
     pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed: pip install playwright")
 
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Watch:

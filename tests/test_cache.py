@@ -156,6 +156,7 @@ def test_an_error_does_not_overwrite_a_stored_success(cache: ResponseCache) -> N
 # -- batching ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_get_many_10000_keys(cache: ResponseCache, capsys: pytest.CaptureFixture[str]) -> None:
     n = 10_000
     cache.put_many([(f"key-{i:05d}", ok_result(i)) for i in range(n)])
@@ -187,6 +188,7 @@ def _writer(path: str, worker: int, rows: int, start: Any, errors: Any) -> None:
         raise
 
 
+@pytest.mark.slow
 def test_concurrent_writer_processes(tmp_path: Path) -> None:
     path = tmp_path / "shared" / "responses.sqlite3"
     path.parent.mkdir()

@@ -859,6 +859,7 @@ class _SlowFinaliser:
             pass
 
 
+@pytest.mark.slow
 def test_a_budget_is_not_lost_in_other_objects_finalisers() -> None:
     """The cyclic collector runs finalisers in whichever thread allocates, and Python drops
     an exception raised inside one: a CheckTimeout arriving there was lost and the check ran
@@ -959,7 +960,7 @@ class _CountingHandler(http.server.BaseHTTPRequestHandler):
 def schema_host() -> Iterator[tuple[str, type[_CountingHandler]]]:
     handler = type("Handler", (_CountingHandler,), {"hits": 0})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", handler

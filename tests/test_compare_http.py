@@ -61,6 +61,7 @@ def _metric(summary: dict[str, Any], name: str) -> dict[str, Any]:
     return next(m for m in summary["metrics"] if m["metric"] == name)
 
 
+@pytest.mark.slow
 def test_known_truth_through_litellm(tmp_path: Path, openai_server: OpenAIServer) -> None:
     openai_server.behaviour = _fenced_for_three
     b, c = _project(tmp_path, openai_server)
@@ -94,6 +95,7 @@ def test_known_truth_through_litellm(tmp_path: Path, openai_server: OpenAIServer
     assert any(name.startswith("parse_strict") for name in failed_rules)
 
 
+@pytest.mark.slow
 def test_second_compare_is_served_from_cache(tmp_path: Path, openai_server: OpenAIServer) -> None:
     openai_server.behaviour = _fenced_for_three
     b, c = _project(tmp_path, openai_server)
@@ -136,6 +138,7 @@ def test_replay_with_empty_cache_fails_with_code_4(tmp_path: Path, openai_server
     assert openai_server.count == 0
 
 
+@pytest.mark.slow
 def test_replay_after_a_run_needs_no_key_and_no_server(tmp_path: Path, openai_server: OpenAIServer) -> None:
     openai_server.behaviour = _fenced_for_three
     b, c = _project(tmp_path, openai_server, n=4)
@@ -296,6 +299,7 @@ def test_merge_refuses_different_configs(tmp_path: Path, openai_server: OpenAISe
     assert "refusing to merge" in str(info.value)
 
 
+@pytest.mark.slow
 def test_step_summary_is_appended(tmp_path: Path, openai_server: OpenAIServer) -> None:
     b, c = _project(tmp_path, openai_server, n=2)
     target = tmp_path / "step.md"
@@ -307,6 +311,7 @@ def test_step_summary_is_appended(tmp_path: Path, openai_server: OpenAIServer) -
     assert proc.stderr == ""  # --quiet: nothing on stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_finished_calls_and_exits_130(tmp_path: Path, openai_server: OpenAIServer) -> None:
     import signal
     import time
@@ -337,6 +342,7 @@ def test_ctrl_c_saves_finished_calls_and_exits_130(tmp_path: Path, openai_server
     assert openai_server.count - before == 60 - done
 
 
+@pytest.mark.slow
 def test_starting_the_same_run_again_resumes_it(tmp_path: Path, openai_server: OpenAIServer) -> None:
     openai_server.behaviour = _fenced_for_three
     b, c = _project(tmp_path, openai_server, n=6)

@@ -81,6 +81,7 @@ def test_clear_regression_fails_after_at_most_40_percent_of_the_calls(tmp_path: 
     assert written["run"]["n_cases"] == seq["cases_run"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_aa_never_fails(tmp_path: Path, seed: int) -> None:
     project = sequential_project(tmp_path, seed=seed)

@@ -254,6 +254,7 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------- rate limits
 
 
+@pytest.mark.slow
 def test_429_burst_with_retry_after_is_honoured(tmp_path: Path, openai_server: OpenAIServer) -> None:
     """Attempt 1: 429 Retry-After: 1; attempt 2: 429 retry-after-ms: 400; then an answer."""
 
@@ -301,6 +302,7 @@ def test_429_without_retry_after_backs_off_then_gives_up(tmp_path: Path, openai_
            outcome.verdict_status, outcome.exit_code)
 
 
+@pytest.mark.slow
 def test_429_on_one_side_pauses_that_endpoint_not_the_run(tmp_path: Path, openai_server: OpenAIServer) -> None:
     """The baseline's endpoint answers 429 (Retry-After 2 s) to each call's first attempt:
     the candidate's calls (another endpoint) go on meanwhile instead of waiting it out."""
@@ -325,6 +327,7 @@ def test_429_on_one_side_pauses_that_endpoint_not_the_run(tmp_path: Path, openai
            outcome.verdict_status, outcome.exit_code)
 
 
+@pytest.mark.slow
 def test_an_always_429_endpoint_opens_the_circuit(tmp_path: Path, openai_server: OpenAIServer) -> None:
     """The baseline's endpoint answers 429 to everything: after 10 calls failed in a row (all
     their attempts) its remaining calls are recorded as circuit_open without being made; the
@@ -411,6 +414,7 @@ def test_errors_within_tolerance_still_give_a_verdict(tmp_path: Path, openai_ser
 # --------------------------------------------------------------------------- timeouts and connections
 
 
+@pytest.mark.slow
 def test_timeouts_past_timeout_s(tmp_path: Path, openai_server: OpenAIServer) -> None:
     """The server sleeps 2 s against timeout_s 0.3: candidate c00 always, c01 on attempt 1."""
 
@@ -451,6 +455,7 @@ def test_connection_resets(tmp_path: Path, openai_server: OpenAIServer, mode: st
     record(label, faults.faulted, rows, outcome.verdict_status, outcome.exit_code)
 
 
+@pytest.mark.slow
 def test_connection_refused_via_cli(tmp_path: Path) -> None:
     """Nothing listens: every attempt is refused; the CLI says COULD_NOT_MEASURE, exit 4."""
     b, c = fault_project(tmp_path / "proj", f"http://127.0.0.1:{closed_port()}/v1", n_cases=3)
@@ -471,6 +476,7 @@ def test_connection_refused_via_cli(tmp_path: Path) -> None:
     record("connection refused (closed port), CLI", len(rows) * 3, rows, summary["verdict"]["status"], proc.returncode)
 
 
+@pytest.mark.slow
 def test_server_error_burst_via_cli(tmp_path: Path, openai_server: OpenAIServer) -> None:
     """The first 6 requests get 503; the CLI's summary.json counts the retries the server saw."""
     lock = threading.Lock()
@@ -540,6 +546,7 @@ def _surrogate_body(body: dict[str, Any], number: int, tools: bool) -> Reply:
     return Reply(raw_body=json.dumps(data))  # ensure_ascii: the surrogates travel as \ud800 escapes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_lone_surrogates_from_a_provider_are_stored_safely(
     tmp_path: Path, openai_server: OpenAIServer, workers: int
@@ -724,6 +731,7 @@ class TrickleServer:
             self._thread.join(10)
 
 
+@pytest.mark.slow
 def test_timeout_s_bounds_a_trickling_answer(tmp_path: Path) -> None:
     with TrickleServer() as server:
         b, c = fault_project(tmp_path / "proj", f"http://127.0.0.1:{server.port}/v1", n_cases=1, timeout_s=0.3,
@@ -752,6 +760,7 @@ def _run_measured(args: list[str], env: dict[str, str], out_dir: Path) -> tuple[
         return proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"), usage.ru_maxrss / 1024
 
 
+@pytest.mark.slow
 def test_gzip_bomb_is_cut_at_the_cap_in_bounded_memory(tmp_path: Path, openai_server: OpenAIServer) -> None:
     """~130 KB on the wire that expands to 128 MiB, on every candidate call; the default cap (4 MiB).
 

@@ -222,6 +222,7 @@ def test_arbitrary_documents(workdir: Path, doc: Any) -> None:
     _all_loaders(workdir, _dump(doc))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(doc=mutated(VALID_VARIANT))
 def test_mutated_variant(workdir: Path, doc: Any) -> None:
@@ -256,6 +257,7 @@ def test_mutated_case_file(workdir: Path, doc: Any, jsonl: bool) -> None:
     which=st.sampled_from(["baseline", "candidate", "suite", "cases"]),
     data=st.data(),
 )
+@pytest.mark.slow
 def test_mutated_project(workdir: Path, which: str, data: st.DataObject) -> None:
     """One of the four files of a valid project mutated: load_project validates it all."""
     docs: dict[str, Any] = {

@@ -24,11 +24,13 @@ BOOT = 200  # latency resamples per simulated run: precision is not the point he
     ],
     ids=["rate0.5-n100", "rate0.9-n30-K3", "rate0.99-n300", "two-critical-cohorts"],
 )
+@pytest.mark.slow
 def test_an_unchanged_candidate_rarely_fails(scenario: Scenario) -> None:
     rates = verdict_rates(scenario, reps=20, seed=11, bootstrap_samples=BOOT)
     assert rates["fail"] <= 1 / 20
 
 
+@pytest.mark.slow
 def test_a_ten_point_parse_drop_fails() -> None:
     rates = verdict_rates(Scenario(n=300, parse_rate=(0.95, 0.85)), reps=30, seed=12, bootstrap_samples=BOOT,
                           rules=("parse_strict",))

@@ -252,6 +252,7 @@ def test_threshold_p_value_agrees_with_the_shown_interval(centre: float, se: flo
     assert p_low + p_high == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_holm_matches_statsmodels() -> None:
     rng = np.random.default_rng(5)
     for m in [1, 2, 3, 7, 20, 40] * 2:  # statsmodels takes ~0.1 s a call

@@ -112,6 +112,7 @@ def test_importing_the_module_does_not_import_litellm() -> None:
     assert out.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 def test_import_litellm_is_offline_quiet_and_counts_tokens() -> None:
     """A fresh process: import time, offline tokenizers, and nothing printed on failures."""
     env = {

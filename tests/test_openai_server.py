@@ -154,6 +154,7 @@ def test_bad_script_is_a_visible_500(openai_server: OpenAIServer) -> None:
     assert len(openai_server.errors) == 1
 
 
+@pytest.mark.slow
 def test_hundreds_of_concurrent_connections() -> None:
     with running_server(lambda b, n: Reply(content=f"r{n}", delay_s=0.5)) as server:
 

@@ -92,6 +92,7 @@ def _view(r: CallResult) -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- through litellm
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_two_workers_make_every_call_once_and_match_one_process(tmp_path: Path, openai_server: OpenAIServer) -> None:
     project = _project(tmp_path / "proj", openai_server, n=30, concurrency=6)
@@ -134,6 +135,7 @@ def test_two_workers_make_every_call_once_and_match_one_process(tmp_path: Path, 
 _WIRED = "workers" in inspect.signature(api.run).parameters
 
 
+@pytest.mark.slow
 @pytest.mark.network
 @pytest.mark.skipif(not _WIRED, reason="api.run has no `workers` yet (see benchmarks/wiring/workers.patch)")
 def test_api_compare_with_workers_equals_one_process_and_resumes(tmp_path: Path, openai_server: OpenAIServer) -> None:
@@ -180,6 +182,7 @@ def _rate_limited_window(limit_after: int, retry_after_s: float) -> tuple[Any, l
     return behaviour, arrivals, window
 
 
+@pytest.mark.slow
 @pytest.mark.network
 @pytest.mark.parametrize("workers", [1, 2])
 def test_429_with_retry_after_holds_back_new_requests(

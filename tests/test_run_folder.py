@@ -231,6 +231,7 @@ def test_cli_refuses_a_folder_of_other_files_with_one_line(tmp_path: Path, opena
     assert (out / "journal.jsonl").read_text() == "precious\n" and not (out / "manifest.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_cli_says_what_it_does_with_a_finished_folder(tmp_path: Path, openai_server: OpenAIServer) -> None:
     b, c = _http_project(tmp_path / "proj", openai_server)
@@ -246,6 +247,7 @@ def test_cli_says_what_it_does_with_a_finished_folder(tmp_path: Path, openai_ser
     assert _lines(out / "journal.jsonl") == 2 * N_CASES
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_two_compares_on_one_folder_the_second_stops_at_once(tmp_path: Path, openai_server: OpenAIServer) -> None:
     """Both used to make every call (and 1 in 12 crashed on manifest.json.tmp)."""
@@ -268,6 +270,7 @@ def test_two_compares_on_one_folder_the_second_stops_at_once(tmp_path: Path, ope
     assert _lines(out / "journal.jsonl") == 20
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_a_full_disk_while_writing_the_reports_is_one_line_and_the_rerun_finishes(
     tmp_path: Path, openai_server: OpenAIServer
@@ -289,6 +292,7 @@ def test_a_full_disk_while_writing_the_reports_is_one_line_and_the_rerun_finishe
     assert all((out / f).exists() for f in ("report.html", "junit.xml", "rollout_note.md", "summary.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.network
 def test_a_full_disk_while_journaling_stops_the_run_and_resume_makes_only_the_rest(
     tmp_path: Path, openai_server: OpenAIServer
@@ -311,6 +315,7 @@ def test_a_full_disk_while_journaling_stops_the_run_and_resume_makes_only_the_re
     assert 2 * N_CASES <= openai_server.count <= 2 * N_CASES + 2
 
 
+@pytest.mark.slow
 def test_report_and_compare_refuse_a_folder_another_evalrun_holds(tmp_path: Path) -> None:
     """A lock held by another process (as a running compare holds it) stops `evalrun report`
     and a compare; within one process the lock is re-entrant."""

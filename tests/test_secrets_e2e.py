@@ -26,7 +26,7 @@ from tests.support.openai_server import OpenAIServer, Reply
 
 from projectkit import LABELS, case, variant, write_project
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-evalrun-SECRET-1234567890"

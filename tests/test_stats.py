@@ -292,6 +292,7 @@ def test_bootstrap_chunking_does_not_change_result() -> None:
     np.testing.assert_array_equal(whole[1], chunked[1])
 
 
+@pytest.mark.slow
 def test_bootstrap_large_suite_detects_shift() -> None:
     # n = 10,000 x 2000 replicates exercises the chunked path at full size.
     rng = np.random.default_rng(2)

@@ -251,6 +251,7 @@ def unescaped_pipes(line: str) -> int:
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_cli_stdout_has_no_control_characters(hostile: HostileRun) -> None:
     assert hostile.exit_code == 1, hostile.stdout + hostile.stderr  # the known-bad flip fails the gate
     assert "VERDICT: FAIL" in hostile.stdout

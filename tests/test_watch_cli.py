@@ -46,6 +46,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ("aa", {"min_samples": 10**6}, 3),
     ("aa", {"cohort": "tenant = 'nobody'"}, 4),
 ], ids=["continue", "rollback", "hold", "no-data"])
+@pytest.mark.slow
 def test_exit_codes(logs: dict[str, Path], tmp_path: Path, log: str, stage_patch: dict[str, Any], code: int) -> None:
     plan = yaml.safe_load(logs[log].read_text())
     plan["stages"][0].update(stage_patch)
@@ -98,6 +99,7 @@ def test_bad_at_is_a_usage_error(logs: dict[str, Path]) -> None:
     assert result.exit_code == 2 and "--at" in result.stderr
 
 
+@pytest.mark.slow
 def test_json_format_prints_verdict_json(logs: dict[str, Path], tmp_path: Path) -> None:
     result = run("watch", str(logs["regressed"]), "--stage", "canary", "--at", AT_ARG, "--format", "json",
                  "--out", str(tmp_path))
@@ -106,6 +108,7 @@ def test_json_format_prints_verdict_json(logs: dict[str, Path], tmp_path: Path) 
     assert data == json.loads((tmp_path / "verdict.json").read_text())
 
 
+@pytest.mark.slow
 def test_traffic_then_watch_is_the_readme_demo(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = run("traffic", str(out), "--requests", "60000")
@@ -117,6 +120,7 @@ def test_traffic_then_watch_is_the_readme_demo(tmp_path: Path) -> None:
     assert "parse_strict" in watched.stdout
 
 
+@pytest.mark.slow
 def test_untrusted_text_is_inert_in_every_output(tmp_path: Path) -> None:
     log, _cols, _ = make_log(tmp_path, requests=20_000, seed=33, regression={"parse_fail": 0.3})
     evil = '<script>alert(1)</script><img src=x onerror=alert(2)>\x1b[31m\u202e'

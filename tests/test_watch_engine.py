@@ -61,6 +61,7 @@ def test_stage_statistics_equal_a_direct_count_of_the_log(regressed: tuple[Path,
     assert data.cohorts == ["staff"]
 
 
+@pytest.mark.slow
 def test_regression_in_the_canary_cohort_is_rolled_back(regressed: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
     plan_path, _, truth = regressed
     outcome = evaluate(plan_path, "canary", at=AT)
@@ -73,6 +74,7 @@ def test_regression_in_the_canary_cohort_is_rolled_back(regressed: tuple[Path, d
     assert outcome.samples and "parse failed" in outcome.samples[0].outcome
 
 
+@pytest.mark.slow
 def test_the_same_log_without_a_regression_is_not_rolled_back(tmp_path: Path) -> None:
     log, _, _ = make_log(tmp_path, requests=60_000, seed=4, regression={})
     plan = write_plan(tmp_path / "rollout.yaml", base_plan(log.name))
@@ -81,6 +83,7 @@ def test_the_same_log_without_a_regression_is_not_rolled_back(tmp_path: Path) ->
     assert outcome.exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_past_decision_replays_from_the_full_log(tmp_path: Path) -> None:
     """--at T on today's log gives exactly the verdict that a log cut at T gives."""
     log, cols, _ = make_log(tmp_path, requests=30_000, seed=5, regression={"parse_fail": 0.08})
@@ -108,6 +111,7 @@ def test_parquet_and_jsonl_give_the_same_statistics(tmp_path: Path) -> None:
     assert pooled(a) == pooled(b)
 
 
+@pytest.mark.slow
 def test_content_checks_recompute_parse_and_refusal_with_the_stage1_checks(tmp_path: Path) -> None:
     log, _, _ = make_log(tmp_path, requests=12_000, seed=7, regression={"parse_fail": 0.05, "over_refusal": 0.04})
     rows = [json.loads(line) for line in log.read_text().splitlines()]
@@ -164,6 +168,7 @@ def _otlp(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                "scopeSpans": [{"scope": {"name": "app"}, "spans": spans}]}]}
 
 
+@pytest.mark.slow
 def test_otel_genai_spans_give_the_same_statistics(tmp_path: Path) -> None:
     log, _, _ = make_log(tmp_path, requests=6000, seed=8, regression={"tool_fail": 0.2})
     rows = [json.loads(line) for line in log.read_text().splitlines()]
@@ -234,6 +239,7 @@ def test_a_missing_log_file_cannot_measure(tmp_path: Path) -> None:
         evaluate(plan, "canary", at=AT)
 
 
+@pytest.mark.slow
 def test_window_starts_when_the_candidate_went_live(tmp_path: Path) -> None:
     """Baseline traffic from before the candidate's first unit is not compared (it is not concurrent)."""
     log, cols, truth = make_log(tmp_path, requests=20_000, seed=12)

@@ -76,6 +76,7 @@ def test_cohort_rule_translates_to_a_filter() -> None:
     assert t.filter(expr).tenant.to_pyarrow().to_pylist() == ["a", None]
 
 
+@pytest.mark.slow
 def test_stage_start_bounds_the_window(tmp_path: Path) -> None:
     log, _, _ = make_log(tmp_path, requests=10_000, seed=41)
     data = base_plan(log.name)

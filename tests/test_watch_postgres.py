@@ -26,6 +26,7 @@ BIN = find_bin_dir()
 pytestmark = [
     pytest.mark.network,
     pytest.mark.skipif(BIN is None, reason="PostgreSQL server binaries not installed (apt-get install postgresql)"),
+    pytest.mark.slow,
 ]
 
 

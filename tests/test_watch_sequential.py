@@ -79,6 +79,7 @@ def test_normal_mixture_matches_the_mixture_sprt_boundary() -> None:
         assert normal_mixture_radius(sigma**2 / t, alpha, t, n_opt) == pytest.approx(reference, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_beta_binomial_sequence_covers_the_rate_at_every_look() -> None:
     """Over 400 seeded paths of 2,000 draws, the CS misses p at some look in <= alpha of them."""
     rng = np.random.default_rng(0)
@@ -136,6 +137,7 @@ def test_rate_ratio_sequence_covers_the_true_ratio() -> None:
     assert looks[-1].low > 1.0  # a doubling is visible after 6,000 candidate units
 
 
+@pytest.mark.slow
 def test_aa_with_a_look_every_100_requests_never_rolls_back() -> None:
     """Target: A/A, a look every 100 candidate requests up to 100 looks, false rollback <= 5 %.
 
@@ -148,6 +150,7 @@ def test_aa_with_a_look_every_100_requests_never_rolls_back() -> None:
     assert rollbacks / 60 <= 0.05
 
 
+@pytest.mark.slow
 def test_parse_failures_1_to_3_percent_roll_back_before_5000_candidate_requests() -> None:
     """Target: >= 80 % of runs roll back before 5,000 candidate requests (every request expects JSON)."""
     plan = plan_with(STAGE1_TRIGGERS)
