@@ -14,6 +14,7 @@ this module only gathers them and accepts run options as keywords.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from evalrun import pipeline
 from evalrun.analysis.summary import (
@@ -48,6 +49,7 @@ __all__ = [
     "LogHook",
     "Project",
     "RunFolder",
+    "RunKeywords",
     "RunOptions",
     "RunOutcome",
     "check_environment",
@@ -76,65 +78,43 @@ __all__ = [
 ]
 
 
-def _options(options: RunOptions | None, provider: Provider | None, progress: ProgressHook | None, resume: bool,
-             max_cost: float | None, cache: CacheMode, cache_path: str | Path | None, workers: int | None,
-             log: LogHook | None) -> RunOptions:
+class RunKeywords(TypedDict, total=False):
+    """``RunOptions`` fields as keywords (``api.compare(project, cache="off", workers=2)``);
+    ``cache_path`` is ``RunOptions.cache_dir``."""
+
+    provider: Provider | None
+    progress: ProgressHook | None
+    resume: bool
+    max_cost: float | None
+    cache: CacheMode
+    cache_path: str | Path | None
+    workers: int | None
+    log: LogHook | None
+
+
+def _options(options: RunOptions | None, keywords: RunKeywords) -> RunOptions:
     if options is not None:
+        if keywords:
+            raise TypeError(f"give options= or keywords, not both ({', '.join(sorted(keywords))})")
         return options
-    return RunOptions(resume=resume, max_cost=max_cost, cache=cache,
-                      cache_dir=Path(cache_path) if cache_path is not None else None, workers=workers,
-                      provider=provider, progress=progress, log=log)
+    fields = dict(keywords)
+    cache_path = fields.pop("cache_path", None)
+    return RunOptions(**fields, cache_dir=Path(cache_path) if cache_path is not None else None)  # type: ignore[arg-type]
 
 
-def run(
-    project: Project,
-    *,
-    options: RunOptions | None = None,
-    provider: Provider | None = None,
-    run_dir: str | Path | RunFolder | None = None,
-    progress: ProgressHook | None = None,
-    resume: bool = False,
-    max_cost: float | None = None,
-    cache: CacheMode = "use",
-    cache_path: str | Path | None = None,
-    workers: int | None = None,
-    log: LogHook | None = None,
-) -> RunOutcome:
+def run(project: Project, *, run_dir: str | Path | RunFolder | None = None, options: RunOptions | None = None,
+        **keywords: Unpack[RunKeywords]) -> RunOutcome:
     """Make every planned call (see ``evalrun.execution.run.run``); ``options`` or the keywords."""
-    return _run(project, run_dir, _options(options, provider, progress, resume, max_cost, cache, cache_path,
-                                           workers, log))
+    return _run(project, run_dir, _options(options, keywords))
 
 
-def compare(
-    project: Project,
-    *,
-    options: RunOptions | None = None,
-    provider: Provider | None = None,
-    run_dir: str | Path | RunFolder | None = None,
-    progress: ProgressHook | None = None,
-    resume: bool = False,
-    max_cost: float | None = None,
-    cache: CacheMode = "use",
-    cache_path: str | Path | None = None,
-    workers: int | None = None,
-    log: LogHook | None = None,
-) -> CompareOutcome:
+def compare(project: Project, *, run_dir: str | Path | RunFolder | None = None, options: RunOptions | None = None,
+            **keywords: Unpack[RunKeywords]) -> CompareOutcome:
     """Run both sides, then score, compare, gate and write the reports (``pipeline.compare``)."""
-    return pipeline.compare(project, run_dir, _options(options, provider, progress, resume, max_cost, cache,
-                                                       cache_path, workers, log))
+    return pipeline.compare(project, run_dir, _options(options, keywords))
 
 
-def compare_sequential(
-    project: Project,
-    *,
-    options: RunOptions | None = None,
-    provider: Provider | None = None,
-    run_dir: str | Path | None = None,
-    progress: ProgressHook | None = None,
-    cache: CacheMode = "use",
-    cache_path: str | Path | None = None,
-    look_every: int | None = None,
-) -> CompareOutcome:
-    """`compare --sequential` (``pipeline.compare_sequential``)."""
-    opts = _options(options, provider, progress, False, None, cache, cache_path, 1, None)
-    return pipeline.compare_sequential(project, run_dir, opts, look_every=look_every)
+def compare_sequential(project: Project, *, run_dir: str | Path | None = None, options: RunOptions | None = None,
+                       look_every: int | None = None, **keywords: Unpack[RunKeywords]) -> CompareOutcome:
+    """`compare --sequential` (``pipeline.compare_sequential``; calls are made in this process)."""
+    return pipeline.compare_sequential(project, run_dir, _options(options, keywords), look_every=look_every)
