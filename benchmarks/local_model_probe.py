@@ -24,6 +24,7 @@ prompt, so the probe measures each placement.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import statistics
@@ -32,9 +33,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from evalrun.providers import local
+from evalrun.providers.base import ProviderRequest
 
 PLAIN_SYSTEM = "You are a helpful assistant."
 STRICT_JSON_SYSTEM = (
@@ -189,11 +192,7 @@ def main() -> int:
     path = local.default_model_path()
     assert path is not None
 
-    started = time.monotonic()
-    local.ensure_registered("local/smollm2", None)
-    import litellm
-
-    print(f"import litellm + register: {time.monotonic() - started:.2f} s")
+    provider = local.LocalProvider()
     started = time.monotonic()
     local._get_model(path)  # the provider's own loader, so the same load options are measured
     print(f"llama.cpp threads: {local._thread_count()} (set EVALRUN_LLAMA_THREADS to change)")
@@ -204,14 +203,13 @@ def main() -> int:
 
     def ask(shape: Shape, user: str, max_tokens: int, **params: Any) -> tuple[Any, float]:
         t0 = time.monotonic()
-        response = litellm.completion(
-            model="local/smollm2",
-            messages=shape(user),
-            temperature=0,
-            max_tokens=max_tokens,
-            max_retries=0,
-            timeout=120,
-            **params,
+        request = ProviderRequest(model="local/smollm2", messages=shape(user),
+                                  params={"temperature": 0, "max_tokens": max_tokens, **params}, timeout_s=120)
+        answer = asyncio.run(provider.complete(request))
+        # The OpenAI-shaped view the rest of this script reads.
+        response = SimpleNamespace(
+            choices=[SimpleNamespace(message=SimpleNamespace(content=answer.output), finish_reason=answer.finish_reason)],
+            usage=SimpleNamespace(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens),
         )
         return response, time.monotonic() - t0
 
