@@ -13,7 +13,6 @@ server's own clock relative to the 429 it sent, with slack for calls already in 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -132,17 +131,13 @@ def test_two_workers_make_every_call_once_and_match_one_process(tmp_path: Path, 
     assert {key(r): _view(r) for r in read_journals(run_dir)} == expected
 
 
-_WIRED = "workers" in inspect.signature(api.run).parameters
-
-
 @pytest.mark.slow
 @pytest.mark.network
-@pytest.mark.skipif(not _WIRED, reason="api.run has no `workers` yet (see benchmarks/wiring/workers.patch)")
 def test_api_compare_with_workers_equals_one_process_and_resumes(tmp_path: Path, openai_server: OpenAIServer) -> None:
     project = _project(tmp_path / "proj", openai_server, n=20, concurrency=4)
     one = api.compare(project, run_dir=tmp_path / "one", cache="off")
     openai_server.reset()
-    two_workers: dict[str, Any] = {"workers": 2}  # (typed loosely: not every api has it yet)
+    two_workers: dict[str, Any] = {"workers": 2}
     two = api.compare(project, run_dir=tmp_path / "two", cache="off", **two_workers)
     assert openai_server.count == 40
     names = [p.name for p in journal_paths(tmp_path / "two")]
