@@ -84,7 +84,7 @@ class _Item(BaseModel):
     note: str | None = None
     """Why the human decided so (shown in reports, never sent to the judge)."""
     cohort: str | None = Field(default=None, min_length=1)
-    tags: tuple[str, ...] = ()
+    tags: list[str] = Field(default_factory=list)
 
 
 class RubricItem(_Item):
@@ -141,7 +141,8 @@ class CalibrationSet:
 
 def _item(raw: Any, *, path: Path, where: str, defaults: Mapping[str, Any]) -> RubricItem | PairwiseItem:
     if not isinstance(raw, dict):
-        raise CalibrationFileError(f"{where}: an item must be a mapping, found {type(raw).__name__}", file=path)
+        raise CalibrationFileError(f"an item must be a mapping, found {type(raw).__name__}", file=path,
+                                   case_id=where)
     item_id = str(raw["id"]) if isinstance(raw.get("id"), str | int) else None
     data = {**defaults, **raw}
     pairwise = "output_a" in raw or "output_b" in raw
@@ -180,7 +181,7 @@ def load_calibration(path: str | Path) -> CalibrationSet:
                 if not line.strip():
                     continue
                 try:
-                    raw_items.append((f"line {lineno}", json.loads(line)))
+                    raw_items.append((f"on line {lineno}", json.loads(line)))
                 except (ValueError, RecursionError) as exc:
                     detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
                     raise CalibrationFileError(f"line {lineno}: invalid JSON: {detail}", file=file) from None
@@ -201,7 +202,7 @@ def load_calibration(path: str | Path) -> CalibrationSet:
                 data = data.get("items")
             if data is not None and not isinstance(data, list):
                 raise CalibrationFileError("expected a list of items", file=file)
-            raw_items = [(f"item {i}", raw) for i, raw in enumerate(data or [])]
+            raw_items = [(f"#{i}", raw) for i, raw in enumerate(data or [])]
     except CalibrationFileError:
         raise
     except UserInputError as exc:  # read/parse errors from yamlio, re-labelled

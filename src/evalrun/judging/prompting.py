@@ -98,13 +98,13 @@ class JudgeTemplate:
                     messages.append({"role": role, "content": text})
         except UndefinedError as exc:
             raise UserInputError(f"judge template: {exc.message}", file=self.source,
-                                 field=f"{self.kind}_template") from None
+                                 field=f"judge.{self.kind}_template") from None
         except Exception as exc:  # sandbox violations and failing filters are the template's fault
             raise UserInputError(f"judge template failed: {type(exc).__name__}: {exc}", file=self.source,
-                                 field=f"{self.kind}_template") from None
+                                 field=f"judge.{self.kind}_template") from None
         if not messages or messages[-1]["role"] != "user":
             raise UserInputError("judge template rendered an empty user message", file=self.source,
-                                 field=f"{self.kind}_template")
+                                 field=f"judge.{self.kind}_template")
         return messages
 
 

@@ -15,11 +15,10 @@ mistake, not a value). :func:`parse_judge_check` turns a validation failure into
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evalrun.errors import UserInputError
 
@@ -121,20 +120,13 @@ class SimilarCheck(_Strict):
 
     reference: str = Field(min_length=1)
     """The reference answer."""
-    threshold: float = Field(default=0.75, ge=-1.0, le=1.0)
+    threshold: float = Field(default=0.75, ge=-1.0, le=1.0, allow_inf_nan=False)
     """Lowest passing cosine similarity (0.75 by default, as promptfoo's ``similar``); what
     counts as similar depends on the embedding model, so set it from your own examples."""
     embedding_model: str | None = Field(default=None, min_length=1)
     """litellm embedding model (default: the suite's ``judge.embedding_model``)."""
     judge: JudgeOverride | None = None
     """A different endpoint (``api_base``, ``api_key_env``) for the embedding call."""
-
-    @field_validator("threshold")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("threshold must be a number")
-        return value
 
 
 JudgeCheck = RubricCheck | PairwiseCheck | SimilarCheck
