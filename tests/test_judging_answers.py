@@ -172,4 +172,4 @@ def test_answer_schemas_accept_what_the_parser_accepts() -> None:
     jsonschema.validate({"winner": "tie", "reason": "r"}, answer_schema("pairwise"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"score": 6, "reason": "r"}, answer_schema("rubric", scale=5))
-    assert response_format(answer_schema("pairwise"))["json_schema"]["schema"]["required"] == ["winner", "reason"]
+    assert response_format(answer_schema("pairwise"))["json_schema"]["schema"]["required"] == ["reason", "winner"]

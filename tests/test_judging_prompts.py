@@ -24,7 +24,7 @@ def test_bundled_rubric_prompt_has_system_and_user_with_the_pieces() -> None:
     assert "Grading criteria: answers the question asked, correctly" in user
     assert "<question>\nWhat is the capital of France?\n</question>" in user
     assert "<reply>\nParis.\n</reply>" in user
-    assert '{"verdict": "pass" or "fail", "reason": "<one sentence>"}' in user
+    assert '{"reason": "<one sentence>", "verdict": "pass" or "fail"}' in user
     assert "<reference_answer>" not in user
     assert "score" not in user
 
@@ -35,7 +35,7 @@ def test_scaled_rubric_asks_for_a_score_and_shows_the_reference() -> None:
     user = messages[-1]["content"]
     assert "<reference_answer>\nParis\n</reference_answer>" in user
     assert "from 1 (does not meet the criteria at all) to 5" in user
-    assert '{"score": <whole number from 1 to 5>' in user
+    assert '{"reason": "<one sentence>", "score": <whole number from 1 to 5>}' in user
 
 
 def test_pairwise_is_rendered_in_both_orders_with_sides_swapped() -> None:

@@ -293,18 +293,19 @@ def answer_schema(kind: Literal["rubric", "pairwise"], *, scale: int | None = No
     Passed as a structured-output ``response_format`` (see :func:`response_format`), it lets
     providers that support it — and the embedded model, through llama.cpp's JSON grammar —
     constrain the judge to a parseable answer. The parser stays the judge of validity.
+    ``reason`` comes first so a model writes its reason before deciding (measured best of
+    the variants in ``benchmarks/judge_agreement.py``); the parser accepts either order.
     """
     if kind == "pairwise":
-        answer: dict[str, Any] = {"winner": {"type": "string", "enum": ["A", "B", "tie"]}}
+        key, spec = "winner", {"type": "string", "enum": ["A", "B", "tie"]}
     elif scale is not None:
-        answer = {"score": {"type": "integer", "minimum": 1, "maximum": scale}}
+        key, spec = "score", {"type": "integer", "minimum": 1, "maximum": scale}
     else:
-        answer = {"verdict": {"type": "string", "enum": ["pass", "fail"]}}
-    key = next(iter(answer))
+        key, spec = "verdict", {"type": "string", "enum": ["pass", "fail"]}
     return {
         "type": "object",
-        "properties": {**answer, "reason": {"type": "string"}},
-        "required": [key, "reason"],
+        "properties": {"reason": {"type": "string"}, key: spec},
+        "required": ["reason", key],
         "additionalProperties": False,
     }
 

@@ -126,7 +126,8 @@ class CorrectedRate:
     ``observed`` is the apparent (judge-graded) rate over ``n`` cases; ``estimate`` the
     Rogan–Gladen correction of it (None when the measured J ≤ 0); ``ci_low``/``ci_high``
     the interval at ``confidence``, clipped to [0, 1]. ``bounded`` is False when the data
-    cannot bound the rate at all (the interval is then [0, 1]).
+    cannot bound the rate at all — the calibration's J (after pseudo-counts) is not
+    significantly above 0 — and the interval is then [0, 1].
     """
 
     n: int
@@ -190,16 +191,20 @@ def corrected_rate(
     q = x / n
     estimate = rogan_gladen(q, se_raw, sp_raw)
     z = z_two_sided(confidence)
+    se_adj, v_se, sp_adj, v_sp = rates.adjusted()
+    if method not in ("lang_reiczigel", "delta", "fieller", "bootstrap"):
+        raise ValueError(f"unknown method {method!r}")
+    if se_adj + sp_adj - 1.0 <= z * math.sqrt(v_se + v_sp):
+        # J is not significantly above 0: the judge cannot bound the true rate at all.
+        return CorrectedRate(n, q, estimate, 0.0, 1.0, se_raw, sp_raw, rates.youden, False, method, confidence)
     if method == "lang_reiczigel":
         low, high, bounded = _lang_reiczigel(x, n, rates, z)
     elif method == "delta":
         low, high, bounded = _delta(q, n, rates, z)
     elif method == "fieller":
         low, high, bounded = _fieller_rate(x, n, rates, z)
-    elif method == "bootstrap":
-        low, high, bounded = _bootstrap_rate(x, n, rates, confidence, bootstrap_replicates, seed)
     else:
-        raise ValueError(f"unknown method {method!r}")
+        low, high, bounded = _bootstrap_rate(x, n, rates, confidence, bootstrap_replicates, seed)
     if estimate is not None and bounded:
         # The point estimate and an adjusted interval can disagree by a hair at the edges.
         low, high = min(low, estimate), max(high, estimate)
