@@ -296,6 +296,7 @@ def answer_schema(kind: Literal["rubric", "pairwise"], *, scale: int | None = No
     ``reason`` comes first so a model writes its reason before deciding (measured best of
     the variants in ``benchmarks/judge_agreement.py``); the parser accepts either order.
     """
+    spec: dict[str, Any]
     if kind == "pairwise":
         key, spec = "winner", {"type": "string", "enum": ["A", "B", "tie"]}
     elif scale is not None:
