@@ -143,8 +143,23 @@ def test_check_override_wins_over_suite_judge_and_params_merge() -> None:
 
 def test_judge_settings_defaults_are_the_careful_ones() -> None:
     settings = JudgeSettings(model="local/smollm2")
-    assert settings.params == {"temperature": 0}
+    assert settings.params == {"temperature": 0, "max_tokens": 256}
     assert settings.uncalibrated == "fail_only"
-    assert settings.min_youden == 0.5
+    policy = settings.policy()
+    assert (policy.min_youden, policy.uncalibrated) == (0.5, "fail_only")
+    settings.params["x"] = 1
+    assert JudgeSettings(model="m").params == {"temperature": 0, "max_tokens": 256}  # no shared default
+
+
+def test_sampling_at_temperature_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="samples: 3 at temperature 0 asks the same judge the same question"):
+        JudgeSettings(model="m", samples=3)
+    settings = JudgeSettings(model="m", samples=3, params={"temperature": 0.7})
+    assert settings.samples == 3
+    check = _parse("rubric", {"criteria": "x", "samples": 5})
+    assert isinstance(check, RubricCheck)
+    with pytest.raises(UserInputError) as info:
+        resolve_judge(JudgeSettings(model="m"), check, file="cases/a.yaml", case_id="c1", field="expect[0].rubric")
+    assert "field expect[0].rubric.samples: samples: 5 at temperature 0" in str(info.value)
     with pytest.raises(ValueError, match="extra"):
         JudgeSettings.model_validate({"model": "x", "calibraton": "c.yaml"})

@@ -21,8 +21,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evalrun.errors import UserInputError
+from evalrun.judging.reliability import ReliabilityPolicy
 
 __all__ = [
+    "DEFAULT_JUDGE_PARAMS",
     "JUDGE_CHECKS",
     "JudgeCheck",
     "JudgeOverride",
@@ -45,6 +47,11 @@ MAX_CRITERIA_CHARS = 20_000
 
 MAX_SAMPLES = 20
 """Most judge samples per judged output."""
+
+DEFAULT_JUDGE_PARAMS: dict[str, Any] = {"temperature": 0, "max_tokens": 256}
+"""Judge call parameters unless the suite says otherwise: deterministic, and bounded (a
+one-sentence reason and a verdict need far less; a judge rambling past it is a judge error,
+and the bound lets budgets and estimates count judge calls)."""
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -248,10 +255,10 @@ class JudgeSettings(_Strict):
     """Base URL of an OpenAI-compatible endpoint."""
     api_key_env: str | None = Field(default=None, pattern=_ENV_NAME)
     """Name of the environment variable holding the judge's key."""
-    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0})
-    """Completion parameters of every judge call (temperature 0 unless sampling)."""
+    params: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_JUDGE_PARAMS))
+    """Completion parameters of every judge call (default: ``DEFAULT_JUDGE_PARAMS``)."""
     samples: int = Field(default=1, ge=1, le=MAX_SAMPLES)
-    """Judge samples per judged output; >1 needs a temperature above 0 to mean anything."""
+    """Judge samples per judged output; more than 1 needs a temperature above 0."""
     embedding_model: str | None = Field(default=None, min_length=1)
     """litellm embedding model for ``similar`` checks."""
     calibration: str | None = Field(default=None, min_length=1)
@@ -267,6 +274,23 @@ class JudgeSettings(_Strict):
     uncalibrated: Literal["fail_only", "inconclusive"] = "fail_only"
     """Without calibration: FAIL on evidence but never PASS (default), or decide nothing."""
 
+    @model_validator(mode="after")
+    def _sampling(self) -> JudgeSettings:
+        _check_sampling(self.samples, self.params)
+        return self
+
+    def policy(self) -> ReliabilityPolicy:
+        """The reliability policy these settings ask for (other thresholds at their defaults)."""
+        return ReliabilityPolicy(min_youden=self.min_youden, min_pairwise_kappa=self.min_pairwise_kappa,
+                                 uncalibrated=self.uncalibrated)
+
+
+def _check_sampling(samples: int, params: dict[str, Any]) -> None:
+    temperature = params.get("temperature")
+    if samples > 1 and isinstance(temperature, int | float) and temperature <= 0:
+        raise ValueError(f"samples: {samples} at temperature {temperature} asks the same judge the same question "
+                         f"{samples} times: set params.temperature above 0, or samples: 1")
+
 
 class ResolvedJudge(_Strict):
     """The judge one check uses: the suite's settings with the check's override applied."""
@@ -278,13 +302,33 @@ class ResolvedJudge(_Strict):
     samples: int
 
 
-def resolve_judge(settings: JudgeSettings, check: RubricCheck | PairwiseCheck) -> ResolvedJudge:
-    """Apply a check's ``judge`` override and ``samples`` to the suite's judge settings."""
+def resolve_judge(
+    settings: JudgeSettings,
+    check: RubricCheck | PairwiseCheck,
+    *,
+    file: str | Path | None = None,
+    case_id: str | None = None,
+    field: str | None = None,
+) -> ResolvedJudge:
+    """Apply a check's ``judge`` override and ``samples`` to the suite's judge settings.
+
+    Unset override fields inherit; ``params`` merge key by key (the check's win).
+
+    Raises:
+        UserInputError: the result samples more than once at temperature 0.
+    """
     override = check.judge or JudgeOverride()
+    params = {**settings.params, **(override.params or {})}
+    samples = check.samples or settings.samples
+    try:
+        _check_sampling(samples, params)
+    except ValueError as exc:
+        raise UserInputError(str(exc), file=file, case_id=case_id, field=f"{field}.samples" if field else "samples") \
+            from None
     return ResolvedJudge(
         model=override.model or settings.model,
         api_base=override.api_base if override.api_base is not None else settings.api_base,
         api_key_env=override.api_key_env if override.api_key_env is not None else settings.api_key_env,
-        params={**settings.params, **(override.params or {})},
-        samples=check.samples or settings.samples,
+        params=params,
+        samples=samples,
     )
