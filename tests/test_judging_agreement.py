@@ -9,7 +9,7 @@ from statsmodels.stats.proportion import confint_proportions_2indep, proportion_
 
 from evalrun.judging import binary_agreement, categorical_agreement, cohen_kappa
 from evalrun.judging._proportion import z_two_sided
-from evalrun.judging.agreement import kappa_variance as _fce
+from evalrun.judging.agreement import kappa_variance
 
 
 def _labels(tp: int, fn: int, fp: int, tn: int) -> tuple[list[bool], list[float]]:
@@ -49,7 +49,7 @@ def test_proportion_intervals_match_statsmodels(tp: int, fn: int, fp: int, tn: i
 @pytest.mark.parametrize("table", [[[18, 2], [5, 15]], [[30, 3, 1], [2, 12, 4], [0, 5, 20]], [[7, 0], [0, 0]]])
 def test_kappa_and_its_variance_match_statsmodels(table: list[list[int]]) -> None:
     t = np.asarray(table, dtype=float)
-    kappa, var = _fce(t)
+    kappa, var = kappa_variance(t)
     if kappa is None:
         assert cohen_kappa(table).value is None  # only one category used: κ undefined
         return
@@ -122,7 +122,7 @@ def _coverage(rng: np.random.Generator, prev: float, se: float, sp: float, n: in
             continue
         total += 1
         ours += a.kappa.ci_low <= true_kappa <= a.kappa.ci_high  # type: ignore[operator]
-        k, var = _fce(cells.reshape(2, 2).astype(float))
+        k, var = kappa_variance(cells.reshape(2, 2).astype(float))
         assert k is not None and var is not None
         wald += k - z * np.sqrt(var) <= true_kappa <= k + z * np.sqrt(var)
         youden += a.youden.ci_low <= true_j <= a.youden.ci_high  # type: ignore[operator]

@@ -85,6 +85,7 @@ from evalrun.judging.reliability import (
 )
 from evalrun.judging.similarity import SimilarVerdict, cosine_similarity, similar_verdict
 from evalrun.judging.spec import (
+    DEFAULT_JUDGE_PARAMS,
     JUDGE_CHECKS,
     JudgeCheck,
     JudgeOverride,
@@ -100,6 +101,7 @@ from evalrun.judging.spec import (
 
 __all__ = [
     "BUNDLED_CALIBRATION",
+    "DEFAULT_JUDGE_PARAMS",
     "JUDGE_CHECKS",
     "ORDERS",
     "BinaryAgreement",
