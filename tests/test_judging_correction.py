@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evalrun.inference import paired_rate_diff
+from evalrun.analysis.inference import paired_rate_diff
 from evalrun.judging import ErrorRates, corrected_difference, corrected_rate, rogan_gladen
 from evalrun.judging._proportion import z_two_sided
 

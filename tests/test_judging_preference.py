@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
+from evalrun.analysis.stats import paired_binary
 from evalrun.judging import (
     JudgeError,
     PairOutcome,
@@ -17,7 +18,6 @@ from evalrun.judging import (
     parse_pairwise_answer,
     position_bias,
 )
-from evalrun.stats import paired_binary
 
 
 def _pair(first: str, second: str) -> PairOutcome:

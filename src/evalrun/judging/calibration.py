@@ -35,7 +35,7 @@ from evalrun.judging.agreement import (
 )
 from evalrun.judging.answers import JudgeError, PairOutcome, Preferred, RubricVerdict
 from evalrun.judging.spec import MAX_CRITERIA_CHARS, format_validation_error
-from evalrun.yamlio import load_yaml, read_text
+from evalrun.project.yamlio import load_yaml, read_text
 
 __all__ = [
     "BUNDLED_CALIBRATION",
