@@ -126,6 +126,14 @@ def test_socket_stamps_arrival_not_the_late_read() -> None:
     try:
         client.connect(listener.getsockname())
         server, _ = listener.accept()
+        # Linux turns receive timestamps on lazily (a deferred static key) when the first socket
+        # asks: until then packets arrive unstamped. Round trips until one is stamped.
+        for _ in range(200):
+            server.sendall(b"warm")
+            _, ancdata, _, _ = client.recvmsg(16, socket.CMSG_SPACE(16))
+            if ancdata:
+                break
+            time.sleep(0.005)
         with use_clock() as clock, server:
             clock.begin_exchange()
             client.send(b"request")
