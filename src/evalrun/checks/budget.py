@@ -99,7 +99,7 @@ class _Watchdog:
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._armed: dict[int, tuple[int, float, int]] = {}  # token -> (thread ident, deadline, fired)
+        self._armed: dict[int, tuple[threading.Thread, float, int]] = {}  # token -> (thread, deadline, fired)
         self._fired: set[int] = set()
         self._next = 0
         self._sleeping_until = float("inf")
@@ -120,7 +120,7 @@ class _Watchdog:
                 self._thread.start()
             self._next += 1
             token = self._next
-            self._armed[token] = (threading.get_ident(), deadline, 0)
+            self._armed[token] = (threading.current_thread(), deadline, 0)
             if deadline < self._sleeping_until:
                 self._cond.notify()
             return token
@@ -142,22 +142,34 @@ class _Watchdog:
                     self._sleeping_until = float("inf")
                     self._cond.wait()
                     continue
-                token, (ident, deadline, fired) = min(self._armed.items(), key=lambda item: item[1][1])
+                token, (thread, deadline, fired) = min(self._armed.items(), key=lambda item: item[1][1])
                 now = time.monotonic()
                 if deadline > now:
                     self._sleeping_until = deadline
                     self._cond.wait(deadline - now)
                     continue
                 if fired + 1 < _FIRINGS:
-                    self._armed[token] = (ident, now + REFIRE_AFTER_S, fired + 1)
+                    self._armed[token] = (thread, now + REFIRE_AFTER_S, fired + 1)
                 else:
                     del self._armed[token]
-                self._fired.add(token)
-                if self._raiser is not None:
-                    self._raiser[0](ident)
+                # A thread that ended without disarming (a firing landed in its clean-up) may
+                # have its ident reused by a new thread: never raise into that one.
+                if self._raiser is not None and thread.is_alive() and thread.ident is not None:
+                    self._fired.add(token)
+                    self._raiser[0](thread.ident)
 
 
 _WATCHDOG = _Watchdog()
+
+
+def _disarm(token: int) -> None:
+    """Disarm ``token`` even when its second firing lands here, in the clean-up."""
+    for _ in range(_FIRINGS + 1):
+        try:
+            _WATCHDOG.disarm(token)
+            return
+        except CheckTimeout:
+            continue
 
 
 def run_with_budget(fn: Callable[[], T], seconds: float | None) -> T:
@@ -179,7 +191,7 @@ def run_with_budget(fn: Callable[[], T], seconds: float | None) -> T:
     finally:
         try:
             if token is not None:
-                _WATCHDOG.disarm(token)
+                _disarm(token)
         finally:
             _local.deadline = None
             if collecting:
