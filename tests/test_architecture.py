@@ -20,9 +20,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evalrun", "evalrun.errors", "evalrun.records", "evalrun.secrets", "evalrun.canonical", "evalrun.catalogue"),
     ("evalrun.providers",),
     ("evalrun.checks",),
+    # The judge check models and the suite's judge: block are validated when a project
+    # loads, so judging sits below project; it reads YAML through project.yamlio only.
+    ("evalrun.project.yamlio",),
+    ("evalrun.judging",),
     ("evalrun.project",),
     ("evalrun.execution",),
-    ("evalrun.judging",),
     ("evalrun.analysis",),
     ("evalrun.report",),
     ("evalrun.watch",),

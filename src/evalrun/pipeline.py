@@ -13,6 +13,7 @@ from typing import Any
 from evalrun.analysis.summary import SequentialVerdict, score, sort_results
 from evalrun.errors import CouldNotMeasureError, UserInputError
 from evalrun.execution.folder import RunFolder, new_run_dir, open_run_folder
+from evalrun.execution.judge_calls import run_judges
 from evalrun.execution.manifest import Manifest, read_manifest, write_manifest
 from evalrun.execution.options import RunOptions
 from evalrun.execution.plan import plan_calls
@@ -47,7 +48,8 @@ def compare(project: Project, run_dir: str | Path | RunFolder | None = None,
         if folder.mode == "finished":
             return stored_outcome(folder.path)
         outcome = run(project, folder, opts)
-        return write_outputs(project, outcome.run_dir, outcome.results, outcome.created)
+        calls = run_judges(project, outcome.run_dir, outcome.results, opts) if project.judges is not None else None
+        return write_outputs(project, outcome.run_dir, outcome.results, outcome.created, judge_calls=calls)
     finally:
         if folder is not run_dir:
             folder.close()
@@ -169,13 +171,20 @@ def merge(run_dirs: Sequence[str | Path], out: str | Path) -> CompareOutcome:
         return write_outputs(project, out_dir, list(merged.values()), created)
 
 
-def rescore(run_dir: str | Path) -> CompareOutcome:
-    """Re-apply the (possibly changed) checks to stored outputs; no model is called."""
+def rescore(run_dir: str | Path, options: RunOptions | None = None) -> CompareOutcome:
+    """Re-apply the (possibly changed) checks to stored outputs; no variant model is called.
+
+    Judge checks re-use the stored judge answers whose request is unchanged (same judge,
+    parameters, prompt template, criteria and judged output); a judge request that changed
+    (new criteria, a new check, another judge) is made now, through the same executor,
+    cache and journal as in ``compare``. ``options.cache="replay"`` refuses to call at all.
+    """
     with RunLock(Path(run_dir)):
         project, results, manifest = load_run(run_dir)
         keys = {p.identity for p in plan_calls(project, with_keys=False)}
         kept = [r for r in results if r.identity in keys]
-        return write_outputs(project, Path(run_dir), kept, manifest.created)
+        calls = run_judges(project, Path(run_dir), kept, options) if project.judges is not None else None
+        return write_outputs(project, Path(run_dir), kept, manifest.created, judge_calls=calls)
 
 
 def note(run_dir: str | Path) -> Path:

@@ -241,6 +241,13 @@ class Score:
     refused: bool = False
     refusal_source: RefusalSource | None = None
     should_refuse: bool = False
+    # Judge checks (evalrun.analysis.judged): never part of ``passed``. ``judge_pass`` is the
+    # share of this output's rubric judgments that passed (None: no usable judgment);
+    # ``pairwise`` the candidate's pairwise score for this sample (wins − losses over its
+    # pairwise checks, in [-1, 1]); ``judges`` one entry per judge check, for the reports.
+    judge_pass: float | None = None
+    pairwise: float | None = None
+    judges: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from evalrun.analysis import inference, stats
+from evalrun.analysis.judged import JUDGE_METRICS, JudgeEvidence
 from evalrun.catalogue import METRICS, Extractor, Metric, by_name
 from evalrun.project.cases import Case
 from evalrun.records import CallResult, Score
@@ -316,18 +317,41 @@ def latency_metrics(frame: pd.DataFrame, settings: CompareSettings) -> list[dict
     return out
 
 
-def metric_table(frame: pd.DataFrame, settings: CompareSettings, samples: int, *, with_latency: bool = True) -> list[dict[str, Any]]:
-    """Every metric for one slice of calls."""
+def metric_table(frame: pd.DataFrame, settings: CompareSettings, samples: int, *, with_latency: bool = True,
+                 judge: JudgeEvidence | None = None) -> list[dict[str, Any]]:
+    """Every metric for one slice of calls (the judge metrics only when ``judge`` is given)."""
     metrics = [binary_metric(frame, m.name, m.label, m.column, m.higher_is_better, settings, samples)
-               for m in RATE_METRICS]
+               for m in RATE_METRICS if judge is not None or m.name not in JUDGE_METRICS]
+    if judge is not None:
+        _judge_metrics(frame, metrics, judge, settings)
     metrics += [ratio_metric(frame, m.name, m.label, m.column, settings) for m in RATIO_METRICS]
     if with_latency:
         metrics += latency_metrics(frame, settings)
     return metrics
 
 
+def _judge_metrics(frame: pd.DataFrame, metrics: list[dict[str, Any]], judge: JudgeEvidence,
+                   settings: CompareSettings) -> None:
+    """Correct the judge pass rate for the judge's error rates; add the pairwise net preference."""
+    from evalrun.analysis.judged import adjust_rate, preference_metric
+
+    entry = next(m for m in metrics if m["metric"] == "judge_pass_rate")
+    if judge.rubric is not None:
+        paired = _per_case(frame, "judge_pass").dropna()
+        if len(paired):
+            adjust_rate(entry, list(paired["baseline"]), list(paired["candidate"]), judge)
+    else:
+        metrics.remove(entry)
+    if judge.pairwise_rel is not None:
+        wide = _per_case(frame, "pairwise")
+        col = wide["candidate"].dropna() if "candidate" in wide else pd.Series(dtype=float)
+        scores = {str(k): float(v) for k, v in col.items()}
+        metrics.append(preference_metric(scores, judge, by_name("pairwise_net").label, settings.confidence))
+
+
 def slice_tables(
-    frame: pd.DataFrame, by: str, settings: CompareSettings, samples: int, critical: Sequence[str] = ()
+    frame: pd.DataFrame, by: str, settings: CompareSettings, samples: int, critical: Sequence[str] = (),
+    judge: JudgeEvidence | None = None,
 ) -> dict[str, Any]:
     """Metrics per value of ``by`` (kind or cohort); exploratory p-values get BH q-values."""
     out: dict[str, Any] = {}
@@ -336,11 +360,11 @@ def slice_tables(
         out[str(value)] = {
             "n_cases": int(sub["case_id"].nunique()),
             "critical": str(value) in critical,
-            "metrics": metric_table(sub, settings, samples, with_latency=True),
+            "metrics": metric_table(sub, settings, samples, with_latency=True, judge=judge),
         }
     # Benjamini–Hochberg across the exploratory slices, per metric: many slices, many chances
     # to see a "significant" difference by luck.
-    for name in (m.name for m in RATE_METRICS):
+    for name in [*(m.name for m in RATE_METRICS), "pairwise_net"]:
         keys, pvals = [], []
         for value, entry in out.items():
             if entry["critical"]:

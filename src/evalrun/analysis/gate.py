@@ -197,6 +197,7 @@ class _Pending:
     non_inferior: bool = False
     hypotheses: list[_Hypothesis] = field(default_factory=list)
     gate_fail: str | None = None  # a deterministic FAIL outside the family (strict any-flip)
+    hold: str | None = None  # a judge rule that may not PASS: why (leads its INCONCLUSIVE reason)
 
 
 def _new_result(rd: RuleDef, spec: RuleSpec, scope: str) -> RuleResult:
@@ -220,6 +221,9 @@ def _eval_rate(rd: RuleDef, spec: RuleSpec, m: dict[str, Any], scope: str, gate:
     fail_at = 0.0 if fail_at is None else fail_at
     lo, hi = _bounds(res.ci)
     non_inferior = stats.decide(lo, hi, margin, hib) == "pass"
+    judge = m.get("judge")
+    if judge is not None:  # a judge-graded metric: its own test, and only as far as the judge is trusted
+        return _eval_judged(pend, judge, non_inferior)
     p = inference.threshold_p_value(m.get("centre"), m.get("se"), fail_at, higher_is_better=hib)
     res.p_value = p
     if p is not None:
@@ -235,6 +239,29 @@ def _eval_rate(rd: RuleDef, spec: RuleSpec, m: dict[str, Any], scope: str, gate:
         if spec.any_flip and (ids or int(m.get("regressed_cases") or 0)):
             pend.gate_fail = (f"{len(ids) or int(m.get('regressed_cases') or 0)} known-bad case(s) refused less "
                               "often in the candidate (strict any-flip policy)")
+    return pend
+
+
+def _eval_judged(pend: _Pending, judge: dict[str, Any], non_inferior: bool) -> _Pending:
+    """A judge rule (``judge_pass_rate``, ``pairwise_net_loss``): the metric's ``judge`` block
+    carries the FAIL test's p-value (corrected for the judge's error rates when calibrated)
+    and whether the judge may PASS or FAIL the rule at all (``judging.reliability``)."""
+    res = pend.result
+    may_pass, may_fail = bool(judge.get("may_pass")), bool(judge.get("may_fail"))
+    reason = str(judge.get("reason") or "")
+    if not may_pass and not may_fail:
+        res.status, res.reason = "inconclusive", f"the judge may not decide this rule: {reason}"
+        return pend
+    p = judge.get("p_value")
+    res.p_value = p
+    if may_fail and p is not None:
+        pend.hypotheses.append(_Hypothesis(res, "threshold", float(p)))
+    pend.non_inferior = non_inferior
+    pend.passes = non_inferior and may_pass
+    if not may_pass:
+        pend.hold = f"the judge may not PASS this rule ({reason})"
+        if not pend.hypotheses:
+            res.status, res.reason = "inconclusive", pend.hold
     return pend
 
 
@@ -425,6 +452,8 @@ def _finish(pend: _Pending, rejected: dict[int, list[_Hypothesis]], gate: GateCo
         res.reason = f"{obs}, interval {ci_txt} straddles the margin {margin_txt}"
         if pend.non_inferior and _bound_open(pend):
             res.reason = f"{obs}, interval {ci_txt} clears the margin {margin_txt}, not yet the {_bound_word(res)}"
+    if pend.hold is not None:
+        res.reason = f"{pend.hold}; {res.reason}"
     if res.cases_needed is not None:
         res.reason += f"; about {res.cases_needed:,} paired cases would {res.cases_needed_for} it (80 % power)"
     if res.cases_to_pass is not None and res.paired_n < res.cases_to_pass:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from evalrun import __version__
+from evalrun.analysis.judged import JudgeEvidence
 from evalrun.analysis.summary_model import SUMMARY_FORMAT_VERSION, Summary
 from evalrun.checks.scoring import score_call
 from evalrun.errors import ExitCode
@@ -56,9 +57,10 @@ def sort_results(results: Sequence[CallResult]) -> list[CallResult]:
 
 
 def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[Score], created: str,
-              *, sequential: SequentialVerdict | None = None) -> Summary:
+              *, sequential: SequentialVerdict | None = None, judged: JudgeEvidence | None = None) -> Summary:
     """The summary (typed; ``to_json()`` is summary.json's content): metrics, slices, flips,
-    rules, verdict."""
+    rules, verdict. ``judged``: the judges' evidence (``analysis.judged``), when the suite
+    has judge checks."""
     from evalrun.analysis import compare as cmp
     from evalrun.analysis.gate import decide_verdict
 
@@ -66,9 +68,9 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
     settings = cmp.CompareSettings(alpha=gate.alpha, bootstrap_samples=gate.bootstrap_samples, seed=project.suite.config.seed)
     samples = project.suite.config.samples
     frame = cmp.build_frame(project.cases, results, scores)
-    overall = cmp.metric_table(frame, settings, samples)
-    by_kind = cmp.slice_tables(frame, "kind", settings, samples)
-    by_cohort = cmp.slice_tables(frame, "cohort", settings, samples, critical=gate.critical_cohorts)
+    overall = cmp.metric_table(frame, settings, samples, judge=judged)
+    by_kind = cmp.slice_tables(frame, "kind", settings, samples, judge=judged)
+    by_cohort = cmp.slice_tables(frame, "cohort", settings, samples, critical=gate.critical_cohorts, judge=judged)
     from evalrun.analysis.label_rules import audit_rules
     from evalrun.analysis.measurement import latency_measurement
     from evalrun.project.fingerprint import label_audit
@@ -119,6 +121,8 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
     }
     if sequential is not None:
         summary["sequential"] = sequential.block
+    if judged is not None:
+        summary["judges"] = judged.block
     return Summary.of(summary)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "Familywise",
     "MeanMetric",
     "MetricResult",
+    "PreferenceMetric",
     "QuantileMetric",
     "RateMetric",
     "RatioMetric",
@@ -104,6 +105,26 @@ class RateMetric(_MetricBase):
     regressed_cases: int = 0
     regressed_case_ids: list[str] | None = None
     method: str | None = None
+    judge: dict[str, Any] | None = None
+    """Judge-graded rates only: the correction and the judge's standing (``analysis.judged``)."""
+
+
+class PreferenceMetric(_MetricBase):
+    """The pairwise judge's net preference for the candidate (wins − losses per case, mean)."""
+
+    type: Literal["preference"]
+    paired_n: int
+    wins: Number
+    ties: Number
+    losses: Number
+    delta: Number | None = None
+    """The net preference, in [-1, 1] (0: as often better as worse)."""
+    delta_ci: Interval | None = None
+    centre: Number | None = None
+    se: Number | None = None
+    q_value: Number | None = None
+    method: str | None = None
+    judge: dict[str, Any] | None = None
 
 
 class MeanSide(_Model):
@@ -178,7 +199,8 @@ class MeanMetric(_MetricBase):
     candidate: MeanValue
 
 
-MetricResult = Annotated[RateMetric | RatioMetric | QuantileMetric | MeanMetric, Field(discriminator="type")]
+MetricResult = Annotated[RateMetric | RatioMetric | QuantileMetric | MeanMetric | PreferenceMetric,
+                         Field(discriminator="type")]
 """One metric of one slice (``type`` says which)."""
 
 
@@ -347,6 +369,8 @@ class Summary(_Model):
     """How latency was measured and the client's own overhead (``analysis.measurement``)."""
     sequential: dict[str, Any] | None = None
     """``compare --sequential``'s block (cases and calls made, each rule's sequence)."""
+    judges: dict[str, Any] | None = None
+    """The judges' block (``analysis.judged``): calibration, reliability, position bias, usage."""
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Summary:
@@ -357,7 +381,7 @@ class Summary(_Model):
         """summary.json's content: exactly the keys it was built with."""
         return self.model_dump(mode="json", exclude_unset=True)
 
-    def metric(self, name: str) -> RateMetric | RatioMetric | QuantileMetric | MeanMetric | None:
+    def metric(self, name: str) -> RateMetric | RatioMetric | QuantileMetric | MeanMetric | PreferenceMetric | None:
         """The overall metric called ``name``."""
         return next((m for m in self.metrics if m.metric == name), None)
 

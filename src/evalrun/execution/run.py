@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,15 @@ def check_environment(project: Project) -> None:
         missing = spec_for(v.config.model).available()
         if missing:
             raise MissingExtraError(f"{v.path}: model {v.config.model} {missing}")
+    judges = sorted({(cj.judge.model, cj.judge.api_key_env) for c in project.cases for cj in c.judges
+                     if cj.judge is not None}, key=lambda x: (x[0], x[1] or ""))
+    for model, env in judges:  # the judge calls come after the variants': fail before either
+        if env is not None and not os.environ.get(env):
+            raise CouldNotMeasureError(f"{project.suite.path}: field judge.api_key_env: environment variable {env} "
+                                       "is not set")
+        missing = spec_for(model).available()
+        if missing:
+            raise MissingExtraError(f"{project.suite.path}: judge model {model} {missing}")
 
 
 def retry_policy(cfg: SuiteConfig) -> RetryPolicy:

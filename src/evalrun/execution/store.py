@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ LOCK = ".evalrun.lock"
 WORKER_JOURNAL_RE = re.compile(r"^journal\.w(\d+)\.jsonl$")
 # Every file a run writes into its folder (besides worker journals and temp files). A run
 # started over removes exactly these; anything else in the folder is left alone.
+JUDGE_DIR = "judge"
+"""The judge calls' journal folder inside a run folder (``judge/journal.jsonl``)."""
 RUN_FILES = (SUMMARY, "summary.md", "report.html", "junit.xml", "rollout_note.md", "results.jsonl", JOURNAL,
-             MANIFEST)
+             MANIFEST, JUDGE_DIR)
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -347,6 +350,9 @@ def clear_run(path: Path) -> None:
     names = [SUMMARY, *sorted(p.name for p in path.iterdir() if _is_run_file(p.name) and p.name != SUMMARY)]
     for name in names:
         try:
+            if name == JUDGE_DIR and (path / name).is_dir():
+                shutil.rmtree(path / name)
+                continue
             (path / name).unlink(missing_ok=True)
         except OSError as exc:
             raise _write_error(path / name, exc) from exc

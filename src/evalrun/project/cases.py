@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evalrun.errors import UserInputError
+from evalrun.judging.spec import JudgeSettings
 from evalrun.project.pathglob import PatternError, has_magic, split_pattern, walk_files
 from evalrun.project.validation import first_error
 from evalrun.project.yamlio import load_yaml, read_text, resolve_inside
@@ -71,6 +72,9 @@ class Case:
     file: str
     description: str | None = None
     compiled: Any = field(default=None, repr=False)  # scoring.CompiledExpectations
+    # The judge checks (rubric / pairwise / similar): judged after the variant calls, not
+    # compiled with the others (project.judges.CaseJudge).
+    judges: list[Any] = field(default_factory=list, repr=False)
 
     def meta(self) -> dict[str, Any]:
         """The case as seen by templates (``case.id``, ``case.cohort``...)."""
@@ -225,15 +229,23 @@ def load_cases(files: list[Path]) -> list[Case]:
     return cases
 
 
-def compile_case_expectations(cases: list[Case]) -> None:
-    """Compile every case's checks (regexes, schemas, python functions) in place."""
+def compile_case_expectations(cases: list[Case], judge: JudgeSettings | None = None, *,
+                              suite_file: Path | None = None, root: Path | None = None) -> None:
+    """Compile every case's checks (regexes, schemas, python functions) in place; validate its
+    judge checks against the suite's ``judge`` settings (``Case.judges``)."""
     from evalrun.checks.registry import BuildContext
     from evalrun.checks.scoring import compile_expectations
+    from evalrun.project.judges import is_judge_check, parse_case_judges
 
     for case in cases:
         base = Path(case.file).resolve().parent
+        # Indices into the whole expect list, so error messages name the field as written.
+        kept = [i for i, (name, _) in enumerate(case.expect) if not is_judge_check(name)]
 
-        def ctx_for(i: int, name: str, _case: Case = case, _base: Path = base) -> BuildContext:
-            return BuildContext(file=_case.file, case_id=_case.id, base_dir=_base, field=f"expect[{i}].{name}")
+        def ctx_for(i: int, name: str, _case: Case = case, _base: Path = base, _kept: list[int] = kept) -> BuildContext:
+            index = _kept[i] if i < len(_kept) else len(_case.expect)
+            return BuildContext(file=_case.file, case_id=_case.id, base_dir=_base, field=f"expect[{index}].{name}")
 
-        case.compiled = compile_expectations(case.expect, case.kind, ctx_for)
+        case.compiled = compile_expectations([case.expect[i] for i in kept], case.kind, ctx_for)
+        case.judges = parse_case_judges(case.expect, settings=judge, file=case.file, case_id=case.id, root=root,
+                                        suite_file=suite_file)

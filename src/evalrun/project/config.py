@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalrun import catalogue
 from evalrun.errors import CouldNotMeasureError, UserInputError
+from evalrun.judging.spec import JudgeSettings
 from evalrun.project.validation import first_error
 from evalrun.project.yamlio import load_yaml, read_text, resolve_inside
 
@@ -350,6 +351,8 @@ class SuiteConfig(_Strict):
     # Largest answer read from a provider (decoded body); longer ones are cut and marked.
     max_response_mb: float = Field(default=4.0, gt=0, le=1024)
     gate: GateConfig = Field(default_factory=GateConfig)
+    judge: JudgeSettings | None = None
+    """The model-graded checks' judge (``rubric``, ``pairwise``, ``similar`` in ``expect``)."""
 
     def max_response_bytes(self) -> int:
         """``max_response_mb`` in bytes."""

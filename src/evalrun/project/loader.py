@@ -24,6 +24,7 @@ from evalrun.project.config import (
     project_root,
     resolve_suite_path,
 )
+from evalrun.project.judges import JudgeSetup, load_judge_setup
 from evalrun.project.prompts import PromptRenderer
 from evalrun.records import SIDES, Side
 
@@ -41,6 +42,8 @@ class Project:
     renderers: dict[str, PromptRenderer]
     aa_mode: bool = False
     shard: tuple[int, int] | None = None
+    judges: JudgeSetup | None = None
+    """The suite's judge, when any case has a judge check."""
 
     def variant(self, side: Side) -> LoadedVariant:
         """The variant of ``side``."""
@@ -84,13 +87,15 @@ def load_project(
     root = project_root(suite_path)
     files = discover_case_files(s.config.cases, base_dir=s.base_dir, suite_file=suite_path, root=root)
     cases = load_cases(files)
-    compile_case_expectations(cases)
+    compile_case_expectations(cases, s.config.judge, suite_file=suite_path, root=root)
+    judges = load_judge_setup(s.config.judge, suite_file=suite_path, root=root) if any(c.judges for c in cases) \
+        else None
     renderers = {"baseline": PromptRenderer(b), "candidate": PromptRenderer(c)}
     for case in cases:
         for side in SIDES:
             renderers[side].render(case)
     same_file = Path(baseline).resolve() == Path(candidate).resolve()
-    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file)
+    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file, judges=judges)
     if shard is not None:
         project.cases = shard_cases(cases, *shard)
         project.shard = shard

@@ -16,6 +16,7 @@ from typing import Any
 from evalrun import catalogue
 from evalrun.analysis.summary_model import (
     MetricResult,
+    PreferenceMetric,
     QuantileMetric,
     RateMetric,
     RatioMetric,
@@ -288,11 +289,18 @@ def metric_change(m: MetricResult, *, ascii: bool = False) -> str:
         if finite(m.ratio) is None:
             return str(m.note or NA) if isinstance(m, RatioMetric) else NA
         return f"{times(m.ratio, ascii=ascii)} {times_ci(m.ratio_ci, ascii=ascii)}".strip()
+    if isinstance(m, PreferenceMetric):
+        if finite(m.delta) is None:
+            return NA
+        return f"net {pts(m.delta, ascii=ascii)} {pts_ci(m.delta_ci, ascii=ascii)}".strip()
     return ""
 
 
 def metric_side(m: MetricResult, side: Side, *, with_ci: bool = True) -> str:
     """One side's value of a metric, in its units (with its interval when it has one)."""
+    if isinstance(m, PreferenceMetric):
+        # One comparison of both sides: the candidate's wins / ties / losses against the baseline.
+        return "" if side == "baseline" else f"{m.wins:g} wins, {m.ties:g} ties, {m.losses:g} losses"
     if isinstance(m, RateMetric):
         r = m.baseline if side == "baseline" else m.candidate
         value = pct(r.value)

@@ -17,6 +17,7 @@ from typing import Any
 from evalrun.analysis.summary import SequentialVerdict, result_rows, score, sort_results, summarize
 from evalrun.analysis.summary_model import Summary
 from evalrun.errors import CouldNotMeasureError
+from evalrun.execution.judge_calls import JudgeCalls
 from evalrun.execution.store import SUMMARY, RunFolderError, write_json, write_jsonl
 from evalrun.project.loader import Project
 from evalrun.records import CallResult
@@ -42,17 +43,24 @@ class CompareOutcome:
 
 
 def write_outputs(project: Project, run_dir: Path, results: Sequence[CallResult], created: str,
-                  sequential: SequentialVerdict | None = None) -> CompareOutcome:
+                  sequential: SequentialVerdict | None = None, judge_calls: JudgeCalls | None = None) -> CompareOutcome:
     """Score, compare, gate and write every output file of a run folder.
 
     ``sequential``: what ``compare --sequential`` decided (its block in summary.json and,
-    after an early stop, the verdict).
+    after an early stop, the verdict). ``judge_calls``: the judge calls of the run
+    (``execution.judge_calls``), when the suite has judge checks.
     """
     from evalrun.report import write_reports
 
     ordered = sort_results(results)
     scores = score(project, ordered)
-    typed = summarize(project, ordered, scores, created, sequential=sequential)
+    judged = None
+    if judge_calls is not None:
+        from evalrun.analysis.judged import apply_evidence, judge_evidence
+
+        judged = judge_evidence(project, ordered, judge_calls, confidence=1.0 - 2.0 * project.suite.config.gate.alpha)
+        apply_evidence(judged, ordered, scores)
+    typed = summarize(project, ordered, scores, created, sequential=sequential, judged=judged)
     summary = typed.to_json()
     rows = result_rows(project, ordered, scores)
     try:
