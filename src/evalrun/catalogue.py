@@ -206,7 +206,7 @@ METRICS: tuple[Metric, ...] = (
     # with the judge's calibration: corrected for its error rates, or held back when it is
     # unreliable (INCONCLUSIVE with the reason).
     Metric("judge_pass_rate", "Judge pass rate (rubric)", "rate", "judge_pass", True, _judge_pass,
-           short="judge pass rate", watch_label="Judge pass rate (offline)", slice_label="Judge pass",
+           short="judge pass rate", slice_label="Judge pass",
            rule=Rule("judge_pass_rate", "delta", "judge-graded pass rate drops{m}", "the judge pass rate", -0.05,
                      0.0, cohorts=True)),
     Metric("pairwise_net", "Pairwise net preference (wins − losses)", "preference", "pairwise", True,

@@ -34,7 +34,10 @@ _RATE_MEASURED = {
     "tool_valid": " with a tool_call check",
     "over_refusal": " that should be answered",
     "known_bad_refusal": " that should be refused",
+    "judge_pass_rate": " with a rubric check (a calibrated judge widens the interval by about 1/J)",
+    "pairwise_net_loss": " with a pairwise check",
 }
+_JUDGE_RULES = ("judge_pass_rate", "pairwise_net_loss")
 
 
 @dataclass(slots=True)
@@ -88,6 +91,9 @@ def _rate_counts(cases: list[Any]) -> dict[str, int]:
         counts["tool_valid"] += "tool_call" in kinds
         counts["known_bad_refusal"] += should_refuse
         counts["over_refusal"] += not should_refuse
+        judged = {j.kind for j in getattr(c, "judges", [])}
+        counts["judge_pass_rate"] += "rubric" in judged
+        counts["pairwise_net_loss"] += "pairwise" in judged
     return counts
 
 
@@ -121,6 +127,8 @@ def suite_power(project: Project) -> SuitePower:
             if not spec.enabled or (scope != "overall" and name not in COHORT_RULES):
                 continue
             n = counts.get(name, len(cases))
+            if name in _JUDGE_RULES and n == 0:
+                continue  # no judge check of that kind: the rule does not exist for this suite
             plan.append((name, scope, spec, n))
             if rd.kind == "delta":
                 hypotheses += (n > 0) * (1 + (spec.floor is not None or spec.ceiling is not None))
