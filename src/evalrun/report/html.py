@@ -38,6 +38,7 @@ from evalrun.analysis.summary_model import (
     as_summary,
 )
 from evalrun.catalogue import METRICS
+from evalrun.execution.judge_calls import MAX_ANSWER_RETRIES
 from evalrun.records import SIDES
 from evalrun.report import charts, fmt
 from evalrun.report.fmt import AA_NOTE
@@ -613,16 +614,92 @@ def _side_entry(r: Mapping[str, Any], limit: int) -> dict[str, Any]:
     if r.get("error_kind") is not None:
         error = _s(f"{r.get('error_kind')}: {r.get('error_message') or ''}".rstrip(": "))
     refusal = r.get("refusal")
+    judges = [[_s(j.get("check"), 200), _s(j.get("verdict"), 40), _s(j.get("reason")), _judge_counts(j)]
+              for j in score.get("judges") or []]
     return {
         "out": out_text,
         "cut": cut,
         "pass": score.get("passed"),
         "checks": checks,
+        "judges": judges,
         "tools": tools,
         "meta": meta,
         "err": error,
         "ref": _s(refusal) if refusal else None,
     }
+
+
+def _judge_counts(j: Mapping[str, Any]) -> str:
+    """How many judgments stand behind a judge entry, when more than one (or any failed)."""
+    parts = []
+    if j.get("kind") == "pairwise":
+        if (j.get("judgments") or 0) > 1:
+            parts.append(f"{j.get('wins', 0)} wins / {j.get('ties', 0)} ties / {j.get('losses', 0)} losses")
+        if j.get("agreement") and j.get("agreement") != "consistent":
+            parts.append(f"orders {j.get('agreement')}: counted as a tie")
+    elif (j.get("judgments") or 0) > 1:
+        parts.append(f"{j.get('passed', 0)} of {j.get('judgments')} judgments passed")
+    if j.get("errors"):
+        parts.append(f"{j.get('errors')} judge error(s), not counted")
+    return "; ".join(parts)
+
+
+def _judges(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The judge section: who judged, its agreement with people, position bias, its cost."""
+    block = summary.get("judges")
+    if not isinstance(block, Mapping):
+        return None
+    judge = block.get("judge") or {}
+    cal = block.get("calibration") or {}
+    out: dict[str, Any] = {"model": _s(judge.get("model"), 200), "samples": judge.get("samples"),
+                           "source": _s(cal.get("source"), 300) if cal.get("source") else None,
+                           "note": _s(cal.get("note")) if cal.get("note") else None, "kinds": []}
+    for kind in ("rubric", "pairwise"):
+        part = block.get(kind)
+        if not isinstance(part, Mapping):
+            continue
+        rel = part.get("reliability") or {}
+        rows: list[list[str]] = []
+        agreement = (cal.get(kind) or {}).get("agreement") if isinstance(cal.get(kind), Mapping) else None
+        if isinstance(agreement, Mapping):
+            names = (("accuracy", "accuracy"), ("kappa", "Cohen's κ"), ("sensitivity", "sensitivity"),
+                     ("specificity", "specificity"), ("youden", "Youden's J"))
+            for key, label in names:
+                est = agreement.get(key)
+                if isinstance(est, Mapping) and est.get("value") is not None:
+                    rows.append([label, f"{est['value']:.2f}", f"[{est.get('ci_low'):.2f}, {est.get('ci_high'):.2f}]"
+                                 if est.get("ci_low") is not None else fmt.NA])
+        entry: dict[str, Any] = {
+            "kind": kind, "status": _s(rel.get("status"), 40), "reason": _s(rel.get("reason")),
+            "may_pass": bool(rel.get("may_pass")), "may_fail": bool(rel.get("may_fail")), "agreement": rows,
+            "n_items": agreement.get("n") if isinstance(agreement, Mapping) else None,
+            "errors": part.get("errors"),
+        }
+        entry["bias"] = None
+        if kind == "rubric":
+            entry["line"] = (f"{part.get('judgments', 0)} judgments, {part.get('errors', 0)} judge errors; "
+                             + ("rates corrected for the judge's error rates" if part.get("corrected")
+                                else "rates not corrected (no calibration)"))
+        else:
+            bias = part.get("position_bias") or {}
+            rate = bias.get("rate")
+            entry["line"] = (f"{part.get('pairs', 0)} pairs: {part.get('wins', 0)} wins, {part.get('ties', 0)} ties, "
+                             f"{part.get('losses', 0)} losses for the candidate; {part.get('errors', 0)} judge errors")
+            entry["bias"] = (f"the two orders disagreed on {bias.get('inconsistent', 0)} of {bias.get('pairs', 0)} "
+                             f"pairs ({fmt.pct(rate)}, interval {fmt.rate_ci([bias.get('ci_low'), bias.get('ci_high')])})"
+                             if rate is not None else "no usable pair")
+        out["kinds"].append(entry)
+    usage = block.get("usage") or {}
+    out["usage"] = [[label, fmt.count(u.get("calls")), f"{fmt.count(u.get('prompt_tokens'))} in / "
+                     f"{fmt.count(u.get('completion_tokens'))} out",
+                     fmt.call_cost((u.get("cost_status") or ["unpriced"])[0] if u.get("cost_status") else "unpriced",
+                                   u.get("cost_usd")),
+                     fmt.seconds(u.get("latency_p50_s")), fmt.count(u.get("cached"))]
+                    for label, u in (("judged outputs", usage.get("run") or {}),
+                                     ("calibration set", usage.get("calibration") or {})) if u.get("calls")]
+    out["retries"] = usage.get("answer_retries", 0)
+    out["max_retries"] = MAX_ANSWER_RETRIES
+    return out
 
 
 def _case_status(b: list[bool], c: list[bool], regressed: bool, improved: bool, errors: bool) -> str:
@@ -741,6 +818,7 @@ def render_html(project: Project, summary: Summary | Mapping[str, Any], rows: Se
         "latency": _latency_measurement(summary),
         "consistency": _consistency(summary),
         "slices": _slices(typed),
+        "judges": _judges(summary),
         "flips": _flips(summary, samples),
         "distributions": _distributions(rows),
         "n_cases": len(cases),

@@ -85,6 +85,18 @@
       });
       box.appendChild(ul);
     }
+    if (x.judges && x.judges.length) {
+      var jl = el("ul", "checks judges");
+      x.judges.forEach(function (j) {
+        var good = j[1] === "pass" || j[1] === "win";
+        var bad = j[1] === "fail" || j[1] === "loss";
+        var li = el("li", good ? "ok" : (bad ? "bad" : "muted"), "judge " + j[0] + ": " + j[1]);
+        if (j[2]) { li.appendChild(el("span", "muted", " \u2014 " + j[2])); }
+        if (j[3]) { li.appendChild(el("span", "small muted", " (" + j[3] + ")")); }
+        jl.appendChild(li);
+      });
+      box.appendChild(jl);
+    }
     var meta = el("div", "meta");
     x.meta.forEach(function (m) {
       var span = el("span");
