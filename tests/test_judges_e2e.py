@@ -281,5 +281,5 @@ def test_suite_judge_block_errors_before_any_call(tmp_path: Path) -> None:
         api.load_project(b, c)
     b, c = write_project(tmp_path, cases=[case("c1", expect=expect)],
                          suite={"judge": {"model": "openai/judge", "calibration": "nope.yaml"}})
-    with pytest.raises(UserInputError, match="calibration file 'nope.yaml' not found"):
+    with pytest.raises(UserInputError, match=r"calibration file 'nope\.yaml' not found"):
         api.load_project(b, c)

@@ -152,6 +152,31 @@ def _latency_measurement(lm: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _judges(block: dict[str, Any] | None) -> list[str]:
+    """One line per judge kind: calibrated or not, and what its rule may decide."""
+    if not block:
+        return []
+    model = md_cell((block.get("judge") or {}).get("model"), 80)
+    source = (block.get("calibration") or {}).get("source")
+    head = f"**Judges** ({model}; " + (f"calibration set {md_cell(source, 80)})" if source
+                                       else "uncalibrated: no human-labelled examples)")
+    lines = ["", head, ""]
+    for kind in ("rubric", "pairwise"):
+        part = block.get(kind)
+        if not isinstance(part, dict):
+            continue
+        rel = part.get("reliability") or {}
+        may = ("may PASS or FAIL" if rel.get("may_pass") and rel.get("may_fail") else
+               "may FAIL, not PASS" if rel.get("may_fail") else "decides nothing")
+        extra = ""
+        bias = part.get("position_bias") or {}
+        if kind == "pairwise" and bias.get("pairs"):
+            extra = f"; orders disagreed on {bias.get('inconsistent')} of {bias.get('pairs')} pairs"
+        reason = f": {md_cell(rel.get('reason'), 300)}" if rel.get("reason") else ""
+        lines.append(f"- {kind}: {md_cell(rel.get('status'), 20)}, {may}{extra}{reason}")
+    return lines
+
+
 def render_markdown(summary: Summary | Mapping[str, Any]) -> str:
     """summary.md's text (see the module docstring)."""
     typed = as_summary(summary)
@@ -188,6 +213,7 @@ def render_markdown(summary: Summary | Mapping[str, Any]) -> str:
     lines += _rules_table(verdict.rules)
     lines += ["", "### Metrics", ""]
     lines += _metrics_table(typed)
+    lines += _judges(typed.judges)
     lines.append("")
     lines += _flips(typed.flips)
     lines.append("")

@@ -45,6 +45,10 @@ _EXIT_MEANING = {
 
 # The metrics a rollout watches, in the order the note lists them (from the catalogue).
 _WATCH: tuple[tuple[str, str], ...] = tuple((m.name, m.watch_label) for m in catalogue.METRICS if m.watch_label)
+# Judge-graded quality: listed when the suite has judge checks (live traffic is not judged:
+# a rollout re-judges a sample of it offline with the same judge and criteria).
+_JUDGED: tuple[tuple[str, str], ...] = (("judge_pass_rate", "Judge pass rate (rubric, offline judge)"),
+                                        ("pairwise_net", "Pairwise net preference (offline judge)"))
 
 _STATUS_WORDS = {
     "pass": "pass",
@@ -116,7 +120,7 @@ def _ratio_pct(r: float | None) -> str:
 
 def _interval(m: dict[str, Any], confidence: float | None) -> str:
     conf = f"{_num(confidence * 100, 0)}% CI " if confidence else "CI "
-    if m.get("type") == "rate":
+    if m.get("type") in ("rate", "preference"):
         ci = m.get("delta_ci")
         return f"{conf}[{_pts(ci[0])}, {_pts(ci[1])}]" if ci else "no interval"
     ci = m.get("ratio_ci")
@@ -131,6 +135,9 @@ def _points_word(x: float) -> str:
 def _side_value(m: dict[str, Any], side: str) -> str:
     entry = m.get(side) or {}
     kind = m.get("type")
+    if kind == "preference":
+        return "—" if side == "baseline" else f"{_num(m.get('wins') or 0, 0)} wins / {_num(m.get('ties') or 0, 0)} ties / " \
+            f"{_num(m.get('losses') or 0, 0)} losses"
     if kind == "rate":
         v = entry.get("value")
         return "n/a" if v is None else f"{_pct(v)} (n={entry.get('n', 0)})"
@@ -144,7 +151,7 @@ def _side_value(m: dict[str, Any], side: str) -> str:
 
 
 def _change(m: dict[str, Any]) -> str:
-    if m.get("type") == "rate":
+    if m.get("type") in ("rate", "preference"):
         if m.get("delta") is None:
             return "not measured" if not m.get("paired_n") else "n/a"
         return f"{_pts(m['delta'])} ({_interval(m, None).removeprefix('CI ')})"
@@ -159,7 +166,7 @@ def _change(m: dict[str, Any]) -> str:
 
 
 def _metric_label(m: dict[str, Any]) -> str:
-    names = dict(_WATCH)
+    names = dict(_WATCH + _JUDGED)
     return names.get(str(m.get("metric")), str(m.get("label") or m.get("metric")))
 
 
@@ -168,7 +175,7 @@ def _movement(m: dict[str, Any]) -> tuple[float, bool] | None:
 
     Rates count in points, ratios / quantiles in % above 1; positive means better.
     """
-    if m.get("type") == "rate":
+    if m.get("type") in ("rate", "preference"):
         delta, ci = m.get("delta"), m.get("delta_ci")
         if delta is None:
             return None
@@ -185,7 +192,7 @@ def _movement(m: dict[str, Any]) -> tuple[float, bool] | None:
 
 
 def _describe(m: dict[str, Any], confidence: float | None) -> str:
-    size = _pts(m.get("delta")) if m.get("type") == "rate" else _ratio_pct(m.get("ratio"))
+    size = _pts(m.get("delta")) if m.get("type") in ("rate", "preference") else _ratio_pct(m.get("ratio"))
     return (
         f"{_metric_label(m)}: {_side_value(m, 'baseline')} → {_side_value(m, 'candidate')} "
         f"({size}, {_interval(m, confidence)})"
@@ -207,7 +214,7 @@ def _adverse(metrics: Sequence[dict[str, Any]]) -> list[tuple[float, int, dict[s
     Only metrics with a rollback trigger count: a longer system prompt raises prompt
     tokens by design, which is a cost (watched as cost per call), not a regression.
     """
-    watched = dict(_WATCH)
+    watched = dict(_WATCH + _JUDGED)
     found = []
     for i, m in enumerate(metrics):
         if m.get("metric") not in watched:
@@ -283,6 +290,16 @@ def _trigger_sentence(
         if floor is not None:
             text += f", or refuses fewer than {_pct(floor)} of known-bad requests"
         return text + "."
+    if name in ("judge_pass_rate", "pairwise_net_loss"):
+        scope = _scope_text(str(rule.get("scope", "overall")))
+        if name == "judge_pass_rate":
+            size = "drops measurably" if m == 0 else f"drops more than {_points_word(m)}"
+            what = f"the judge pass rate of {cand} answers {size} below {base}'s"
+        else:
+            what = (f"{cand} answers evidently lose more pairwise comparisons than they win"
+                    + ("" if m == 0 else f" by more than {_points_word(m)}"))
+        return (f"Re-judge a sample of live answers{scope} offline with the same judge and criteria (live "
+                f"traffic is not judged); roll back if {what} ({_code(name)}).")
     metric = catalogue.RULES.get(name)
     rule_def = metric.rule if metric is not None else None
     if metric is not None and rule_def is not None and rule_def.kind == "delta":
@@ -440,6 +457,12 @@ def _section_watch(metrics: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {label} | {_side_value(m, 'baseline')} | {_side_value(m, 'candidate')} | {_change(m)} |"
         )
+    for key, label in _JUDGED:
+        m = by.get(key)
+        if m is not None:
+            corrected = " (corrected for the judge's error rates)" if (m.get("judge") or {}).get("corrected") else ""
+            lines.append(f"| {label} | {_side_value(m, 'baseline')} | {_side_value(m, 'candidate')} | "
+                         f"{_change(m)}{corrected} |")
     return lines
 
 
