@@ -283,3 +283,35 @@ def test_suite_judge_block_errors_before_any_call(tmp_path: Path) -> None:
                          suite={"judge": {"model": "openai/judge", "calibration": "nope.yaml"}})
     with pytest.raises(UserInputError, match=r"calibration file 'nope\.yaml' not found"):
         api.load_project(b, c)
+
+
+def test_similar_embeds_through_litellm_and_counts_as_a_check(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    from tests.support.judge_script import scripted_embedding
+
+    from evalrun.judging import cosine_similarity
+
+    reference = "Paris is the capital of France"
+    off = "The capital is Lyon, I believe"
+    outputs = {"baseline": {f"c{i:02d}": reference for i in range(4)},
+               "candidate": {"c00": reference, "c01": off, "c02": reference, "c03": "[[embed:http500]]"}}
+    openai_server.behaviour = judge_behaviour(fallback=_variants(outputs))
+    b, c = _project(tmp_path, openai_server, n=4, expect=[{"similar": {"reference": reference, "threshold": 0.8}}],
+                    judge={"embedding_model": "openai/text-embedding-test"})
+    s = _compare(b, c, tmp_path / "run")
+    embeds = [r for r in openai_server.requests if "input" in r]
+    # One embedding per distinct output text and one for the reference (equal texts share a request).
+    assert sorted({tuple(r["input"]) for r in embeds}) == sorted({(reference,), (off,), ("[[embed:http500]]",)})
+    assert all(r["model"] == "text-embedding-test" for r in embeds)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    by = {(r["case_id"], r["side"]): r["score"] for r in rows}
+    expected = cosine_similarity(scripted_embedding(off), scripted_embedding(reference))
+    assert expected < 0.8
+    assert by[("c01", "candidate")]["passed"] is False
+    check = next(ch for ch in by[("c01", "candidate")]["checks"] if ch["check"] == "similar")
+    assert check["facts"]["similarity"] == pytest.approx(expected)
+    assert check["detail"] == f"similarity {expected:.3f} (threshold 0.8)"
+    assert by[("c00", "candidate")]["passed"] is True and by[("c00", "baseline")]["passed"] is True
+    # A failed embedding call is a judge error: the check is left out, not failed.
+    assert by[("c03", "candidate")]["passed"] is True
+    assert by[("c03", "candidate")]["judges"][0]["verdict"] == "judge error"
+    assert _metric(s, "pass_rate")["candidate"]["value"] == 0.75

@@ -359,6 +359,8 @@ class OpenAIServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/models", self._models)
         # Short shutdown timeout: a test that scripted a long delay must not block teardown.
@@ -413,6 +415,24 @@ class OpenAIServer:
                 ],
             }
         )
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """``/v1/embeddings``: ``scripted_embedding`` of each input (recorded like chat requests)."""
+        from tests.support.judge_script import scripted_embedding
+
+        body = json.loads(await request.read())
+        with self._lock:
+            self._requests.append(body)
+            self._authorizations.append(request.headers.get("Authorization"))
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        if any("[[embed:http500]]" in str(t) for t in texts):
+            return web.json_response({"error": {"message": "scripted embedding failure"}}, status=500)
+        data = [{"object": "embedding", "index": i, "embedding": scripted_embedding(str(t))}
+                for i, t in enumerate(texts)]
+        tokens = sum(len(str(t).split()) for t in texts)
+        return web.json_response({"object": "list", "data": data, "model": body.get("model", "evalrun-test"),
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

@@ -40,8 +40,10 @@ from evalrun.judging.calibration import score_pairwise_calibration, score_rubric
 from evalrun.judging.correction import ErrorRates, corrected_difference, corrected_rate
 from evalrun.judging.preference import net_preference, position_bias
 from evalrun.judging.reliability import Reliability, pairwise_reliability, rubric_reliability
+from evalrun.judging.similarity import SimilarVerdict, similar_verdict
+from evalrun.judging.spec import SimilarCheck
 from evalrun.project.loader import Project
-from evalrun.records import CallResult, Score
+from evalrun.records import CallResult, CheckOutcome, Score
 
 __all__ = ["JUDGE_METRICS", "JudgeEvidence", "adjust_rate", "apply_evidence", "judge_evidence", "preference_metric"]
 
@@ -62,6 +64,8 @@ class JudgeEvidence:
     """See the module docstring."""
 
     entries: dict[CallKey, list[dict[str, Any]]] = field(default_factory=dict)
+    checks: dict[CallKey, list[CheckOutcome]] = field(default_factory=dict)
+    """``similar`` outcomes: checks of the output like any other (they enter ``Score.passed``)."""
     judge_pass: dict[CallKey, float] = field(default_factory=dict)
     pairwise: dict[tuple[str, int], float] = field(default_factory=dict)
     rates: ErrorRates | None = None
@@ -120,6 +124,7 @@ def judge_evidence(project: Project, results: Sequence[CallResult], calls: Judge
         fail = spec.fail_margin if spec is not None and spec.fail_margin is not None else (
             spec.margin if spec is not None and spec.margin is not None else 0.0)
         ev.fail_at[rule] = float(fail)
+    _similar(project, answers, ev)
     rubric_by: dict[tuple[str, str, int, str], list[JudgeAnswer]] = {}
     pair_by: dict[tuple[str, int, str, int], dict[str, JudgeAnswer]] = {}
     cal_rubric: dict[str, list[RubricVerdict | JudgeError]] = {}
@@ -133,6 +138,8 @@ def judge_evidence(project: Project, results: Sequence[CallResult], calls: Judge
                 cal_rubric.setdefault(t.case_id, []).append(parsed)
             else:
                 cal_pair.setdefault((t.case_id, t.judge_sample), {})[t.order or ""] = a
+        elif t.kind == "embedding":
+            continue
         elif t.kind == "rubric":
             rubric_by.setdefault((t.case_id, t.side or "", t.sample, t.check), []).append(a)
         else:
@@ -173,7 +180,7 @@ def judge_evidence(project: Project, results: Sequence[CallResult], calls: Judge
     policy = settings.policy()
     suite_judge = setup.suite_judge()
     kinds = {cj.kind for c in project.cases for cj in c.judges}
-    overridden = sorted({cj.name for c in project.cases for cj in c.judges if cj.judge is not None
+    overridden = sorted({cj.name for c in project.cases for cj in c.judges if cj.kind != "similar"
                          and (cj.judge.model, cj.judge.api_base, cj.judge.params)
                          != (suite_judge.model, suite_judge.api_base, suite_judge.params)})
     block: dict[str, Any] = {"judge": {"model": settings.model, "samples": settings.samples,
@@ -228,6 +235,43 @@ def judge_evidence(project: Project, results: Sequence[CallResult], calls: Judge
     return ev
 
 
+def _similar(project: Project, answers: dict[Any, JudgeAnswer], ev: JudgeEvidence) -> None:
+    """``similar`` checks: each output's embedding against its reference's (a check, not a judge)."""
+    thresholds = {(c.id, cj.name): cj.check.threshold for c in project.cases for cj in c.judges
+                  if isinstance(cj.check, SimilarCheck)}
+    refs: dict[tuple[str, str], JudgeAnswer] = {}
+    outs: list[JudgeAnswer] = []
+    for a in answers.values():
+        if a.task.kind == "embedding":
+            if a.task.side is None:
+                refs[(a.task.case_id, a.task.check)] = a
+            else:
+                outs.append(a)
+    for a in sorted(outs, key=lambda a: a.task.slot):
+        t = a.task
+        ref = refs.get((t.case_id, t.check))
+        key = (t.case_id, t.side or "", t.sample)
+        threshold = thresholds[(t.case_id, t.check)]
+        verdict: SimilarVerdict | JudgeError
+        if ref is None or isinstance(ref.parsed, JudgeError):
+            verdict = ref.parsed if ref is not None and isinstance(ref.parsed, JudgeError) else JudgeError(
+                "call_failed", "the reference was not embedded")
+        elif isinstance(a.parsed, JudgeError):
+            verdict = a.parsed
+        else:
+            verdict = similar_verdict(list(a.parsed), list(ref.parsed), threshold=threshold)  # type: ignore[arg-type]
+        entry: dict[str, Any] = {"check": t.check, "kind": "similar", "judgments": 1}
+        if isinstance(verdict, SimilarVerdict):
+            detail = f"similarity {verdict.similarity:.3f} (threshold {threshold:g})"
+            entry.update({"verdict": "pass" if verdict.passed else "fail", "reason": detail,
+                          "similarity": verdict.similarity, "errors": 0})
+            ev.checks.setdefault(key, []).append(CheckOutcome(t.check, verdict.passed, detail,
+                                                              {"similarity": verdict.similarity}))
+        else:
+            entry.update({"verdict": "judge error", "reason": verdict.reason, "errors": 1})
+        ev.entries.setdefault(key, []).append(entry)
+
+
 def _results_of(calls: JudgeCalls) -> list[CallResult | None]:
     return [calls.results.get(t.planned.identity) for t in calls.tasks]
 
@@ -265,6 +309,10 @@ def apply_evidence(evidence: JudgeEvidence | None, results: Sequence[CallResult]
     for r, s in zip(results, scores, strict=True):
         key = (r.case_id, r.side, r.sample)
         s.judges = list(evidence.entries.get(key, []))
+        extra = evidence.checks.get(key, [])
+        if extra and r.ok:
+            s.checks = [*s.checks, *extra]
+            s.passed = s.passed and all(c.passed for c in extra)
         s.judge_pass = evidence.judge_pass.get(key)
         if r.side == "candidate":
             s.pairwise = evidence.pairwise.get((r.case_id, r.sample))

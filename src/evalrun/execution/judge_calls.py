@@ -17,6 +17,7 @@ one in retry order, so a resumed or rescored run picks the same answer.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from evalrun.judging.answers import (
     response_format,
 )
 from evalrun.judging.prompting import render_pairwise_both, render_rubric
-from evalrun.judging.spec import PairwiseCheck, ResolvedJudge, RubricCheck
+from evalrun.judging.spec import PairwiseCheck, ResolvedJudge, RubricCheck, SimilarCheck
 from evalrun.project.judges import JudgeSetup
 from evalrun.project.loader import Project
 from evalrun.records import SIDES, CallResult, Side
@@ -70,20 +71,20 @@ _RETRY_SALT = 1_000
 """Added to a judge call's sample salt per answer retry: a new request key, so neither the
 cache nor the journal hands back the unusable answer."""
 
-Parsed = RubricVerdict | PairwiseVerdict | JudgeError
+Parsed = RubricVerdict | PairwiseVerdict | list[float] | JudgeError
 
 
 @dataclass(frozen=True)
 class JudgeTask:
     """One judge call: which judgment it is (``slot``) and the planned call itself."""
 
-    kind: Literal["rubric", "pairwise"]
+    kind: Literal["rubric", "pairwise", "embedding"]
     case_id: str
     """The judged case, or the calibration item."""
     check: str
     """The check's display name (``rubric``, ``pairwise#2``), or ``CALIBRATION``."""
     side: Side | None
-    """Rubric: the judged side (None for calibration items)."""
+    """Rubric, embedding: the judged side (None for calibration items and a ``similar`` reference)."""
     sample: int
     """The variant sample judged (0 for calibration items)."""
     judge_sample: int
@@ -212,10 +213,15 @@ def judge_tasks(project: Project, results: Sequence[CallResult]) -> list[JudgeTa
                 if got_r is not None and got_r.ok:
                     answered[side] = got_r
             for cj in case.judges:
-                if cj.judge is None:
-                    continue  # similar: embeddings (not made through this planner)
                 check = cj.check
-                if isinstance(check, RubricCheck):
+                if isinstance(check, SimilarCheck):
+                    for side, judged in sorted(answered.items()):
+                        tasks.append(_embedding_task(planner, cj.judge, output_text(judged), case_id=case.id,
+                                                     check=cj.name, side=side, sample=sample))
+                    if sample == 0:  # the reference: one embedding per check
+                        tasks.append(_embedding_task(planner, cj.judge, check.reference, case_id=case.id,
+                                                     check=cj.name, side=None, sample=0))
+                elif isinstance(check, RubricCheck):
                     params = _params(cj.judge, "rubric", check.scale)
                     for side, judged in sorted(answered.items()):
                         msgs = render_rubric(setup.rubric_template, criteria=check.criteria or "",
@@ -246,6 +252,20 @@ def judge_tasks(project: Project, results: Sequence[CallResult]) -> list[JudgeTa
                                                    key_env=cj.judge.api_key_env))
     tasks += _calibration_tasks(project, setup, planner)
     return tasks
+
+
+def _embedding_task(planner: _Planner, judge: ResolvedJudge, text: str, *, case_id: str, check: str,
+                    side: Side | None, sample: int) -> JudgeTask:
+    """One embedding call of a ``similar`` check (``side`` None: the check's reference)."""
+    params = {"embedding_input": text}  # what identifies the request (messages are empty)
+    key = request_key(model=judge.model, api_base=judge.api_base, messages=[], params=params, sample=0)
+    meta = {"case_id": case_id, "side": side or "reference", "sample": sample, "judge": "similar", "check": check}
+    from evalrun.providers.base import ProviderRequest
+
+    req = ProviderRequest(model=judge.model, messages=[], params={}, api_base=judge.api_base, api_key=None,
+                          timeout_s=JUDGE_TIMEOUT_S, metadata=meta, embed_input=text)
+    planned = PlannedCall(case_id, side or "baseline", sample, req, key)
+    return JudgeTask("embedding", case_id, check, side, sample, 0, None, 0, planned, key_env=judge.api_key_env)
 
 
 def _calibration_tasks(project: Project, setup: JudgeSetup, planner: _Planner) -> list[JudgeTask]:
@@ -299,11 +319,21 @@ def parse(task: JudgeTask, result: CallResult) -> Parsed:
     """The judge's answer to ``task`` read (a failed call is a ``call_failed`` judge error)."""
     if not result.ok:
         return JudgeError("call_failed", f"judge call failed: {result.error_kind}: {result.error_message or ''}"[:300])
+    if task.kind == "embedding":
+        return _vector(result.output)
     if task.kind == "rubric":
         return parse_rubric_answer(result.output, scale=task.scale, pass_threshold=task.pass_threshold,
                                    finish_reason=result.finish_reason)
     assert task.order is not None
     return parse_pairwise_answer(result.output, order=task.order, finish_reason=result.finish_reason)
+
+
+def _vector(text: str | None) -> list[float] | JudgeError:
+    try:
+        values = json.loads(text or "")
+        return [float(x) for x in values]
+    except (ValueError, TypeError):
+        return JudgeError("invalid", "the embedding answer is not a list of numbers")
 
 
 def final_answers(calls: JudgeCalls) -> dict[tuple[str, str, str, str, int, int, str], JudgeAnswer]:
@@ -331,7 +361,9 @@ def final_answers(calls: JudgeCalls) -> dict[tuple[str, str, str, str, int, int,
 
 def _needs_retry(task: JudgeTask, result: CallResult) -> bool:
     # A failed call was already retried by the runner; only a bad answer is asked again.
-    return result.ok and task.retry < MAX_ANSWER_RETRIES and isinstance(parse(task, result), JudgeError)
+    # Embeddings are not asked again: the same text gives the same vector.
+    return (result.ok and task.kind != "embedding" and task.retry < MAX_ANSWER_RETRIES
+            and isinstance(parse(task, result), JudgeError))
 
 
 def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], options: RunOptions | None = None,
@@ -364,7 +396,8 @@ def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], o
         for t in todo_tasks:
             if t.planned.identity in done:
                 got[t.planned.identity] = done[t.planned.identity]
-        pending = [t for t in todo_tasks if t.planned.identity not in got]
+        # One call per identity (a similar check's reference may equal an output).
+        pending = list({t.planned.identity: t for t in todo_tasks if t.planned.identity not in got}.values())
         todo = _with_keys(pending) if opts.cache != "replay" else [t.planned for t in pending]
         if todo:
             from evalrun.execution.executor import InProcessExecutor

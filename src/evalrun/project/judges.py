@@ -50,8 +50,8 @@ class CaseJudge:
     """Display name: ``rubric``, or ``rubric#2`` when a case holds two."""
     kind: JudgeKind
     check: RubricCheck | PairwiseCheck | SimilarCheck
-    judge: ResolvedJudge | None
-    """The judge model and parameters (None for ``similar``, which embeds instead)."""
+    judge: ResolvedJudge
+    """The judge model and parameters (``similar``: the embedding model and its endpoint)."""
     embedding_model: str | None = None
     """``similar`` only: the embedding model."""
     field: str = ""
@@ -103,7 +103,18 @@ def parse_case_judges(
                 raise UserInputError(
                     "similar needs an embedding model: set embedding_model here or judge.embedding_model in the "
                     f"suite file{f' {suite_file}' if suite_file else ''}", file=file, case_id=case_id, field=where)
-            out.append(CaseJudge(display, "similar", check, None, embedding_model=model, field=where))
+            if settings is None:
+                raise UserInputError(
+                    "similar needs the suite's `judge:` block (its endpoint and, for the other judge checks, "
+                    f"model){f' in {suite_file}' if suite_file else ''}", file=file, case_id=case_id, field=where)
+            override = check.judge
+            embed = ResolvedJudge(
+                model=model,
+                api_base=override.api_base if override and override.api_base is not None else settings.api_base,
+                api_key_env=(override.api_key_env if override and override.api_key_env is not None
+                             else settings.api_key_env),
+                params={}, samples=1)
+            out.append(CaseJudge(display, "similar", check, embed, embedding_model=model, field=where))
             continue
         if settings is None:
             raise UserInputError(

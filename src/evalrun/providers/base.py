@@ -41,6 +41,9 @@ class ProviderRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Cap on one answer (decoded HTTP body, or text for in-process models); None: 4 MiB.
     max_response_bytes: int | None = None
+    # Set for an embedding request (a ``similar`` check): the text to embed; ``messages`` is
+    # then empty and the answer's ``output`` is the vector as a JSON list.
+    embed_input: str | None = None
 
 
 @dataclass(slots=True)

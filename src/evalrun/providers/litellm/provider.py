@@ -367,6 +367,8 @@ class LitellmProvider:
         secrets: tuple[str, ...] = (request.api_key,) if request.api_key else ()
         register_secret(request.api_key)
         litellm = import_litellm()
+        if request.embed_input is not None:
+            return await self._embed(litellm, request, secrets)
 
         kwargs: dict[str, Any] = {
             k: v for k, v in request.params.items() if v is not None and k not in _RESERVED_PARAMS
@@ -427,6 +429,31 @@ class LitellmProvider:
         if measured is not None:
             normalised.transport_s, normalised.latency_clock = measured
         return normalised
+
+    async def _embed(self, litellm: ModuleType, request: ProviderRequest, secrets: tuple[str, ...]) -> ProviderResponse:
+        """One ``litellm.aembedding`` attempt: the vector comes back as a JSON list in ``output``."""
+        kwargs: dict[str, Any] = {"model": request.model, "input": [request.embed_input], "api_base": request.api_base,
+                                  "api_key": request.api_key, "timeout": request.timeout_s, "max_retries": 0,
+                                  "num_retries": 0}
+        try:
+            response = await litellm.aembedding(**kwargs)
+        except Exception as exc:
+            raise classify_exception(exc, secrets=secrets, litellm=litellm) from None
+        try:
+            item = response.data[0]
+            vector = item["embedding"] if isinstance(item, dict) else item.embedding
+            values = [float(x) for x in vector]
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            raise ProviderError("malformed_response", f"unreadable embedding: {type(exc).__name__}",
+                                retryable=True) from None
+        usage = getattr(response, "usage", None)
+        prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        return ProviderResponse(output=json.dumps(values), finish_reason="stop",
+                                prompt_tokens=prompt if isinstance(prompt, int) else None, completion_tokens=0,
+                                cost_usd=float(cost) if isinstance(cost, int | float) else None,
+                                cost_status="priced" if isinstance(cost, int | float) else "unpriced")
 
     def _from_response(
         self, litellm: ModuleType, request: ProviderRequest, response: Any, secrets: tuple[str, ...]
