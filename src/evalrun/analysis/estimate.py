@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalrun.analysis.suite_power import SuitePower, suite_power
-from evalrun.execution.costs import CostEstimate, cost_estimate
+from evalrun.execution.costs import CostEstimate, SideEstimate, cost_estimate, judge_estimate
 from evalrun.execution.plan import plan_calls
 from evalrun.project.loader import Project
 
@@ -25,10 +25,31 @@ class Estimate(CostEstimate):
     """Cost bounds of both sides and the suite's power per rule."""
 
     power: SuitePower | None = None
+    judge: SideEstimate | None = None
+    """The judge calls (``rubric``, ``pairwise``, ``similar``, calibration), when the suite has any."""
+
+    def judge_line(self) -> str | None:
+        """The judge calls' bounds in one line (None without judge checks)."""
+        j = self.judge
+        if j is None:
+            return None
+        comp = "unbounded" if j.max_completion_tokens is None else f"<= {j.max_completion_tokens}"
+        if j.cost_status == "unpriced":
+            cost = "unpriced"
+        elif j.cost_status == "local":
+            cost = "local (free)"
+        else:
+            hi = "unbounded" if j.cost_max_usd is None else f"${j.cost_max_usd:.4f}"
+            cost = f"${j.cost_min_usd or 0:.4f}..{hi}"
+        return (f"judges: {j.calls} calls (up to 3x each when answers are unusable), about {j.prompt_tokens} prompt "
+                f"tokens at most (outputs taken at max_tokens), completion {comp}, cost {cost}")
 
     def text(self) -> str:
         """The cost line, then one line per gate rule: can it PASS, what can it detect."""
         lines = [self.line()]
+        judge = self.judge_line()
+        if judge is not None:
+            lines.append(judge)
         if self.power is not None:
             lines += self.power.lines()
         return "\n".join(lines)
@@ -37,10 +58,12 @@ class Estimate(CostEstimate):
         """JSON-ready (``evalrun estimate --json``)."""
         return {"sides": {k: v.to_dict() for k, v in self.sides.items()}, "total_min_usd": self.total_min(),
                 "total_max_usd": self.total_max(),
-                "power": self.power.to_dict() if self.power is not None else None}
+                "power": self.power.to_dict() if self.power is not None else None,
+                "judge": self.judge.to_dict() if self.judge is not None else None}
 
 
 def estimate(project: Project) -> Estimate:
     """Costs of every planned call (no key read) and the suite's power."""
     costs = cost_estimate(project, plan_calls(project, with_keys=False))
-    return Estimate(costs.sides, costs.per_call_max_usd, costs.costs, power=suite_power(project))
+    return Estimate(costs.sides, costs.per_call_max_usd, costs.costs, power=suite_power(project),
+                    judge=judge_estimate(project))
