@@ -376,7 +376,9 @@ def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], o
     """
     from evalrun.execution.run import _answer_from_cache, _make_calls, _open_cache, retry_policy
 
-    opts = dataclasses.replace(options or RunOptions(), max_cost=None, workers=1)
+    given = options or RunOptions()
+    # The run's progress counts variant calls; judge calls are announced on the log instead.
+    opts = dataclasses.replace(given, max_cost=None, workers=1, progress=None)
     tasks = judge_tasks(project, results)
     if not tasks:
         return JudgeCalls([], {})
@@ -391,7 +393,9 @@ def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], o
     got: dict[str, CallResult] = {}
     cfg = project.suite.config
     todo_tasks = tasks
+    round_no = 0
     while todo_tasks:
+        round_no += 1
         made += todo_tasks
         for t in todo_tasks:
             if t.planned.identity in done:
@@ -399,6 +403,9 @@ def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], o
         # One call per identity (a similar check's reference may equal an output).
         pending = list({t.planned.identity: t for t in todo_tasks if t.planned.identity not in got}.values())
         todo = _with_keys(pending) if opts.cache != "replay" else [t.planned for t in pending]
+        if todo and opts.log is not None:
+            what = "judge calls" if round_no == 1 else "judge calls (unusable answers asked again)"
+            opts.log(f"evalrun: {len(todo)} {what}; {len(todo_tasks) - len(pending)} re-used from {jdir}")
         if todo:
             from evalrun.execution.executor import InProcessExecutor
             from evalrun.providers.registry import ModelRouter
