@@ -38,10 +38,12 @@ def _side(req: dict[str, Any]) -> str:
 
 
 def _variants(outputs: dict[str, dict[str, str]]) -> Any:
-    """Variant answers by (side, case id) from the question ``q <id>``; default: a passing answer."""
+    """Variant answers by (side, case id) from the question ``q <id>``; default: a passing answer
+    naming its side (two equal outputs would make both pairwise orders one identical request)."""
     def reply(req: dict[str, Any], n: int) -> Reply:
         cid = last_user_text(req).split()[-1]
-        text = outputs.get(_side(req), {}).get(cid, f"answer {cid} {marker('pass')} {quality(2)}")
+        side = _side(req)
+        text = outputs.get(side, {}).get(cid, f"{side} answer {cid} {marker('pass')} {quality(2)}")
         return Reply(content=text)
     return reply
 
