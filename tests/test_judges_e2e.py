@@ -317,3 +317,28 @@ def test_similar_embeds_through_litellm_and_counts_as_a_check(tmp_path: Path, op
     assert by[("c03", "candidate")]["passed"] is True
     assert by[("c03", "candidate")]["judges"][0]["verdict"] == "judge error"
     assert _metric(s, "pass_rate")["candidate"]["value"] == 0.75
+
+
+def test_max_cost_covers_the_judge_calls(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    from evalrun.errors import CouldNotMeasureError
+
+    openai_server.behaviour = judge_behaviour(fallback=_variants({}))
+    b, c = _project(tmp_path / "unpriced", openai_server, n=4, expect=[{"rubric": {"criteria": "correct"}}])
+    with pytest.raises(CouldNotMeasureError, match="judge model openai/judge-model has no known price"):
+        api.compare(api.load_project(b, c), run_dir=tmp_path / "unpriced" / "run", cache="off", max_cost=1.0)
+
+    # gpt-4o-mini pointed at the local server is priced as gpt-4o-mini (litellm prices by name).
+    b, c = _project(tmp_path / "priced", openai_server, n=10, expect=[{"rubric": {"criteria": "correct"}}],
+                    judge={"model": "openai/gpt-4o-mini"})
+    for path in (b, c):
+        cfg = yaml.safe_load(path.read_text())
+        cfg["pricing"] = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
+        path.write_text(yaml.safe_dump(cfg))
+    openai_server.reset()
+    cap = 0.00045  # the 20 variant calls cost $0.00016; a judge call costs ~$0.000016 but may cost ~$0.00024
+    with pytest.raises(CouldNotMeasureError, match="budget reached during the judge calls"):
+        api.compare(api.load_project(b, c), run_dir=tmp_path / "priced" / "run", cache="off", max_cost=cap)
+    rows = [json.loads(x) for x in (tmp_path / "priced" / "run" / "journal.jsonl").read_text().splitlines()]
+    judged = [json.loads(x) for x in (tmp_path / "priced" / "run" / "judge" / "journal.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and 0 < len(judged) < 20
+    assert sum(r["cost_usd"] for r in rows + judged) <= cap

@@ -13,7 +13,7 @@ from typing import Any
 from evalrun.analysis.summary import SequentialVerdict, score, sort_results
 from evalrun.errors import CouldNotMeasureError, UserInputError
 from evalrun.execution.folder import RunFolder, new_run_dir, open_run_folder
-from evalrun.execution.judge_calls import run_judges
+from evalrun.execution.judge_calls import check_judge_budget, run_judges
 from evalrun.execution.manifest import Manifest, read_manifest, write_manifest
 from evalrun.execution.options import RunOptions
 from evalrun.execution.plan import plan_calls
@@ -42,6 +42,8 @@ def compare(project: Project, run_dir: str | Path | RunFolder | None = None,
     stored outcome is returned (see ``execution.folder.open_run_folder``).
     """
     opts = options or RunOptions()
+    if opts.max_cost is not None and project.judges is not None:
+        check_judge_budget(project)
     folder = run_dir if isinstance(run_dir, RunFolder) else open_run_folder(
         project, run_dir, resume=opts.resume, fresh=opts.cache == "refresh")
     try:

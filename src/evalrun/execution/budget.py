@@ -12,7 +12,7 @@ from evalrun.execution.runner import PlannedCall
 from evalrun.project.loader import Project
 from evalrun.records import SIDES, CallResult
 
-__all__ = ["Budget"]
+__all__ = ["Budget", "JudgeBudget"]
 
 
 class Budget:
@@ -111,3 +111,72 @@ class Budget:
             self._changed.set()
             self._changed = None
 
+
+
+class JudgeBudget:
+    """--max-cost for the judge calls, after the variants': what the run already spent plus
+    the reserved worst case of every judge call in flight never passes the cap.
+
+    A judge call's worst case is its prompt's hard token bound at the judge's input price
+    plus its ``max_tokens`` at the output price (an embedding: the prompt only). A judge
+    without a known price, or without ``max_tokens``, cannot be budgeted: refused before
+    any judge call. Calls wait for reservations to come back, as in ``Budget``; a call that
+    does not fit with nothing in flight is skipped (and counted).
+    """
+
+    def __init__(self, cap: float, todo: list[PlannedCall], already: float) -> None:
+        from evalrun.execution.costs import judge_prices
+        from evalrun.providers.litellm.tokens import prompt_token_bound
+
+        self.cap = cap
+        self.spent = already
+        self.reserved = 0.0
+        self.in_flight = 0
+        self.skipped = 0
+        self.worst_of: dict[str, float] = {}
+        prices: dict[str, tuple[float, float]] = {}
+        for p in todo:
+            req = p.request
+            if req.model not in prices:
+                found, _ = judge_prices(req.model)
+                if found is None:
+                    raise CouldNotMeasureError(f"--max-cost cannot be enforced: the judge model {req.model} has no "
+                                               "known price (a judge is priced from litellm's price map)")
+                prices[req.model] = found
+            p_in, p_out = prices[req.model]
+            max_tokens = 0 if req.embed_input is not None else req.params.get("max_tokens")
+            if max_tokens is None:
+                raise CouldNotMeasureError("--max-cost needs judge.params.max_tokens to bound each judge call's cost")
+            messages = req.messages or [{"role": "user", "content": req.embed_input or ""}]
+            self.worst_of[p.identity] = prompt_token_bound(messages, {}) * p_in + int(max_tokens) * p_out
+        self._held: dict[str, float] = {}
+        self._changed: asyncio.Event | None = None
+
+    async def admit(self, planned: PlannedCall) -> bool:
+        """Reserve ``planned``'s worst case and let it start, wait, or skip it."""
+        worst = self.worst_of.get(planned.identity, 0.0)
+        while True:
+            if self.spent + self.reserved + worst <= self.cap:
+                self.reserved += worst
+                self.in_flight += 1
+                self._held[planned.identity] = worst
+                return True
+            if self.in_flight == 0:
+                self.skipped += 1
+                return False
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+    def finished(self, result: CallResult) -> None:
+        """Turn a finished judge call's reservation into what it cost."""
+        worst = self._held.pop(result.identity, None)
+        if worst is None:
+            return
+        self.reserved -= worst
+        self.in_flight -= 1
+        if not result.cached and result.cost_usd is not None:
+            self.spent += result.cost_usd
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None

@@ -49,6 +49,7 @@ from evalrun.secrets import register_secret
 __all__ = [
     "CALIBRATION",
     "MAX_ANSWER_RETRIES",
+    "check_judge_budget",
     "JudgeAnswer",
     "JudgeCalls",
     "JudgeTask",
@@ -374,7 +375,7 @@ def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], o
     a rescore); identical requests are answered by the response cache. A judgment whose
     answer is unusable is asked again, up to ``MAX_ANSWER_RETRIES`` times.
     """
-    from evalrun.execution.run import _answer_from_cache, _make_calls, _open_cache, retry_policy
+    from evalrun.execution.run import _answer_from_cache, _open_cache
 
     given = options or RunOptions()
     # The run's progress counts variant calls; judge calls are announced on the log instead.
@@ -391,7 +392,6 @@ def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], o
                 done[r.identity] = r
     made: list[JudgeTask] = []
     got: dict[str, CallResult] = {}
-    cfg = project.suite.config
     todo_tasks = tasks
     round_no = 0
     while todo_tasks:
@@ -407,22 +407,70 @@ def run_judges(project: Project, run_dir: Path, results: Sequence[CallResult], o
             what = "judge calls" if round_no == 1 else "judge calls (unusable answers asked again)"
             opts.log(f"evalrun: {len(todo)} {what}; {len(todo_tasks) - len(pending)} re-used from {jdir}")
         if todo:
-            from evalrun.execution.executor import InProcessExecutor
-            from evalrun.providers.registry import ModelRouter
-
-            provider = opts.provider if opts.provider is not None else ModelRouter()
-            executor = InProcessExecutor(provider, concurrency=cfg.concurrency, policy=retry_policy(cfg), seed=cfg.seed)
-            try:
-                with _open_cache(project, opts) as store:
-                    hits, rest = _answer_from_cache(store, todo, opts)
-                    fresh = _make_calls(project, executor, jdir, rest, hits, done, opts, store)
-            finally:
-                executor.close()
+            with _open_cache(project, opts) as store:
+                hits, rest = _answer_from_cache(store, todo, opts)
+                fresh = _make_judge_calls(project, jdir, rest, hits, opts, store, budget_cap=given.max_cost,
+                                          already=_spent(results, got))
             for r in [*hits, *fresh]:
                 got[r.identity] = r
         todo_tasks = [retried(t) for t in todo_tasks
                       if (last := got.get(t.planned.identity)) is not None and _needs_retry(t, last)]
     return JudgeCalls(made, got)
+
+
+def check_judge_budget(project: Project) -> None:
+    """Under ``--max-cost``: refuse, before any call, judges whose calls cannot be bounded."""
+    from evalrun.execution.costs import judge_prices
+
+    for model, max_tokens in sorted({(cj.judge.model, cj.judge.params.get("max_tokens", 0) if cj.kind != "similar"
+                                      else 0) for c in project.cases for cj in c.judges}, key=str):
+        if judge_prices(model)[0] is None:
+            raise CouldNotMeasureError(f"--max-cost cannot be enforced: the judge model {model} has no known price "
+                                       "(a judge is priced from litellm's price map)")
+        if max_tokens is None:
+            raise CouldNotMeasureError("--max-cost needs judge.params.max_tokens to bound each judge call's cost")
+
+
+def _spent(results: Sequence[CallResult], judged: dict[str, CallResult]) -> float:
+    """What the run's calls made so far cost (cache hits cost nothing now)."""
+    return sum(r.cost_usd or 0.0 for r in [*results, *judged.values()] if not r.cached)
+
+
+def _make_judge_calls(project: Project, jdir: Path, todo: list[PlannedCall], hits: list[CallResult],
+                      opts: RunOptions, store: Any, *, budget_cap: float | None, already: float) -> list[CallResult]:
+    """Journal the cache hits, then make the rest in this process (budgeted under ``--max-cost``)."""
+    from evalrun.execution.budget import JudgeBudget
+    from evalrun.execution.executor import InProcessExecutor
+    from evalrun.execution.run import _CacheWriter, retry_policy
+    from evalrun.execution.store import JOURNAL, Journal
+    from evalrun.providers.registry import ModelRouter
+
+    journal = Journal(jdir / JOURNAL)
+    try:
+        journal.append_many(hits)
+    finally:
+        journal.close()
+    if not todo:
+        return []
+    budget = JudgeBudget(budget_cap, todo, already) if budget_cap is not None else None
+    cfg = project.suite.config
+    provider = opts.provider if opts.provider is not None else ModelRouter()
+    executor = InProcessExecutor(provider, concurrency=cfg.concurrency, policy=retry_policy(cfg), seed=cfg.seed)
+    writer = _CacheWriter(store) if store is not None and opts.cache in ("use", "refresh") else None
+    try:
+        fresh = executor.run(todo, jdir, on_result=budget.finished if budget is not None else None,
+                             on_batch=writer.add if writer is not None else None,
+                             admit=budget.admit if budget is not None else None)
+    finally:
+        executor.close()
+        if writer is not None:
+            writer.flush()
+    if budget is not None and budget.skipped:
+        raise CouldNotMeasureError(
+            f"budget reached during the judge calls: spent ${budget.spent:.4f} of --max-cost ${budget_cap:.4f}; "
+            f"{budget.skipped} judge calls not made. Finished calls are saved in {jdir.parent}; continue with "
+            f"--resume {jdir.parent} and a larger --max-cost")
+    return fresh
 
 
 def read_judge_calls(project: Project, run_dir: Path, results: Sequence[CallResult]) -> JudgeCalls:
