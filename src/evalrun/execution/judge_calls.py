@@ -49,10 +49,10 @@ from evalrun.secrets import register_secret
 __all__ = [
     "CALIBRATION",
     "MAX_ANSWER_RETRIES",
-    "check_judge_budget",
     "JudgeAnswer",
     "JudgeCalls",
     "JudgeTask",
+    "check_judge_budget",
     "final_answers",
     "judge_tasks",
     "output_text",
