@@ -342,3 +342,51 @@ def test_max_cost_covers_the_judge_calls(tmp_path: Path, openai_server: OpenAISe
     judged = [json.loads(x) for x in (tmp_path / "priced" / "run" / "judge" / "journal.jsonl").read_text().splitlines()]
     assert len(rows) == 20 and 0 < len(judged) < 20
     assert sum(r["cost_usd"] for r in rows + judged) <= cap
+
+
+def test_judge_rules_gate_critical_cohorts_and_slice_by_kind_and_cohort(tmp_path: Path,
+                                                                      openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = judge_behaviour(fallback=_variants(_regressed_candidate()))
+    b, c = _project(tmp_path, openai_server, n=10, expect=[{"rubric": {"criteria": "correct"}}])
+    suite_file = tmp_path / "evals" / "suite.yaml"
+    suite = yaml.safe_load(suite_file.read_text())
+    suite["gate"] = {"critical_cohorts": ["c1"]}
+    suite_file.write_text(yaml.safe_dump(suite))
+    s = _compare(b, c, tmp_path / "run")
+    cohort_rule = _rule(s, "judge_pass_rate", "cohort:c1")
+    assert cohort_rule["observed"] == pytest.approx(-0.3) and cohort_rule["paired_n"] == 10
+    by_kind = next(m for m in s["slices"]["kind"]["representative"]["metrics"] if m["metric"] == "judge_pass_rate")
+    assert by_kind["candidate"]["value"] == 0.7 and by_kind["judge"]["status"] == "uncalibrated"
+    # The cohort's FAIL test joins the family: every judge hypothesis is counted by Holm.
+    assert s["verdict"]["familywise"]["hypotheses"] >= 2
+    assert not any(r["rule"] == "pairwise_net_loss" for r in s["verdict"]["rules"])  # no pairwise check
+
+
+def test_a_resumed_compare_reuses_journaled_judge_answers(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = judge_behaviour(fallback=_variants({}))
+    b, c = _project(tmp_path, openai_server, n=4, expect=[{"rubric": {"criteria": "correct"}}])
+    run = tmp_path / "run"
+    api.compare(api.load_project(b, c), run_dir=run, cache="off")
+    assert openai_server.count == 16
+    (run / "summary.json").unlink()  # an interrupted run: every call journaled, no outputs
+    api.compare(api.load_project(b, c), run_dir=run, cache="off", resume=True)
+    assert openai_server.count == 16
+    assert json.loads((run / "summary.json").read_text())["judges"]["rubric"]["judgments"] == 8
+
+
+def test_judge_reasons_are_untrusted_text_in_every_report(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    evil = "<script>alert('judge')</script> | **bold** & </td>"
+    fallback = _variants({})
+
+    def behave(req: dict[str, Any], n: int) -> Reply:
+        if "<reply>" in last_user_text(req):
+            return Reply(content=json.dumps({"reason": evil, "verdict": "fail"}))
+        return fallback(req, n)
+
+    openai_server.behaviour = behave
+    b, c = _project(tmp_path, openai_server, n=2, expect=[{"rubric": {"criteria": "correct"}}])
+    _compare(b, c, tmp_path / "run")
+    html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in html and "</td>\"" not in html
+    rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert rows[0]["score"]["judges"][0]["reason"] == evil  # stored as said, escaped where shown
