@@ -20,10 +20,11 @@ rules *may* PASS and whether they *may* FAIL, with the reason a reviewer reads:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from evalrun.judging.agreement import BinaryAgreement, CategoricalAgreement, Estimate
-from evalrun.judging.preference import PositionBias
+if TYPE_CHECKING:  # annotations only: a project validating its judge: block never loads numpy
+    from evalrun.judging.agreement import BinaryAgreement, CategoricalAgreement, Estimate
+    from evalrun.judging.preference import PositionBias
 
 __all__ = ["Reliability", "ReliabilityPolicy", "pairwise_reliability", "rubric_reliability"]
 

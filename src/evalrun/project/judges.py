@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from evalrun.errors import UserInputError
-from evalrun.judging.calibration import BUNDLED_CALIBRATION, CalibrationSet, load_calibration
-from evalrun.judging.prompting import JudgeTemplate, load_template
 from evalrun.judging.spec import (
     JUDGE_CHECKS,
     JudgeSettings,
@@ -28,6 +26,10 @@ from evalrun.judging.spec import (
     resolve_judge,
 )
 from evalrun.project.yamlio import resolve_inside
+
+if TYPE_CHECKING:
+    from evalrun.judging.calibration import CalibrationSet
+    from evalrun.judging.prompting import JudgeTemplate
 
 __all__ = ["BUNDLED", "CaseJudge", "JudgeSetup", "is_judge_check", "load_judge_setup", "parse_case_judges"]
 
@@ -131,6 +133,9 @@ def load_judge_setup(settings: JudgeSettings | None, *, suite_file: Path, root: 
     """The suite's judge with its templates compiled and its calibration set read (None: no judge)."""
     if settings is None:
         return None
+    from evalrun.judging.calibration import BUNDLED_CALIBRATION, load_calibration
+    from evalrun.judging.prompting import load_template
+
     base = suite_file.resolve().parent
 
     def inside(rel: str, field: str) -> Path:
