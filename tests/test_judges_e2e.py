@@ -390,3 +390,67 @@ def test_judge_reasons_are_untrusted_text_in_every_report(tmp_path: Path, openai
     assert "<script>alert" not in html and "</td>\"" not in html
     rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert rows[0]["score"]["judges"][0]["reason"] == evil  # stored as said, escaped where shown
+
+
+def test_shards_judge_their_own_cases_and_merge_equals_the_whole_run(tmp_path: Path,
+                                                                     openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = judge_behaviour(fallback=_variants(_regressed_candidate()))
+    expect = [{"rubric": {"criteria": "correct"}}, {"pairwise": {"criteria": "better"}}]
+    b, c = _project(tmp_path, openai_server, n=10, expect=expect)
+    full = api.compare(api.load_project(b, c), run_dir=tmp_path / "full", cache="off")
+    shards = [tmp_path / f"s{i}" for i in (1, 2, 3)]  # c00..c09 hash into 2, 2 and 6 cases
+    for i, shard in enumerate(shards, start=1):
+        api.compare(api.load_project(b, c, shard=(i, 3)), run_dir=shard, cache="off")
+    calls = openai_server.count
+    merged = api.merge(shards, tmp_path / "merged")
+    assert openai_server.count == calls  # merging judges nothing again
+    for name in ("judge_pass_rate", "pairwise_net"):
+        a, m = _metric(full.summary, name), _metric(merged.summary, name)
+        assert (a["delta"], a["delta_ci"], a["judge"]["p_value"]) == (m["delta"], m["delta_ci"], m["judge"]["p_value"])
+    assert merged.summary["judges"]["rubric"] == full.summary["judges"]["rubric"]
+    assert (tmp_path / "merged" / "judge" / "journal.jsonl").exists()
+
+
+def test_responses_cache_answers_repeated_judge_requests(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = judge_behaviour(fallback=_variants({}))
+    b, c = _project(tmp_path, openai_server, n=3, expect=[{"rubric": {"criteria": "correct"}}])
+    cache = tmp_path / "cache"
+    api.compare(api.load_project(b, c), run_dir=tmp_path / "one", cache_path=cache)
+    assert openai_server.count == 12
+    again = api.compare(api.load_project(b, c), run_dir=tmp_path / "two", cache_path=cache)
+    assert openai_server.count == 12  # variant and judge answers all from the cache
+    assert again.summary["judges"]["usage"]["run"]["cached"] == 6
+
+
+def test_estimate_counts_the_judge_calls(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    from evalrun.analysis.estimate import estimate
+
+    files = {"evals/calibration.yaml": _calibration(10)}
+    b, c = _project(tmp_path, openai_server, n=5, expect=[{"rubric": {"criteria": "c"}}, {"pairwise": {"criteria": "c"}}],
+                    judge={"calibration": "calibration.yaml", "params": {"temperature": 0, "max_tokens": 100}},
+                    files=files)
+    est = estimate(api.load_project(b, c))
+    assert est.judge is not None
+    # 10 rubric judgments, 10 pairwise calls (both orders), 20 calibration rubric items.
+    assert est.judge.calls == 10 + 10 + 20
+    assert est.judge.max_completion_tokens == 40 * 100
+    assert est.judge.cost_status == "unpriced"
+    assert "judges: 40 calls" in est.text()
+    assert openai_server.count == 0
+
+
+def test_a_replaced_judge_template_is_used_and_checked_at_load(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    template = ("{% block user %}Grade this. Criteria: {{ criteria }}\n<reply>\n{{ output }}\n</reply>\n"
+                "Answer JSON.{% endblock %}")
+    broken = "{% block user %}{{ criteria }{% endblock %}"
+    b, c = _project(tmp_path / "bad", openai_server, n=1, expect=[{"rubric": {"criteria": "c"}}],
+                    judge={"rubric_template": "prompts/rubric.j2"}, files={"evals/prompts/rubric.j2": broken})
+    with pytest.raises(UserInputError, match=r"judge\.rubric_template"):
+        api.load_project(b, c)
+    openai_server.behaviour = judge_behaviour(fallback=_variants({}))
+    b, c = _project(tmp_path / "ok", openai_server, n=2, expect=[{"rubric": {"criteria": "the criteria"}}],
+                    judge={"rubric_template": "prompts/rubric.j2"}, files={"evals/prompts/rubric.j2": template})
+    s = _compare(b, c, tmp_path / "ok" / "run")
+    judge_prompts = [last_user_text(r) for r in openai_server.requests if "<reply>" in last_user_text(r)]
+    assert len(judge_prompts) == 4 and all(p.startswith("Grade this. Criteria: the criteria") for p in judge_prompts)
+    assert _metric(s, "judge_pass_rate")["candidate"]["value"] == 1.0

@@ -13,13 +13,14 @@ from typing import Any
 from evalrun.analysis.summary import SequentialVerdict, score, sort_results
 from evalrun.errors import CouldNotMeasureError, UserInputError
 from evalrun.execution.folder import RunFolder, new_run_dir, open_run_folder
-from evalrun.execution.judge_calls import check_judge_budget, run_judges
+from evalrun.execution.judge_calls import check_judge_budget, read_judge_calls, run_judges
 from evalrun.execution.manifest import Manifest, read_manifest, write_manifest
 from evalrun.execution.options import RunOptions
 from evalrun.execution.plan import plan_calls
 from evalrun.execution.run import run
 from evalrun.execution.store import (
     JOURNAL,
+    JUDGE_DIR,
     MANIFEST,
     SUMMARY,
     Journal,
@@ -170,7 +171,17 @@ def merge(run_dirs: Sequence[str | Path], out: str | Path) -> CompareOutcome:
         if missing:
             raise CouldNotMeasureError(
                 f"merged runs cover {len(merged)} of {len(plan_keys)} planned calls: a shard is missing or incomplete")
-        return write_outputs(project, out_dir, list(merged.values()), created)
+        calls = None
+        if project.judges is not None:
+            # Each shard judged its own cases: its judge journal comes along, nothing is judged again.
+            calls = read_judge_calls(project, [Path(rd) for rd in run_dirs], list(merged.values()))
+            (out_dir / JUDGE_DIR).mkdir(exist_ok=True)
+            judge_journal = Journal(out_dir / JUDGE_DIR / JOURNAL)
+            try:
+                judge_journal.append_many(calls.all_results())
+            finally:
+                judge_journal.close()
+        return write_outputs(project, out_dir, list(merged.values()), created, judge_calls=calls)
 
 
 def rescore(run_dir: str | Path, options: RunOptions | None = None) -> CompareOutcome:

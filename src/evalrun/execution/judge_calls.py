@@ -56,6 +56,7 @@ __all__ = [
     "final_answers",
     "judge_tasks",
     "output_text",
+    "read_judge_calls",
     "run_judges",
 ]
 
@@ -473,15 +474,21 @@ def _make_judge_calls(project: Project, jdir: Path, todo: list[PlannedCall], hit
     return fresh
 
 
-def read_judge_calls(project: Project, run_dir: Path, results: Sequence[CallResult]) -> JudgeCalls:
-    """The judge calls of a finished run, read back from its journal (no call made)."""
+def read_judge_calls(project: Project, run_dirs: Sequence[Path], results: Sequence[CallResult]) -> JudgeCalls:
+    """The judge calls of runs, read back from their judge journals (no call made): what
+    ``merge`` combines from shard folders. An answer wins over an error for the same call."""
     tasks = judge_tasks(project, results)
-    stored = {r.identity: r for r in read_journals(run_dir / JUDGE_DIR)} if (run_dir / JUDGE_DIR).is_dir() else {}
+    stored: dict[str, CallResult] = {}
+    for rd in run_dirs:
+        if (rd / JUDGE_DIR).is_dir():
+            for r in read_journals(rd / JUDGE_DIR):
+                if r.identity not in stored or (r.ok and not stored[r.identity].ok):
+                    stored[r.identity] = r
     made: list[JudgeTask] = []
     level = tasks
     while level:
         made += level
         level = [retried(t) for t in level
-                 if (r := stored.get(t.planned.identity)) is not None and _needs_retry(t, r)]
+                 if (row := stored.get(t.planned.identity)) is not None and _needs_retry(t, row)]
     return JudgeCalls(made, {t.planned.identity: stored[t.planned.identity] for t in made
                              if t.planned.identity in stored})
