@@ -315,7 +315,7 @@ def _append_step_summary(md: Path | None) -> None:
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 def rescore(run_dir: str) -> None:
-    """Re-apply the (changed) checks to a run's stored outputs; no model is called."""
+    """Re-apply the (changed) checks to a run's stored outputs; only changed judge requests are made."""
     from evalrun import api
 
     try:
