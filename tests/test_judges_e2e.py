@@ -454,3 +454,22 @@ def test_a_replaced_judge_template_is_used_and_checked_at_load(tmp_path: Path, o
     judge_prompts = [last_user_text(r) for r in openai_server.requests if "<reply>" in last_user_text(r)]
     assert len(judge_prompts) == 4 and all(p.startswith("Grade this. Criteria: the criteria") for p in judge_prompts)
     assert _metric(s, "judge_pass_rate")["candidate"]["value"] == 1.0
+
+
+def test_judge_samples_and_a_scaled_rubric(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    outputs = {"candidate": {"c00": f"answer {marker('score=3')}", "c01": f"answer {marker('score=4')}"}}
+    openai_server.behaviour = judge_behaviour(fallback=_variants(outputs))
+    b, c = _project(tmp_path, openai_server, n=3,
+                    expect=[{"rubric": {"criteria": "helpful", "scale": 5, "pass_threshold": 4, "samples": 3,
+                                        "judge": {"params": {"temperature": 0.7}}}}])
+    s = _compare(b, c, tmp_path / "run")
+    # 6 variant calls; each output judged 3 times (distinct requests: the sample salt differs).
+    assert openai_server.count == 6 + 6 * 3
+    assert s["judges"]["rubric"]["judgments"] == 18
+    rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    by = {(r["case_id"], r["side"]): r["score"] for r in rows}
+    assert by[("c00", "candidate")]["judge_pass"] == 0.0  # score 3 < threshold 4
+    assert by[("c01", "candidate")]["judge_pass"] == 1.0  # score 4 passes
+    entry = by[("c00", "candidate")]["judges"][0]
+    assert (entry["verdict"], entry["score"], entry["judgments"], entry["passed"]) == ("fail", 3, 3, 0)
+    assert by[("c02", "baseline")]["judges"][0]["score"] == 5  # a pass marker on a scale: the top score

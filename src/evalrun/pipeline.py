@@ -67,6 +67,9 @@ def compare_sequential(project: Project, run_dir: str | Path | None = None, opti
     from evalrun.watch import stage1
 
     opts = dataclasses.replace(options or RunOptions(), workers=1)
+    if project.judges is not None and opts.log is not None:
+        opts.log("evalrun: warning: compare --sequential does not run judge checks; their rules are not applicable "
+                 "in this run (run compare without --sequential to judge)")
     cfg = project.suite.config
     kinds = {c.id: c.kind for c in project.cases}
     order = stage1.sequential_order([c.id for c in project.cases], kinds, cfg.seed)
