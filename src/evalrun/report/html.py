@@ -341,6 +341,26 @@ def _metric_notes(m: MetricResult) -> list[str]:
             notes.append(f"{fmt.count(m.excluded)} case(s) excluded from the ratio (no value on one side)")
         if m.note:
             notes.append(_s(m.note, 300))
+    judge = getattr(m, "judge", None)
+    if isinstance(judge, dict):
+        notes += _judge_notes(judge)
+    return notes
+
+
+def _judge_notes(judge: dict[str, Any]) -> list[str]:
+    """What a judge-graded metric's numbers are: corrected or not, and the judge's standing."""
+    notes: list[str] = []
+    if judge.get("corrected"):
+        sides = "; ".join(
+            f"{side} corrected {fmt.pct((judge.get(f'{side}_corrected') or {}).get('value'))} "
+            f"{fmt.rate_ci((judge.get(f'{side}_corrected') or {}).get('ci'))}".rstrip() for side in SIDES)
+        notes.append(f"corrected for the judge's error rates (J = {judge.get('youden', 0):.2f}): observed change "
+                     f"{fmt.pts(judge.get('observed_delta'))} {fmt.pts_ci(judge.get('observed_ci'))}; {sides} "
+                     "(each side held within 0–100 %, so their gap can differ from the corrected change)")
+    elif "corrected" in judge:
+        notes.append("the judge is not calibrated: observed judge rates, not corrected")
+    if judge.get("reason"):
+        notes.append(_s(f"judge {judge.get('status')}: {judge.get('reason')}", 600))
     return notes
 
 
