@@ -49,4 +49,3 @@ def estimate(project: Project) -> Estimate:
     costs = cost_estimate(project, plan_calls(project, with_keys=False))
     return Estimate(costs.sides, costs.per_call_max_usd, costs.costs, power=suite_power(project),
                     judge=judge_estimate(project))
-
