@@ -154,8 +154,8 @@ def _latency_measurement(lm: Mapping[str, Any] | None) -> list[str]:
 
 def _judges(block: dict[str, Any] | None) -> list[str]:
     """One line per judge kind: calibrated or not, and what its rule may decide."""
-    if not block:
-        return []
+    if not block or not any(isinstance(block.get(k), dict) for k in ("rubric", "pairwise")):
+        return []  # no judge model graded anything (similar checks are checks of the output)
     model = md_cell((block.get("judge") or {}).get("model"), 80)
     source = (block.get("calibration") or {}).get("source")
     head = f"**Judges** ({model}; " + (f"calibration set {md_cell(source, 80)})" if source
