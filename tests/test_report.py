@@ -255,7 +255,7 @@ class TagCollector(HTMLParser):
 
 
 ALLOWED_TAGS = {
-    "html", "head", "meta", "title", "style", "body", "nav", "a", "main", "header", "div", "h1", "h2", "h3",
+    "html", "head", "article", "b", "meta", "title", "style", "body", "nav", "a", "main", "header", "div", "h1", "h2", "h3",
     "h4", "span", "ul", "li", "p", "dl", "dt", "dd", "section", "table", "thead", "tbody", "tr", "th", "td",
     "br", "pre", "details", "summary", "svg", "line", "rect", "circle", "polygon", "text", "form", "label",
     "select", "option", "input", "noscript", "script",

@@ -210,7 +210,7 @@ def inspect_html(html: str) -> dict[str, Any]:
     allowed = {"html", "head", "meta", "title", "style", "body", "nav", "a", "main", "header", "div", "h1", "h2",
                "h3", "h4", "span", "p", "ul", "li", "dl", "dt", "dd", "section", "table", "thead", "tbody", "tr",
                "th", "td", "pre", "details", "summary", "br", "noscript", "form", "label", "select", "option",
-               "input", "script", "svg", "g", "rect", "line", "text", "path", "polyline", "circle", "tspan",
+               "input", "script", "svg", "g", "rect", "line", "text", "path", "polyline", "circle", "tspan", "article",
                "b", "small", "code", "strong", "em", "caption", "col", "colgroup", "abbr", "polygon", "defs",
                "pattern", "clippath", "ellipse"}
     for tag, attrs in parser.tags:
