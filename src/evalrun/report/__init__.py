@@ -20,11 +20,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "md_cell",
-    "rewrite_summary_md",
     "render_html",
     "render_junit",
     "render_markdown",
     "render_terminal",
+    "rewrite_summary_md",
     "strip_control",
     "terminal_safe",
     "write_reports",

@@ -194,6 +194,8 @@ def rule_name(rule: RuleResult) -> str:
 
 
 def _title(rule: RuleResult, m: MetricResult | None) -> str:
+    if rule.rule.startswith("label_"):
+        return f"Label {_text(rule.rule.removeprefix('label_'), 100)}"
     name = rule_name(rule)
     name = name[:1].upper() + name[1:]
     if rule.scope.startswith("cohort:"):
@@ -222,7 +224,7 @@ def _rule_line(summary: Summary, rule: RuleResult) -> RuleLine:
         baseline=fmt.metric_side(m, "baseline", with_ci=False) if has_values and m is not None else "",
         candidate=fmt.metric_side(m, "candidate", with_ci=False) if has_values and m is not None else "",
         change=fmt.rule_observed(rule) if has_values else "",
-        allowed=fmt.rule_margin(rule),
+        allowed="" if fmt.rule_margin(rule) == "—" else fmt.rule_margin(rule),
         worse=worse,
         better=better,
         evidence=_evidence(rule),
@@ -240,6 +242,15 @@ def _passed_text(summary: Summary, rule: RuleResult) -> str:
     if m is None or fmt.finite(rule.observed) is None:
         return name
     return f"{name} {fmt.rule_observed(rule).split(' [')[0]}"
+
+
+def _not_measured(summary: Summary, rule: RuleResult) -> str:
+    """A not-applicable rule's name, with "(unpriced)" when a side's cost is unknown."""
+    name = rule_name(rule) if rule.scope == "overall" else f"{rule_name(rule)} [{_text(rule.scope, 60)}]"
+    m = _metric_for(summary, rule)
+    if isinstance(m, RatioMetric) and any("unpriced" in v for v in (m.cost_status or {}).values()):
+        name += " (unpriced)"
+    return name
 
 
 def _is_label_rule(rule: RuleResult) -> bool:
@@ -295,9 +306,9 @@ def _examples(summary: Summary, rows: Iterable[Mapping[str, Any]], deciding: Seq
     ranked = []
     for f in regressions:
         samples = calls.get(f.case_id) or {}
-        pick = next((s for n, s in sorted(samples.items())
-                     if ((s.get("candidate") or {}).get("score") or {}).get("passed") is False),
-                    samples.get(min(samples)) if samples else {})
+        failed = [s for _, s in sorted(samples.items())
+                  if ((s.get("candidate") or {}).get("score") or {}).get("passed") is False]
+        pick: Mapping[str, Mapping[str, Any]] = failed[0] if failed else (samples[min(samples)] if samples else {})
         cand_score = (pick.get("candidate") or {}).get("score") or {}
         hits = tuple(_short(name, name) for name, _ in metrics if _bad_on(name, cand_score))
         weight = sum(2 if status == "fail" else 1 for name, status in metrics if _bad_on(name, cand_score))
@@ -416,15 +427,18 @@ def digest(summary: Summary, rows: Iterable[Mapping[str, Any]] = (), *, max_exam
                       key=lambda r: (_VERDICT_ORDER[r.status], r.scope != "overall"))
     labels = [r for r in rules if _is_label_rule(r)]
     passed = tuple(_passed_text(summary, r) for r in rules if r.status == "pass" and not _is_label_rule(r))
-    na = tuple(rule_name(r) if r.scope == "overall" else f"{rule_name(r)} [{_text(r.scope, 60)}]"
-               for r in rules if r.status == "not_applicable")
+    na_rules = [r for r in rules if r.status == "not_applicable"]
+    na = [_not_measured(summary, r) for r in na_rules if r.scope == "overall"]
+    scoped = len(na_rules) - len(na)
+    if scoped:
+        na.append(f"{scoped} cohort rule{'s' if scoped != 1 else ''}")
     slice_metrics = tuple(m.name for m in catalogue.METRICS if m.slice_label and m.kind == "rate")
     cohorts = _cohorts(summary, slice_metrics)
     return Digest(
         deciding=tuple(_rule_line(summary, r) for r in deciding),
         passed=passed,
         labels_ok=all(r.status == "pass" for r in labels) if labels else None,
-        not_applicable=na,
+        not_applicable=tuple(na),
         regressions=len(summary.flips.regressions),
         improvements=len(summary.flips.improvements),
         examples=_examples(summary, rows, deciding, max_examples, example_chars),

@@ -16,8 +16,8 @@ block or start markdown. The comment stays under GitHub's 65,536-character limit
 from __future__ import annotations
 
 import html
-from dataclasses import replace
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -84,7 +84,7 @@ def _header(summary: Summary) -> list[str]:
 
 
 def _rule_row(r: RuleLine) -> str:
-    worse = "" if r.worse is None else f"{r.worse} / {'?' if r.better is None else r.better}"
+    worse = "" if r.worse is None else f"{r.worse} worse" + ("" if r.better is None else f", {r.better} better")
     if r.change:
         values, change = f"{r.baseline} → {r.candidate}", r.change
     else:
@@ -96,8 +96,8 @@ def _rule_row(r: RuleLine) -> str:
 def _rules(d: Digest, confidence: Any) -> list[str]:
     lines: list[str] = []
     if d.deciding:
-        lines += [f"| | Rule | Baseline → candidate | Change [{fmt.pct(confidence, 0)} interval] | Allowed "
-                  "| Cases worse / better | Evidence |",
+        lines += [f"| | Rule | Baseline → candidate | {md_cell(f'Change [{fmt.pct(confidence, 0)} interval]')} "
+                  "| Allowed | Cases | Evidence |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += [_rule_row(r) for r in d.deciding[:MAX_RULE_ROWS]]
         if len(d.deciding) > MAX_RULE_ROWS:
