@@ -873,3 +873,29 @@ def test_rule_evidence_and_warnings_reach_every_output(built: dict[str, Any], tm
     junit = render_junit(summary)
     assert flipped in junit and "p (Holm-adjusted)" in junit
     assert any(flipped in line for line in github_annotations(summary) if line.startswith("::warning"))
+
+
+def test_compare_links_the_pr_comment_to_the_report_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--report-url / $EVALRUN_REPORT_URL: the link lands in summary.md; a bad one stops before any call."""
+    from click.testing import CliRunner
+
+    from evalrun import cli
+    from evalrun.testing import FakeProvider, fake_response, serving
+    from projectkit import case, variant, write_project
+
+    b, c = write_project(tmp_path, cases=[case(f"q{i}") for i in range(4)],
+                         baseline=variant("baseline", api_base="http://127.0.0.1:9"),
+                         candidate=variant("candidate", api_base="http://127.0.0.1:9"))
+    provider = FakeProvider(lambda request: fake_response("fine"))
+    url = "https://github.com/o/r/actions/runs/42#artifacts"
+    with serving(provider, "openai/"):
+        bad = CliRunner().invoke(cli.main, ["compare", str(b), str(c), "--out", str(tmp_path / "bad"), "--no-cache",
+                                            "--quiet", "--report-url", "javascript:alert(1)"])
+        assert bad.exit_code == 2 and "not an http(s) URL" in bad.stderr
+        assert provider.count == 0 and not (tmp_path / "bad" / "summary.md").exists()
+        monkeypatch.setenv("EVALRUN_REPORT_URL", url)
+        ok = CliRunner().invoke(cli.main, ["compare", str(b), str(c), "--out", str(tmp_path / "run"), "--no-cache",
+                                           "--quiet"])
+    assert ok.exit_code in (0, 3), ok.stderr
+    md = (tmp_path / "run" / "summary.md").read_text(encoding="utf-8")
+    assert md.rstrip().endswith(f"[Full report (report.html)]({url})")
