@@ -214,7 +214,7 @@ def render_markdown(summary: Summary | Mapping[str, Any], rows: Iterable[Mapping
     d = digest(typed, rows, example_chars=EXAMPLE_CHARS)
     footer = [f"[Full report (report.html)]({link})" if link else FOOTER]
     calls = _calls(typed.calls)
-    tail = ["", *([calls] if calls else []), *footer]
+    tail = ["", *([calls, ""] if calls else []), *footer]
     head = [*_header(typed), "", *_rules(d, typed.run.confidence), *_cohorts(d)]
     head += _warnings(typed.verdict.warnings)
     text = ""
