@@ -214,7 +214,10 @@ def render_markdown(summary: Summary | Mapping[str, Any], rows: Iterable[Mapping
     d = digest(typed, rows, example_chars=EXAMPLE_CHARS)
     footer = [f"[Full report (report.html)]({link})" if link else FOOTER]
     calls = _calls(typed.calls)
-    tail = ["", *([calls, ""] if calls else []), *footer]
+    # The client's own overhead is this machine's cost (in the report); only what weakens
+    # the latency comparison reaches the comment.
+    notes = [f"Latency caveat: {md_cell(n, 300)}." for n in (typed.latency_measurement or {}).get("notes") or []]
+    tail = ["", *([calls] if calls else []), *notes, "", *footer]
     head = [*_header(typed), "", *_rules(d, typed.run.confidence), *_cohorts(d)]
     head += _warnings(typed.verdict.warnings)
     text = ""
