@@ -269,6 +269,13 @@ def test_no_horizontal_page_scroll(browser: Any, review_runs: dict[str, Path], f
             width,
         )
         assert escaping == []
+        # ...and a table keeps readable columns rather than squeezing words to a letter a line.
+        narrow = page.evaluate(
+            """() => [...document.querySelectorAll('main table td:first-child')]
+                 .filter(td => td.textContent.trim().length > 3 && td.getBoundingClientRect().width < 48)
+                 .map(td => td.textContent.trim().slice(0, 20))"""
+        )
+        assert narrow == []
         watch.assert_clean()
     finally:
         page.context.close()
