@@ -127,7 +127,10 @@ def test_uncalibrated_rubric_and_pairwise_numbers_through_the_gate(tmp_path: Pat
     html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert 'id="judges"' in html and "Uncalibrated" in html
     md = (tmp_path / "run" / "summary.md").read_text(encoding="utf-8")
-    assert "| judge_pass_rate |" in md and "| pairwise_net_loss |" in md
+    assert "| INCONCLUSIVE | Judge pass rate | 100.0% → 70.0% |" in md and "| INCONCLUSIVE | Pairwise net |" in md
+    assert "**Judges** (openai/judge-model; uncalibrated" in md
+    note = (tmp_path / "run" / "rollout_note.md").read_text(encoding="utf-8")
+    assert "judge pass rate (live traffic is not judged" in note
 
 
 def _calibration(n: int) -> str:
