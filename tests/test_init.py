@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 import evalrun
-
 from evalrun.errors import UserInputError
 from evalrun.project.config import DEFAULT_RULES, VERSION_LABELS, load_suite
 from evalrun.project.fingerprint import label_audit

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 import evalrun
-
 from evalrun.errors import MissingExtraError, UserInputError
 from evalrun.providers import local
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse

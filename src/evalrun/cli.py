@@ -64,13 +64,28 @@ def entry() -> None:
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @click.option("--suite", type=click.Path(dir_okay=False), help="Suite file (overrides `suite:` in the configs).")
 def validate(baseline: str, candidate: str, suite: str | None) -> None:
-    """Check configs, cases, schemas, regexes, checks and templates without calling a model."""
+    """Check configs, cases, templates, model strings, key variables and version labels; no model call.
+
+    Exit 2 when a file needs fixing (including a hidden edit the gate would fail on), 4 when
+    only the environment is missing something (a key variable, an install extra), else 0.
+    """
     from evalrun.project.loader import load_project
+    from evalrun.project.preflight import offline_problems
+    from evalrun.secrets import scrub_known
 
     try:
         project = load_project(baseline, candidate, suite)
     except EvalrunError as exc:
         _fail(exc)
+    problems = offline_problems(project)
+    for p in problems:
+        word = "warning" if p.severity == "warning" else "error"
+        click.echo(f"evalrun: {word}: {scrub_known(p.line())}", err=True)
+    severities = {p.severity for p in problems}
+    if "config" in severities:
+        sys.exit(int(ExitCode.CONFIG_ERROR))
+    if "environment" in severities:
+        sys.exit(int(ExitCode.COULD_NOT_MEASURE))
     n = len(project.cases)
     kinds = sorted({c.kind for c in project.cases})
     cohorts = sorted({c.cohort for c in project.cases})
@@ -133,9 +148,11 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
     run_dir: Path | None = None
     try:
         project = api.load_project(baseline, candidate, suite, aa_mode=aa, shard=_parse_shard(shard_spec))
-        if mode != "replay":
-            api.check_environment(project)
         progress = Progress(len(project.cases) * project.suite.config.samples * 2, quiet=quiet)
+        if mode != "replay":
+            api.check_model_strings(project)
+            api.check_environment(project)
+        _warn_hidden_edits(project, progress.message)
         options = api.RunOptions(resume=resume_dir is not None, max_cost=max_cost, cache=mode,
                                  cache_dir=Path(cache_dir) if cache_dir else None, workers=workers,
                                  progress=progress, log=progress.message)
@@ -167,7 +184,29 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
         sys.exit(int(ExitCode.INTERRUPTED))
     _print_outcome(outcome.summary, outcome.files, outcome.run_dir, fmt)
     _append_step_summary(outcome.files.get("summary_md"))
+    if outcome.exit_code == ExitCode.COULD_NOT_MEASURE:
+        _print_error_digest(outcome.run_dir)
     sys.exit(outcome.exit_code)
+
+
+def _print_error_digest(run_dir: Path) -> None:
+    """Why the run could not measure: the commonest error kinds with a message each (stderr)."""
+    from evalrun import api
+    from evalrun.analysis.error_digest import render_digest
+    from evalrun.report.sanitize import terminal_safe
+    from evalrun.secrets import scrub_known
+
+    for line in render_digest(api.error_digest(run_dir)):
+        click.echo(terminal_safe(scrub_known(line)), err=True)
+
+
+def _warn_hidden_edits(project: Any, say: Any) -> None:
+    """Say before the first call what the gate will fail on whatever the outputs."""
+    from evalrun.project.preflight import offline_problems
+
+    for p in offline_problems(project):
+        if p.severity == "config":
+            say(f"evalrun: warning: {p.line()}")
 
 
 def _print_outcome(summary: dict[str, Any], files: dict[str, Path], run_dir: Path, fmt: str) -> None:

@@ -1,0 +1,196 @@
+"""The first hour of a new user: each typical mistake stops early with its cause on the terminal.
+
+Preflight (a wrong key, a model the server does not know), provider typos and hidden edits
+caught by ``validate`` without a call, the error digest when errors exceed
+``max_error_rate``, and the progress line's ETA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from tests.support.openai_server import OpenAIServer, Reply
+
+from evalrun.cli import main
+from evalrun.execution.progress import Progress, format_eta
+from evalrun.providers.model_strings import check_model_string
+from evalrun.records import CallResult
+from projectkit import case, variant, write_project
+
+KEY_ENV = "EVALRUN_FIRST_HOUR_KEY"
+KEY = "sk-first-hour-secret-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def _project(tmp_path: Path, server: OpenAIServer | None, *, n: int = 8, base_model: str = "openai/fh-base",
+             cand_model: str = "openai/fh-cand", suite: dict[str, Any] | None = None,
+             cand_extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    api_base = server.base_url if server is not None else "http://127.0.0.1:9/v1"
+    common = {"api_base": api_base, "api_key_env": KEY_ENV, "timeout_s": 5, "params": {"max_tokens": 20}}
+    base = variant("baseline", model=base_model, **common)
+    cand = variant("candidate", model=cand_model, **common, **(cand_extra or {}))
+    cand["versions"]["model_version"] = "m2"
+    cases = [case(f"c{i:02d}") for i in range(n)]
+    return write_project(tmp_path, cases=cases, baseline=base, candidate=cand, suite=suite)
+
+
+def _compare(b: Path, c: Path, tmp_path: Path) -> Any:
+    return CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(tmp_path / "run"), "--no-cache"])
+
+
+def _by_model(server: OpenAIServer) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in server.requests:
+        counts[r["model"]] = counts.get(r["model"], 0) + 1
+    return counts
+
+
+@pytest.mark.network
+def test_wrong_key_stops_at_the_preflight_with_the_providers_message(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    def behaviour(req: dict[str, Any], n: int) -> Reply:
+        if req["model"] == "fh-cand":  # the server echoes the key, as OpenAI's does (masked there)
+            return Reply(status=401, error_message=f"Incorrect API key provided: {KEY}.", error_type="invalid_request_error")
+        return Reply(content="fine")
+
+    openai_server.behaviour = behaviour
+    b, c = _project(tmp_path, openai_server)
+    result = _compare(b, c, tmp_path)
+    assert result.exit_code == 4, result.output
+    assert "preflight: the first candidate call to openai/fh-cand" in result.stderr
+    assert "(auth)" in result.stderr and "Incorrect API key provided" in result.stderr
+    assert "check the key in the variable the config's api_key_env names" in result.stderr
+    assert KEY not in result.output + result.stderr
+    counts = _by_model(openai_server)
+    assert counts.get("fh-cand") == 1  # one attempt: a 401 is never retried
+    assert counts.get("fh-base", 0) <= 1  # at most the baseline's own preflight: its other 7 calls never made
+
+
+@pytest.mark.network
+def test_model_not_found_stops_at_the_preflight(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    def behaviour(req: dict[str, Any], n: int) -> Reply:
+        if req["model"] == "fh-base":
+            return Reply(status=404, error_message="The model `fh-base` does not exist", error_type="invalid_request_error",
+                         error_code="model_not_found")
+        return Reply(content="fine")
+
+    openai_server.behaviour = behaviour
+    b, c = _project(tmp_path, openai_server)
+    result = _compare(b, c, tmp_path)
+    assert result.exit_code == 4, result.output
+    assert "preflight: the first baseline call to openai/fh-base" in result.stderr
+    assert "does not exist" in result.stderr and "(bad_request)" in result.stderr
+    assert _by_model(openai_server).get("fh-cand", 0) <= 1
+    assert openai_server.count <= 2
+
+
+@pytest.mark.network
+def test_a_healthy_run_is_not_stopped_and_shows_no_digest(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    b, c = _project(tmp_path, openai_server)
+    result = _compare(b, c, tmp_path)
+    assert result.exit_code in (0, 3), result.output
+    assert openai_server.count == 16
+    assert "preflight" not in result.stderr and "failed calls by kind" not in result.stderr
+
+
+def test_provider_typo_is_a_config_error_before_any_call(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    b, c = _project(tmp_path, openai_server, cand_model="opneai/fh-cand")
+    for command in ("validate", "compare"):
+        result = CliRunner().invoke(main, [command, str(b), str(c)])
+        assert result.exit_code == 2, (command, result.output)
+        assert "field model: unknown provider prefix 'opneai/' in 'opneai/fh-cand' (did you mean 'openai/'?)" in result.stderr
+    assert openai_server.count == 0
+
+
+@pytest.mark.parametrize(("model", "problem"), [
+    ("openai/gpt-4o-mini", None),
+    ("gpt-4o-mini", None),  # litellm infers the provider from its model map
+    ("hosted_vllm/my-model", None),
+    ("local/smollm2", None),  # an evalrun provider's string: its own business
+    ("opneai/gpt-4o-mini", "did you mean 'openai/'?"),
+    ("antrhopic/claude", "did you mean 'anthropic/'?"),
+    ("my-own-model", "has no provider prefix"),
+], ids=lambda v: str(v))
+def test_model_strings_are_checked_offline(model: str, problem: str | None) -> None:
+    found = check_model_string(model)
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_validate_checks_without_litellm(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    b, c = _project(tmp_path, None, cand_model="opneai/x")
+    code = ("import sys; from click.testing import CliRunner; from evalrun.cli import main; "
+            f"r = CliRunner().invoke(main, ['validate', {str(b)!r}, {str(c)!r}]); "
+            "assert r.exit_code == 2, r.output; assert 'litellm' not in sys.modules, 'litellm imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_validate_names_an_unset_key_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b, c = _project(tmp_path, None)
+    monkeypatch.delenv(KEY_ENV)
+    result = CliRunner().invoke(main, ["validate", str(b), str(c)])
+    assert result.exit_code == 4, result.output
+    assert f"field api_key_env: environment variable {KEY_ENV} is not set" in result.stderr
+    assert "ok:" not in result.output
+
+
+def test_validate_catches_a_hidden_retrieval_edit(tmp_path: Path) -> None:
+    b, c = _project(tmp_path, None, cand_extra={"retrieval": {"top_k": 8}})
+    result = CliRunner().invoke(main, ["validate", str(b), str(c)])
+    assert result.exit_code == 2, result.output
+    assert "field versions.retrieval_version: hidden edit: retrieval" in result.stderr
+    assert "bump versions.retrieval_version" in result.stderr
+
+
+def test_validate_says_ok_to_a_clean_project(tmp_path: Path) -> None:
+    b, c = _project(tmp_path, None)
+    result = CliRunner().invoke(main, ["validate", str(b), str(c)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: 8 cases") and result.stderr == ""
+
+
+@pytest.mark.network
+def test_errors_above_tolerance_show_their_kinds_and_a_message(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    seen: set[str] = set()
+
+    def behaviour(req: dict[str, Any], n: int) -> Reply:
+        first = req["model"] not in seen
+        seen.add(req["model"])
+        if req["model"] == "fh-cand" and not first:
+            return Reply(status=503, error_message="upstream overloaded, try later")
+        return Reply(content="fine")
+
+    openai_server.behaviour = behaviour
+    b, c = _project(tmp_path, openai_server)
+    result = _compare(b, c, tmp_path)
+    assert result.exit_code == 4, result.output
+    assert "COULD_NOT_MEASURE" in result.stdout
+    lines = result.stderr.splitlines()
+    head = lines.index("failed calls by kind (after retries):")
+    assert lines[head + 1].split() == ["server_error", "7", "(baseline", "0,", "candidate", "7)"]
+    assert "e.g. candidate case" in lines[head + 2] and "upstream overloaded" in lines[head + 2]
+
+
+def test_progress_line_shows_an_eta_from_fresh_calls() -> None:
+    import io
+
+    now = [100.0]
+    stream = io.StringIO()
+    progress = Progress(10, stream=stream, interval_s=0.0, clock=lambda: now[0])
+    progress(CallResult(case_id="c0", side="baseline", sample=0, model="m", cached=True))
+    assert "ETA" not in progress.line()  # cache hits say nothing about the rate
+    for i in range(1, 5):
+        now[0] += 2.0
+        progress(CallResult(case_id=f"c{i}", side="candidate", sample=0, model="m"))
+    # 4 fresh calls over 6 s since the first: 2 s each; 5 calls left -> 10 s
+    assert progress.line().endswith("ETA 10s")
+    assert [format_eta(s) for s in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
