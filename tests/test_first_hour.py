@@ -194,3 +194,33 @@ def test_progress_line_shows_an_eta_from_fresh_calls() -> None:
     # 4 fresh calls over 6 s since the first: 2 s each; 5 calls left -> 10 s
     assert progress.line().endswith("ETA 10s")
     assert [format_eta(s) for s in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
+
+
+def _template_project(tmp_path: Path, *, user: str = "{{ question }}", system: str = "Be brief.",
+                      policy: dict[str, Any] | None = None, second_case_vars: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    cand = variant("candidate", prompt={"system": system, "user": user}, policy=policy or {"refuse_harmful": True})
+    base = variant("baseline", policy=policy or {"refuse_harmful": True})
+    cases = [case("c00"), case("c01", vars=second_case_vars or {"question": "q"})]
+    return write_project(tmp_path, cases=cases, baseline=base, candidate=cand)
+
+
+@pytest.mark.parametrize(("kw", "line"), [
+    ({"user": "{{ questoin }}"},
+     "evals/candidate.yaml: field prompt.user: 'questoin' is undefined (rendering case c00): did you mean 'question'? (fix the template)"),
+    ({"system": "Tone: {{ policy.tone }}"},
+     "evals/candidate.yaml: field prompt.system: policy.tone is undefined: policy: in this file has refuse_harmful; "
+     "add tone: under policy: (and bump versions.policy_version), or fix the template"),
+    ({"system": "{% if policy.refuse_harmfull %}Refuse harm.{% endif %}"},
+     "did you mean 'refuse_harmful'?"),
+    ({"user": "{{ question }} {{ context }}"},
+     "evals/candidate.yaml: field prompt.user: 'context' is undefined (rendering case c00): no case defines it: "
+     "add context to the cases' vars, or remove it from the template"),
+    ({"user": "{{ question }} {{ context }}", "second_case_vars": {"question": "q", "context": "ctx"}},
+     "cases/cases.yaml: case c00: field vars: 'context' is undefined: template prompt.user of "),
+], ids=["typo", "policy-key-missing", "policy-key-typo", "no-case-has-it", "this-case-lacks-it"])
+def test_template_errors_blame_where_the_fix_belongs(tmp_path: Path, kw: dict[str, Any], line: str) -> None:
+    b, c = _template_project(tmp_path, **kw)
+    result = CliRunner().invoke(main, ["validate", str(b), str(c)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1
+    assert line in result.stderr.replace(str(tmp_path) + "/", "")

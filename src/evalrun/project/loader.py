@@ -85,7 +85,8 @@ def load_project(
     files = discover_case_files(s.config.cases, base_dir=s.base_dir, suite_file=suite_path, root=root)
     cases = load_cases(files)
     compile_case_expectations(cases)
-    renderers = {"baseline": PromptRenderer(b), "candidate": PromptRenderer(c)}
+    suite_vars = {name for case in cases for name in case.vars}
+    renderers = {"baseline": PromptRenderer(b, suite_vars=suite_vars), "candidate": PromptRenderer(c, suite_vars=suite_vars)}
     for case in cases:
         for side in SIDES:
             renderers[side].render(case)
