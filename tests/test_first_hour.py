@@ -224,3 +224,68 @@ def test_template_errors_blame_where_the_fix_belongs(tmp_path: Path, kw: dict[st
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1
     assert line in result.stderr.replace(str(tmp_path) + "/", "")
+
+
+def _subset_project(tmp_path: Path, server: OpenAIServer) -> tuple[Path, Path]:
+    common = {"api_base": server.base_url, "api_key_env": KEY_ENV, "timeout_s": 5}
+    base = variant("baseline", model="openai/fh-base", **common)
+    cand = variant("candidate", model="openai/fh-cand", **common)
+    cand["versions"]["model_version"] = "m2"
+    cases = ([case(f"rep-{i}", cohort="fashion" if i % 2 else "travel", tags=["faq"], expect=[{"contains": {"value": "ok"}}])
+              for i in range(6)]
+             + [case(f"bad-{i}", kind="known_bad", cohort="fashion", tags=["safety"]) for i in range(2)])
+    return write_project(tmp_path, cases=cases, baseline=base, candidate=cand)
+
+
+@pytest.mark.network
+def test_subset_runs_only_the_chosen_cases_and_says_so(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    import json
+
+    openai_server.behaviour = lambda req, n: Reply(content="ok")
+    b, c = _subset_project(tmp_path, openai_server)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(run), "--no-cache",
+                                       "--cohort", "fash*", "--kind", "representative", "--tag", "faq"])
+    assert result.exit_code in (0, 3), result.output
+    asked = sorted({(r["messages"][-1]["content"]) for r in openai_server.requests})
+    assert asked == ["q rep-1", "q rep-3", "q rep-5"] and openai_server.count == 6
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["run"]["subset"] == "--cohort 'fash*' --kind representative --tag faq"
+    assert summary["run"]["n_cases"] == 3 and summary["run"]["n_suite_cases"] == 8
+    warning = summary["verdict"]["warnings"][0]
+    assert warning.startswith("subset run: 3 of 8 cases (--cohort 'fash*' --kind representative --tag faq)")
+    assert "not the suite" in warning
+    assert "! subset run: 3 of 8 cases" in result.stdout
+    rescored = CliRunner().invoke(main, ["rescore", str(run)])  # the run folder remembers its subset
+    assert "! subset run: 3 of 8 cases" in rescored.stdout
+    again = CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(tmp_path / "run2"), "--case", "rep-*"])
+    assert json.loads((tmp_path / "run2" / "summary.json").read_text())["run"]["n_cases"] == 6, again.output
+
+
+def test_a_filter_that_matches_nothing_is_a_usage_error(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    b, c = _subset_project(tmp_path, openai_server)
+    result = CliRunner().invoke(main, ["compare", str(b), str(c), "--cohort", "fasion"])
+    assert result.exit_code == 2
+    assert "no case of the suite is selected by --cohort fasion: --cohort 'fasion' matches nothing (did you mean 'fashion'?)" in result.stderr
+    assert openai_server.count == 0
+
+
+@pytest.mark.network
+def test_rerun_failed_makes_only_the_failed_and_regressed_cases(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    import json
+
+    broken = {"q rep-2", "q rep-4"}
+    openai_server.behaviour = lambda req, n: Reply(
+        content="nope" if req["model"] == "fh-cand" and req["messages"][-1]["content"] in broken else "ok")
+    b, c = _subset_project(tmp_path, openai_server)
+    first = CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(tmp_path / "r1"), "--no-cache"])
+    assert first.exit_code in (1, 3), first.output
+    openai_server.reset()
+    openai_server.behaviour = lambda req, n: Reply(content="ok")  # the fix
+    second = CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(tmp_path / "r2"), "--no-cache",
+                                       "--rerun-failed", str(tmp_path / "r1")])
+    assert second.exit_code in (0, 3), second.output
+    # rep-2 and rep-4 regressed; the known-bad cases "failed" too (the server never refuses)
+    assert sorted({r["messages"][-1]["content"] for r in openai_server.requests}) == ["q bad-0", "q bad-1", "q rep-2", "q rep-4"]
+    summary = json.loads((tmp_path / "r2" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["run"]["subset"] == f"--rerun-failed {tmp_path / 'r1'}: 4 failed"

@@ -35,18 +35,21 @@ from evalrun.execution.folder import (
 from evalrun.execution.manifest import write_manifest
 from evalrun.execution.options import CacheMode, LogHook, RunOptions
 from evalrun.execution.plan import plan_calls
+from evalrun.execution.rerun import failed_case_ids
 from evalrun.execution.run import RunOutcome, check_environment
 from evalrun.execution.run import run as _run
 from evalrun.execution.runner import ProgressHook
 from evalrun.pipeline import load_run, merge, note, rescore
 from evalrun.project.loader import Project, load_project, shard_cases
 from evalrun.project.preflight import Problem, check_model_strings, offline_problems
+from evalrun.project.subset import CaseSelection
 from evalrun.providers.base import Provider
 from evalrun.report.outputs import CompareOutcome, stored_outcome, write_note, write_outputs
 
 __all__ = [
     "SUMMARY_FORMAT_VERSION",
     "CacheMode",
+    "CaseSelection",
     "CompareOutcome",
     "ErrorGroup",
     "LogHook",
@@ -62,6 +65,7 @@ __all__ = [
     "compare_sequential",
     "default_run_dir",
     "error_digest",
+    "failed_case_ids",
     "is_unfinished_run_of",
     "load_project",
     "load_run",

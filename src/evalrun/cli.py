@@ -95,6 +95,28 @@ def validate(baseline: str, candidate: str, suite: str | None) -> None:
     )
 
 
+def _subset_options(command: Any) -> Any:
+    """--case/--cohort/--kind/--tag globs and --rerun-failed, shared by compare and estimate."""
+    for name, what in (("tag", "a tag"), ("kind", "kind"), ("cohort", "cohort"), ("case", "id")):
+        command = click.option(f"--{name}", f"{name}_globs", multiple=True, metavar="GLOB",
+                               help=f"Only cases whose {what} matches GLOB (shell-style, e.g. 'fmt-*'; repeatable).")(command)
+    return click.option("--rerun-failed", "rerun_failed", type=click.Path(file_okay=False, exists=True),
+                        help="Only the cases that failed (candidate) or errored in the run folder RUN_DIR.")(command)
+
+
+def _selection(*, case_globs: tuple[str, ...], cohort_globs: tuple[str, ...], kind_globs: tuple[str, ...],
+               tag_globs: tuple[str, ...], rerun_failed: str | None) -> Any:
+    from evalrun.project.subset import CaseSelection
+
+    ids = None
+    if rerun_failed is not None:
+        from evalrun.execution.rerun import failed_case_ids
+
+        ids = failed_case_ids(rerun_failed)
+    return CaseSelection(cases=case_globs, cohorts=cohort_globs, kinds=kind_globs, tags=tag_globs, ids=ids,
+                         ids_from=f"--rerun-failed {rerun_failed}: {len(ids)} failed" if ids is not None else "")
+
+
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -128,10 +150,11 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--sequential", is_flag=True,
               help="Random case order; stop calling once every rule is decided (anytime-valid sequences).")
 @click.option("--look-every", type=click.IntRange(1), help="--sequential: cases per look (default: 5 %% of the suite, at least 5).")
+@_subset_options
 def compare(baseline: str, candidate: str, suite: str | None, out: str | None, resume_dir: str | None, aa: bool,
             no_cache: bool, refresh: bool, replay: bool, cache_dir: str | None, max_cost: float | None,
             shard_spec: str | None, fmt: str, quiet: bool, workers: int | None, sequential: bool,
-            look_every: int | None) -> None:
+            look_every: int | None, **subset: Any) -> None:
     """Run the suite against BASELINE and CANDIDATE, gate the change, write the reports."""
     from evalrun import api
     from evalrun.execution.progress import Progress
@@ -147,7 +170,8 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
         prestart()  # the worker processes' litellm import starts now, while the project loads
     run_dir: Path | None = None
     try:
-        project = api.load_project(baseline, candidate, suite, aa_mode=aa, shard=_parse_shard(shard_spec))
+        project = api.load_project(baseline, candidate, suite, aa_mode=aa, shard=_parse_shard(shard_spec),
+                                   select=_selection(**subset))
         progress = Progress(len(project.cases) * project.suite.config.samples * 2, quiet=quiet)
         if mode != "replay":
             api.check_model_strings(project)
@@ -231,13 +255,14 @@ def _print_outcome(summary: dict[str, Any], files: dict[str, Path], run_dir: Pat
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @click.option("--suite", type=click.Path(dir_okay=False), help="Suite file (overrides `suite:` in the configs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
-def estimate(baseline: str, candidate: str, suite: str | None, as_json: bool) -> None:
+@_subset_options
+def estimate(baseline: str, candidate: str, suite: str | None, as_json: bool, **subset: Any) -> None:
     """Expected tokens and cost of a compare (prompts counted, completions bounded by max_tokens)."""
     from evalrun import api
     from evalrun.analysis.estimate import estimate as run_estimate
 
     try:
-        est = run_estimate(api.load_project(baseline, candidate, suite))
+        est = run_estimate(api.load_project(baseline, candidate, suite, select=_selection(**subset)))
     except EvalrunError as exc:
         _fail(exc)
     if as_json:

@@ -25,6 +25,7 @@ from evalrun.project.config import (
     resolve_suite_path,
 )
 from evalrun.project.prompts import PromptRenderer
+from evalrun.project.subset import CaseSelection, select_cases
 from evalrun.records import SIDES, Side
 
 __all__ = ["Project", "load_project", "shard_cases"]
@@ -41,6 +42,10 @@ class Project:
     renderers: dict[str, PromptRenderer]
     aa_mode: bool = False
     shard: tuple[int, int] | None = None
+    subset: str | None = None
+    """How the cases were chosen when not the whole suite (``--cohort x``, ``shard 2/4``)."""
+    n_suite_cases: int = 0
+    """Cases in the whole suite (``len(cases)`` unless a subset or shard was chosen)."""
 
     def variant(self, side: Side) -> LoadedVariant:
         """The variant of ``side``."""
@@ -72,8 +77,12 @@ def load_project(
     *,
     aa_mode: bool = False,
     shard: tuple[int, int] | None = None,
+    select: CaseSelection | None = None,
 ) -> Project:
     """Load and validate everything before any model call (never imports litellm).
+
+    ``select`` keeps only the selected cases (``project.subset`` says how); every case of
+    the suite is still validated, so a subset run never hides a broken case file.
 
     Raises ``UserInputError`` naming file / case / field for the first problem found.
     """
@@ -91,10 +100,17 @@ def load_project(
         for side in SIDES:
             renderers[side].render(case)
     same_file = Path(baseline).resolve() == Path(candidate).resolve()
-    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file)
+    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file, n_suite_cases=len(cases))
+    described = []
+    if select is not None and not select.is_empty:
+        project.cases = select_cases(project.cases, select)
+        described.append(select.describe())
     if shard is not None:
-        project.cases = shard_cases(cases, *shard)
+        project.cases = shard_cases(project.cases, *shard)
         project.shard = shard
+        described.append(f"shard {shard[0]}/{shard[1]}")
+    if described:
+        project.subset = " ".join(described)
     return project
 
 
