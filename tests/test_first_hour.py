@@ -289,3 +289,78 @@ def test_rerun_failed_makes_only_the_failed_and_regressed_cases(tmp_path: Path, 
     assert sorted({r["messages"][-1]["content"] for r in openai_server.requests}) == ["q bad-0", "q bad-1", "q rep-2", "q rep-4"]
     summary = json.loads((tmp_path / "r2" / "summary.json").read_text(encoding="utf-8"))
     assert summary["run"]["subset"] == f"--rerun-failed {tmp_path / 'r1'}: 4 failed"
+
+
+def test_estimate_of_an_embedded_model_project_imports_no_litellm(tmp_path: Path) -> None:
+    """`estimate` on local/ models counts with the model's own tokenizer: no litellm import (seconds)."""
+    import subprocess
+    import sys
+
+    from evalrun.project.scaffold import init_project
+    from evalrun.providers.local import local_extra_available
+
+    if not local_extra_available():
+        pytest.skip("the [local] extra is not installed")
+    init_project(tmp_path / "p")
+    code = ("import sys; from click.testing import CliRunner; from evalrun.cli import main; "
+            "r = CliRunner().invoke(main, ['estimate', 'evals/baseline.yaml', 'evals/candidate.yaml']); "
+            "assert r.exit_code == 0, r.output; print(r.output); "
+            "assert 'litellm' not in sys.modules, 'litellm imported'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "p", capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["side", "calls", "cached", "prompt", "tokens", "completion", "max", "cost", "expected", "time"]
+    assert lines[2].startswith("baseline") and "free (local)" in lines[2] and "unknown (no history)" in lines[2]
+    assert any(line.startswith("power (before any call") for line in lines)
+    assert "llama_context" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.local_model
+def test_embedded_prompt_tokens_are_counted_as_the_model_counts_them(tmp_path: Path) -> None:
+    """The estimate's count equals the usage the embedded model reports (was 8 % under with litellm's counter)."""
+    import asyncio
+
+    from evalrun.project.loader import load_project
+    from evalrun.project.scaffold import init_project
+    from evalrun.providers.base import ProviderRequest
+    from evalrun.providers.local import LocalProvider, count_prompt_tokens, local_extra_available
+
+    if not local_extra_available():
+        pytest.skip("the [local] extra is not installed")
+    init_project(tmp_path / "p")
+    project = load_project(tmp_path / "p" / "evals" / "baseline.yaml", tmp_path / "p" / "evals" / "candidate.yaml")
+    provider = LocalProvider()
+    for c in project.cases[:2]:
+        messages = project.renderers["candidate"].render(c)
+        counted = count_prompt_tokens("local/smollm2", None, messages)
+        answer = asyncio.run(provider.complete(ProviderRequest("local/smollm2", messages, params={"max_tokens": 1})))
+        assert counted == answer.prompt_tokens, c.id
+
+
+def test_expected_time_comes_from_the_caches_history() -> None:
+    from evalrun.execution.expected_time import SideTiming, TimeEstimate
+
+    hosted = TimeEstimate({"baseline": SideTiming(100, 40, 0.5, 200, False),
+                           "candidate": SideTiming(100, 0, 1.0, 200, False)}, concurrency=8)
+    assert hosted.sides["baseline"].work_s == 30.0 and hosted.sides["candidate"].work_s == 100.0
+    assert hosted.total_s == pytest.approx(130.0 / 8)  # both sides' calls share the 8 slots
+    serial = TimeEstimate({"baseline": SideTiming(64, 0, 0.7, 64, True), "candidate": SideTiming(64, 64, 0.7, 64, True)},
+                          concurrency=4)
+    assert serial.total_s == pytest.approx(64 * 0.7)  # the embedded model answers one at a time; cached calls are free
+    unknown = TimeEstimate({"baseline": SideTiming(10, 0, None, 0, False), "candidate": SideTiming(10, 10, None, 0, False)},
+                           concurrency=4)
+    assert unknown.total_s is None and unknown.sides["candidate"].work_s == 0.0
+
+
+@pytest.mark.network
+def test_estimate_after_a_run_knows_the_time_and_the_cache(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    b, c = _project(tmp_path, openai_server)
+    first = CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(tmp_path / "run")])
+    assert first.exit_code in (0, 3), first.output
+    est = CliRunner().invoke(main, ["estimate", str(b), str(c)])
+    assert est.exit_code == 0, est.output
+    rows = {line.split()[0]: line for line in est.stdout.splitlines()[2:4]}
+    assert rows["baseline"].split()[1:3] == ["8", "8"] and "0 s (all cached)" in rows["baseline"]
+    assert "expected time about 0 s" in est.stdout
