@@ -43,7 +43,8 @@ def score(project: Project, results: Sequence[CallResult]) -> list[Score]:
     for r in results:
         case = by_id[r.case_id]
         tools = project.variant(r.side).config.params.tools or []
-        out.append(score_call(r, case.compiled, tools, case.kind, check_timeout_s=project.suite.config.check_timeout_s))
+        out.append(score_call(r, case.compiled, tools, case.kind, check_timeout_s=project.suite.config.check_timeout_s,
+                              refusal=project.refusal))
     return out
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.canonical import stable_hash
+from evalrun.checks.refusal import RefusalDetector
 from evalrun.errors import UserInputError
 from evalrun.project.cases import Case, compile_case_expectations, discover_case_files, load_cases
 from evalrun.project.config import (
@@ -42,6 +43,8 @@ class Project:
     renderers: dict[str, PromptRenderer]
     aa_mode: bool = False
     shard: tuple[int, int] | None = None
+    refusal: RefusalDetector | None = None
+    """The suite's refusal detector (None: the default English list)."""
     subset: str | None = None
     """How the cases were chosen when not the whole suite (``--cohort x``, ``shard 2/4``)."""
     n_suite_cases: int = 0
@@ -100,7 +103,8 @@ def load_project(
         for side in SIDES:
             renderers[side].render(case)
     same_file = Path(baseline).resolve() == Path(candidate).resolve()
-    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file, n_suite_cases=len(cases))
+    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file, n_suite_cases=len(cases),
+                      refusal=refusal_detector(s))
     described = []
     if select is not None and not select.is_empty:
         project.cases = select_cases(project.cases, select)
@@ -112,6 +116,20 @@ def load_project(
     if described:
         project.subset = " ".join(described)
     return project
+
+
+def refusal_detector(suite: LoadedSuite) -> RefusalDetector:
+    """The suite's ``refusal:`` settings as a detector; a model-graded ``check`` is built
+    here, so an unknown name or bad params are a config error naming the suite field."""
+    from evalrun.checks.registry import BuildContext, build_check
+
+    spec = suite.config.refusal
+    check = None
+    if spec.check is not None:
+        ctx = BuildContext(file=str(suite.path), case_id="", base_dir=suite.base_dir, field="refusal.check")
+        check = build_check(spec.check, spec.check_params, ctx)
+    return RefusalDetector.for_languages(spec.languages, add=spec.phrases, replace=spec.replace, window=spec.window,
+                                         check=check, check_name=spec.check)
 
 
 def shard_cases(cases: Sequence[Case], index: int, count: int) -> list[Case]:
