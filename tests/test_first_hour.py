@@ -364,3 +364,29 @@ def test_estimate_after_a_run_knows_the_time_and_the_cache(tmp_path: Path, opena
     rows = {line.split()[0]: line for line in est.stdout.splitlines()[2:4]}
     assert rows["baseline"].split()[1:3] == ["8", "8"] and "0 s (all cached)" in rows["baseline"]
     assert "expected time about 0 s" in est.stdout
+
+
+@pytest.mark.network
+def test_an_endpoint_failing_call_after_call_opens_its_circuit_and_the_terminal_says_so(
+    tmp_path: Path, openai_server: OpenAIServer
+) -> None:
+    seen: set[str] = set()
+
+    def behaviour(req: dict[str, Any], n: int) -> Reply:
+        first = req["model"] not in seen
+        seen.add(req["model"])
+        if req["model"] == "fh-cand" and not first:
+            return Reply(status=500, error_message="database is on fire")
+        return Reply(content="fine")
+
+    openai_server.behaviour = behaviour
+    b, c = _project(tmp_path, openai_server, n=40)
+    result = _compare(b, c, tmp_path)
+    assert result.exit_code == 4, result.output
+    cand_requests = _by_model(openai_server)["fh-cand"]
+    assert cand_requests < 40 * 2  # 39 failing calls x 2 attempts without the breaker
+    lines = result.stderr.splitlines()
+    head = lines.index("failed calls by kind (after retries):")
+    digest = "\n".join(lines[head:])
+    assert "circuit_open" in digest and "server_error" in digest
+    assert "not attempted: the last 10 calls to openai/fh-cand" in digest and "database is on fire" in digest
