@@ -167,8 +167,9 @@ def preflight_message(result: CallResult, api_base: str | None) -> str:
             "bad_request": "check the model string (provider prefix and model name)",
             "connection": "is the server running and api_base right?"}.get(result.error_kind or "", "")
     tries = f" after {result.attempts} attempts" if result.attempts > 1 else ""
+    hint = hint if hint.endswith("?") else hint + "."
     return (f"preflight: the first {result.side} call to {result.model}{where} failed{tries} "
-            f"({result.error_kind}): {result.error_message or 'no message'} -- {hint}. "
+            f"({result.error_kind}): {result.error_message or 'no message'} -- {hint} "
             "The run stopped before making its other calls")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
