@@ -168,9 +168,14 @@ class ModelRouter:
         return built
 
     def prepare(self, models: list[str]) -> None:
-        """Build the providers of ``models`` now (outside the event loop: imports take seconds)."""
+        """Build the providers of ``models`` now and let each finish its imports (``warm()``),
+        outside the event loop: a multi-second import inside the first call blocked the loop
+        past that call's deadline, so the call timed out before a byte was sent (and under
+        load a side's preflight spent its first attempt that way)."""
         for model in models:
-            self.provider_for(model)
+            warm = getattr(self.provider_for(model), "warm", None)
+            if callable(warm):
+                warm()
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         """One attempt, made by the provider of ``request.model``."""
