@@ -293,8 +293,18 @@ def _vocabulary(path: Path) -> tuple[Any, Any]:
             formatter = None if template is None else formats.Jinja2ChatFormatter(
                 template=template, eos_token=vocab._model.token_get_text(eos) if eos != -1 else "",
                 bos_token=vocab._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+            if not _vocabs:
+                atexit.register(_close_vocabularies)  # as close_models: llama-cpp's __del__ fails at teardown
             found = _vocabs[path] = (vocab, formatter)
         return found
+
+
+def _close_vocabularies() -> None:
+    with _vocab_lock:
+        loaded = [vocab for vocab, _ in _vocabs.values()]
+        _vocabs.clear()
+    for vocab in loaded:
+        vocab.close()
 
 
 def count_prompt_tokens(model: str, model_path: str | None, messages: list[dict[str, Any]]) -> int:
