@@ -256,6 +256,9 @@ def test_subset_runs_only_the_chosen_cases_and_says_so(tmp_path: Path, openai_se
     assert warning.startswith("subset run: 3 of 8 cases (--cohort 'fash*' --kind representative --tag faq)")
     assert "not the suite" in warning
     assert "! subset run: 3 of 8 cases" in result.stdout
+    md = (run / "summary.md").read_text(encoding="utf-8")
+    assert "**subset run: 3 of 8 cases (--cohort 'fash\\*' --kind representative --tag faq)" in md  # md_cell escapes the glob's star
+    assert 'class="subset"><strong>subset run: 3 of 8 cases' in (run / "report.html").read_text(encoding="utf-8")
     rescored = CliRunner().invoke(main, ["rescore", str(run)])  # the run folder remembers its subset
     assert "! subset run: 3 of 8 cases" in rescored.stdout
     again = CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(tmp_path / "run2"), "--case", "rep-*"])

@@ -265,6 +265,8 @@ def test_workflow_commands_run_and_keep_one_sticky_comment(
             cfg.update(model="openai/scaffold-test", api_base=server.base_url, api_key_env="SCAFFOLD_KEY")
             path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         monkeypatch.setenv("SCAFFOLD_KEY", "sk-scaffold-test-0000")
+        # what the compare step's env gives (the run page, which lists the report artifact)
+        monkeypatch.setenv("EVALRUN_REPORT_URL", "https://github.com/team/shop/actions/runs/1")
         monkeypatch.chdir(project)
         wf = yaml.safe_load((project / ".github" / "workflows" / "evalrun.yml").read_text(encoding="utf-8"))
         steps = wf["jobs"]["gate"]["steps"]
@@ -273,7 +275,7 @@ def test_workflow_commands_run_and_keep_one_sticky_comment(
         for line in lines:
             result = CliRunner().invoke(main, shlex.split(line)[1:])
             assert result.exit_code in (0, 1, 3), (line, result.output)
-    assert (project / "reports" / "ci" / "summary.md").is_file()
+    assert "(https://github.com/team/shop/actions/runs/1)" in (project / "reports" / "ci" / "summary.md").read_text(encoding="utf-8")
 
     comment = next(s for s in steps if s.get("name") == "Comment on the pull request")
     assert comment["if"] == "always() && github.event_name == 'pull_request'"

@@ -44,6 +44,8 @@ from evalrun.project.loader import Project, load_project, shard_cases
 from evalrun.project.preflight import Problem, check_model_strings, offline_problems
 from evalrun.project.subset import CaseSelection
 from evalrun.providers.base import Provider
+from evalrun.report import rewrite_summary_md
+from evalrun.report.markdown import check_report_url
 from evalrun.report.outputs import CompareOutcome, stored_outcome, write_note, write_outputs
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "RunOutcome",
     "check_environment",
     "check_model_strings",
+    "check_report_url",
     "compare",
     "compare_sequential",
     "default_run_dir",
@@ -77,6 +80,7 @@ __all__ = [
     "plan_calls",
     "rescore",
     "result_rows",
+    "rewrite_summary_md",
     "run",
     "score",
     "shard_cases",
