@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from evalrun.execution.costs import CostStatus, SideEstimate, judge_prices
+from evalrun.execution.costs import _count as count_tokens
 from evalrun.project.loader import Project
 
 __all__ = ["judge_estimate", "judge_lines"]
@@ -50,8 +51,11 @@ def judge_estimate(project: Project) -> SideEstimate | None:
     for t in tasks:
         req = t.planned.request
         if t.planned.key not in counted:
-            messages = req.messages or [{"role": "user", "content": req.embed_input or ""}]
-            counted[t.planned.key] = count_prompt_tokens(req.model, messages, {})
+            if req.embed_input is not None:
+                messages = [{"role": "user", "content": req.embed_input}]
+                counted[t.planned.key] = count_prompt_tokens(req.model, messages, {})
+            else:  # the judge's own tokenizer when it has one (the embedded model: no litellm import)
+                counted[t.planned.key] = count_tokens(req.model, t.planned)
         prompt = counted[t.planned.key]
         max_tokens = req.params.get("max_tokens") if t.kind != "embedding" else 0
         est.prompt_tokens += prompt
