@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,8 +136,9 @@ def test_workflow_parses_and_documents_exit_codes(project: Path) -> None:
     assert "-e '.[local]'" in text
     assert "evalrun compare evals/baseline.yaml evals/candidate.yaml --out reports/ci --format github" in runs
     assert wf["permissions"] == {"contents": "read", "pull-requests": "write"}
-    for u in uses:  # only GitHub's own actions, never a third party's
+    for u in uses:  # only GitHub's own actions, never a third party's, pinned to a commit (tags move)
         assert not u or u.startswith("actions/"), u
+        assert not u or re.fullmatch(r"actions/[\w./-]+@[0-9a-f]{40}", u), u
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["if"] == "always()" and upload["with"]["path"] == "reports/ci/report.html"
     gate = steps[-1]
