@@ -13,7 +13,9 @@ error-rate triggers; alpha 0.05 split across them) and its default canary stage
 Columns: verdict shares after the last look; the candidate requests seen when the first
 rollback trigger (``metric``: that metric's) entered its harm region, median and share of
 runs before the target; the candidate requests seen at the first look where the stage could
-continue (every trigger safe, minimums met), median over the runs that got there.
+continue (every trigger safe, minimums met), median over the runs that got there; and the
+share of runs in which some trigger's running intersection ended empty (the sequence missed
+the truth at some look: "drifted", which holds the stage).
 """
 
 from __future__ import annotations
@@ -97,15 +99,17 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=500)
     args = ap.parse_args()
     print(f"{'scenario (reps=' + str(args.reps) + ')':52} {'rollback':>8} {'hold':>6} {'continue':>8} "
-          f"{'rb median n':>11} {'rb < target':>11} {'cont median n':>13}  time")
+          f"{'rb median n':>11} {'rb < target':>11} {'cont median n':>13} {'drifted':>7}  time")
     for row in rows():
         t0 = time.perf_counter()
         status: Counter[str] = Counter()
         firsts: list[float] = []
         conts: list[float] = []
+        drifted = 0
         for seed in range(args.reps):
             verdict, data = simulated_verdict(row.plan, "canary", row.scenario, seed)
             status[verdict.status] += 1
+            drifted += any(r.bounds.low > r.bounds.high for r in verdict.triggers)
             f = first_rollback(verdict, data, row.metric)
             firsts.append(f if f is not None else np.inf)
             c = first_continue(verdict, data)
@@ -118,7 +122,7 @@ def main() -> None:
         n = args.reps
         print(f"{row.label:52} {status['rollback'] / n * 100:7.1f}% {status['hold'] / n * 100:5.1f}% "
               f"{status['continue'] / n * 100:7.1f}% {('-' if not np.isfinite(med) else f'{med:.0f}'):>11} "
-              f"{within:>11} {cont:>13}  {time.perf_counter() - t0:.0f}s")
+              f"{within:>11} {cont:>13} {drifted / n * 100:6.1f}%  {time.perf_counter() - t0:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

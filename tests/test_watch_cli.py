@@ -238,3 +238,32 @@ def test_help_and_validate_do_not_import_the_watch_engine() -> None:
             "print(sorted(m for m in ('ibis', 'duckdb', 'pyarrow', 'sqlglot') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_both_boundaries_are_shown_in_every_output(tmp_path: Path) -> None:
+    """A trigger with fail_margin shows its harm and its safe boundary in the terminal table,
+    the reasons, summary.md, verdict.json and the report (a second line in its chart)."""
+    log, _, _ = make_log(tmp_path, requests=8_000, seed=12, regression={"parse_fail": 0.3})
+    plan = base_plan(log.name, triggers=[
+        {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.02, "fail_margin": 0.0},
+        {"metric": "cost_ratio", "kind": "ratio", "max_increase": 0.1},
+    ])
+    path = write_plan(tmp_path / "rollout.yaml", plan)
+    result = run("watch", str(path), "--stage", "canary", "--at", AT.isoformat(), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1, result.output
+    header = next(ln for ln in result.stdout.splitlines() if ln.startswith("trigger"))
+    assert header.split() == ["trigger", "severity", "status", "estimate", "[sequence]", "harm", "safe", "n", "cand/base"]
+    parse_row = next(ln for ln in result.stdout.splitlines() if ln.startswith("parse_strict (vs_baseline)"))
+    assert "< +0.00 pts  ≥ -2.00 pts" in parse_row
+    cost_row = next(ln for ln in result.stdout.splitlines() if ln.startswith("cost_ratio (ratio)"))
+    assert "> 1.100x     ≤ 1.100x" in cost_row  # one boundary does both jobs
+    assert "strict parse rate drops measurably vs baseline (safe: within 2 pts)" in result.stdout
+    assert "(harm: < +0.00 pts; safe: ≥ -2.00 pts;" in result.stdout
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| harm | safe |" in md and "| &lt; +0.00 pts | ≥ -2.00 pts |" in md
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    parse = next(t for t in verdict["triggers"] if t["metric"] == "parse_strict")
+    assert parse["boundary"] == 0.0 and parse["safe_boundary"] == pytest.approx(-0.02)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count('stroke="#067647"') >= 1  # the safe line, in the parse chart only
+    assert "safe on the other side of the green dotted one" in html

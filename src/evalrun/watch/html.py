@@ -125,7 +125,9 @@ def sequence_svg(looks: list[Look], boundary: float, harm_above: bool, *, width:
             f'<text x="2" y="{_f(pad_t + 9)}">{label(hi_v)}</text>',
             f'<text x="2" y="{_f(pad_t + h)}">{label(lo_v)}</text>',
             f'<text x="2" y="{_f(y(b) - 2)}">{label(b)}</text>',
-            *([f'<text x="2" y="{_f(y(s_b) - 2)}">{label(s_b)}</text>'] if s_b is not None else []),
+            # The safe boundary's label, unless it would overprint the harm boundary's.
+            *([f'<text x="2" y="{_f(y(s_b) - 2)}">{label(s_b)}</text>']
+              if s_b is not None and abs(y(s_b) - y(b)) >= 10 else []),
             f'<text x="{pad_l}" y="{height - 4}">{_utc(t0)}</text>',
             f'<text x="{pad_l + w}" y="{height - 4}" text-anchor="end">{_utc(t1)}</text>',
         ]

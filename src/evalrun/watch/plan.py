@@ -240,7 +240,7 @@ class Trigger(_Strict):
         if self.fail_margin is None:
             return f"{subject} {verb} more than {change:g}% vs baseline"
         harm = f"{verb} measurably" if self.fail_margin == 0 else f"{verb} more than {self.fail_margin * 100:g}%"
-        return f"{subject} {harm} vs baseline (safe: within {change:g}%)"
+        return f"{subject} {harm} vs baseline (safe: {verb} at most {change:g}%)"
 
 
 def _fmt_limit(kind: str, value: float, *, points: bool = False) -> str:
