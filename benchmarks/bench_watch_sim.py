@@ -13,7 +13,8 @@ error-rate triggers; alpha 0.05 split across them) and its default canary stage
 Columns: verdict shares after the last look; the candidate requests seen when the first
 rollback trigger (``metric``: that metric's) entered its harm region, median and share of
 runs before the target; the candidate requests seen at the first look where the stage could
-continue (every trigger safe, minimums met), median over the runs that got there; and the
+continue (every trigger safe, minimums met), the share of runs that got there at some look
+and their median; and the
 share of runs in which some trigger's running intersection ended empty (the sequence missed
 the truth at some look: "drifted", which holds the stage).
 """
@@ -97,10 +98,13 @@ def rows() -> list[Row]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=500)
+    ap.add_argument("--only", default="", help="run only the scenarios whose label contains this")
     args = ap.parse_args()
     print(f"{'scenario (reps=' + str(args.reps) + ')':52} {'rollback':>8} {'hold':>6} {'continue':>8} "
-          f"{'rb median n':>11} {'rb < target':>11} {'cont median n':>13} {'drifted':>7}  time")
+          f"{'rb median n':>11} {'rb < target':>11} {'ever cont':>9} {'cont median n':>13} {'drifted':>7}  time")
     for row in rows():
+        if args.only not in row.label:
+            continue
         t0 = time.perf_counter()
         status: Counter[str] = Counter()
         firsts: list[float] = []
@@ -122,7 +126,7 @@ def main() -> None:
         n = args.reps
         print(f"{row.label:52} {status['rollback'] / n * 100:7.1f}% {status['hold'] / n * 100:5.1f}% "
               f"{status['continue'] / n * 100:7.1f}% {('-' if not np.isfinite(med) else f'{med:.0f}'):>11} "
-              f"{within:>11} {cont:>13} {drifted / n * 100:6.1f}%  {time.perf_counter() - t0:.0f}s", flush=True)
+              f"{within:>11} {len(conts) / n * 100:8.1f}% {cont:>13} {drifted / n * 100:6.1f}%  {time.perf_counter() - t0:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
