@@ -16,6 +16,7 @@ from tests.support.openai_server import OpenAIServer, Reply
 
 from evalrun.cli import main
 from evalrun.execution.progress import Progress, format_eta
+from evalrun.project.loader import load_project, shard_cases
 from evalrun.providers.model_strings import check_model_string
 from evalrun.records import CallResult
 from projectkit import case, variant, write_project
@@ -270,6 +271,17 @@ def test_a_filter_that_matches_nothing_is_a_usage_error(tmp_path: Path, openai_s
     result = CliRunner().invoke(main, ["compare", str(b), str(c), "--cohort", "fasion"])
     assert result.exit_code == 2
     assert "no case of the suite is selected by --cohort fasion: --cohort 'fasion' matches nothing (did you mean 'fashion'?)" in result.stderr
+    assert openai_server.count == 0
+
+
+def test_an_empty_shard_is_a_usage_error_before_any_call(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    """Shards split by a hash of the case ids: 8 cases over 50 shards leave most shards empty."""
+    b, c = _subset_project(tmp_path, openai_server)
+    empty = next(i for i in range(1, 51) if not shard_cases(load_project(b, c).cases, i, 50))
+    result = CliRunner().invoke(main, ["compare", str(b), str(c), "--shard", f"{empty}/50"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert f"--shard {empty}/50: no case of the 8 falls in this shard; use fewer shards" in result.stderr
     assert openai_server.count == 0
 
 

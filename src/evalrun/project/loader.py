@@ -115,7 +115,12 @@ def load_project(
         project.cases = select_cases(project.cases, select)
         described.append(select.describe())
     if shard is not None:
+        chosen = len(project.cases)
         project.cases = shard_cases(project.cases, *shard)
+        if not project.cases:
+            # Shards split cases by a hash of their ids, so a small suite can leave one empty.
+            raise UserInputError(f"--shard {shard[0]}/{shard[1]}: no case of the {chosen} falls in this shard; "
+                                 f"use fewer shards (cases are split by a hash of their ids)")
         project.shard = shard
         described.append(f"shard {shard[0]}/{shard[1]}")
     if described:
