@@ -20,6 +20,7 @@ from typing import Any
 
 from evalrun.errors import EvalrunError
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
+from evalrun.providers.litellm import direct
 from evalrun.providers.litellm.bounded_http import (
     DEFAULT_MAX_BYTES,
     BodyCapture,
@@ -366,6 +367,8 @@ class LitellmProvider:
         """
         secrets: tuple[str, ...] = (request.api_key,) if request.api_key else ()
         register_secret(request.api_key)
+        if direct.eligible(request):
+            return await self._complete_direct(request, secrets)
         litellm = import_litellm()
 
         kwargs: dict[str, Any] = {
@@ -428,6 +431,41 @@ class LitellmProvider:
             normalised.transport_s, normalised.latency_clock = measured
         return normalised
 
+    async def _complete_direct(self, request: ProviderRequest, secrets: tuple[str, ...]) -> ProviderResponse:
+        """The fast path (``direct``): same session, cap, parsing and error mapping as litellm's."""
+        session = self._timed_session()
+        with capture(request.max_response_bytes or DEFAULT_MAX_BYTES) as seen:
+            try:
+                with use_clock() as clock:
+                    headers = await direct.post_chat(session, request, seen)
+                if seen.status is not None and not 200 <= seen.status < 300:
+                    direct.raise_for_status(import_litellm(), request, seen.status, headers, seen.body())
+            except Exception as exc:
+                raise classify_exception(exc, secrets=secrets) from None
+            normalised = self._from_direct_body(request, seen, secrets)
+        measured = clock.measured()
+        if measured is not None:
+            normalised.transport_s, normalised.latency_clock = measured
+        return normalised
+
+    def _from_direct_body(self, request: ProviderRequest, seen: BodyCapture, secrets: tuple[str, ...]) -> ProviderResponse:
+        if not seen.truncated:
+            try:
+                data = json.loads(seen.body())
+            except (ValueError, RecursionError) as exc:
+                message = scrub_known(scrub(f"response body is not JSON: {exc}", secrets))
+                raise ProviderError("malformed_response", message[:MAX_MESSAGE_CHARS], retryable=True) from None
+            if isinstance(data, dict):
+                for choice in data.get("choices") or []:
+                    if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+                        choice["finish_reason"] = direct.normal_finish_reason(choice["finish_reason"])
+            try:
+                completion = parse_completion(data)
+            except MalformedCompletion as exc:
+                raise ProviderError("malformed_response", str(exc)[:MAX_MESSAGE_CHARS], retryable=True) from None
+            return self._finish(None, request, completion, None, truncated=False)
+        return self._from_body(None, request, seen, secrets)
+
     def _from_response(
         self, litellm: ModuleType, request: ProviderRequest, response: Any, secrets: tuple[str, ...]
     ) -> ProviderResponse:
@@ -446,7 +484,7 @@ class LitellmProvider:
 
     def _from_body(
         self,
-        litellm: ModuleType,
+        litellm: ModuleType | None,
         request: ProviderRequest,
         seen: BodyCapture,
         secrets: tuple[str, ...],
@@ -476,7 +514,7 @@ class LitellmProvider:
 
     def _finish(
         self,
-        litellm: ModuleType,
+        litellm: ModuleType | None,
         request: ProviderRequest,
         completion: Completion,
         response: Any,
@@ -542,13 +580,15 @@ class LitellmProvider:
 
     @staticmethod
     def _litellm_cost(
-        litellm: ModuleType,
+        litellm: ModuleType | None,
         model: str,
         response: Any,
         prompt_tokens: int,
         completion_tokens: int,
         estimated: bool,
     ) -> float | None:
+        if litellm is None:  # the fast path: only models litellm has no price for take it
+            return None
         # litellm priced the call from the usage it saw; with estimated tokens that usage
         # was zero, so price the estimate instead.
         if not estimated:
