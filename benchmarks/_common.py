@@ -56,6 +56,9 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
     others_cpu_s: float = float("nan")
     server_cpu_s: float = 0.0
+    # Peak of the summed RSS of the child and all its descendants, sampled every 50 ms
+    # (only with ``run_measured(..., tree_rss=True)``; NaN otherwise).
+    tree_rss_mb: float = float("nan")
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -82,6 +85,29 @@ def process_cpu_s(pid: int | None) -> float:
     return (int(parts[11]) + int(parts[12])) / _TICK
 
 
+def _tree_rss_mb(root: int) -> float:
+    """Summed RSS (MB) of ``root`` and its live descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(stat[1]), []).append(pid)
+        rss[pid] = int(stat[21]) * page
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total / (1024 * 1024)
+
+
 def run_measured(
     cmd: Sequence[str],
     *,
@@ -89,11 +115,13 @@ def run_measured(
     cwd: Path | None = None,
     timeout_s: float = 900.0,
     server_pid: int | None = None,
+    tree_rss: bool = False,
 ) -> Measured:
     """Run ``cmd`` to completion; its wall time, CPU (with reaped descendants) and peak RSS.
 
     ``ru_maxrss`` of the reaped child is the largest resident set of any single process of
-    its tree (Linux keeps the maximum, not a sum).
+    its tree (Linux keeps the maximum, not a sum). ``tree_rss``: also sample the summed
+    RSS of the whole tree every 50 ms (worker processes included).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         busy0, server0 = machine_busy_s(), process_cpu_s(server_pid)
@@ -103,10 +131,14 @@ def run_measured(
         deadline = start + timeout_s
         status = 0
         usage: resource.struct_rusage | None = None
+        tree_peak, next_sample = float("nan"), start
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
+            if tree_rss and time.perf_counter() >= next_sample:
+                tree_peak = max(_tree_rss_mb(proc.pid), 0.0 if tree_peak != tree_peak else tree_peak)
+                next_sample = time.perf_counter() + 0.05
             if time.perf_counter() > deadline:
                 proc.send_signal(signal.SIGKILL)
                 pid, status, usage = os.wait4(proc.pid, 0)
@@ -129,6 +161,7 @@ def run_measured(
             stderr=err.read().decode("utf-8", "replace"),
             others_cpu_s=max(0.0, busy - cpu - server_cpu),
             server_cpu_s=server_cpu,
+            tree_rss_mb=tree_peak,
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ __all__ = ["RunOutcome", "check_environment", "make_executor", "retry_policy", "
 
 WARM_IMPORTS = ("evalrun.analysis.compare", "scipy.stats", "evalrun.analysis.gate", "evalrun.checks.scoring",
                 "evalrun.report.html", "jinja2")
-"""What this process loads while its workers make the calls (the comparison and the report)."""
+"""What this process loads while the calls are made (the comparison and the report)."""
+_WARM_ENV = "EVALRUN_WARM_IMPORTS"  # "0": load them when first needed (for measuring the overlap)
 
 
 @dataclass
@@ -83,6 +85,11 @@ def make_executor(project: Project, options: RunOptions) -> Executor:
     # A router builds each model's provider when the executor first runs (never for a run the
     # journal and the cache answer: replay imports no litellm).
     provider = options.provider if options.provider is not None else ModelRouter()
+    if os.environ.get(_WARM_ENV) != "0":
+        from evalrun.execution.pool import warm_imports
+
+        # The calls mostly wait on the network: load the comparison's libraries meanwhile.
+        warm_imports(WARM_IMPORTS)
     return InProcessExecutor(provider, concurrency=cfg.concurrency, policy=policy, seed=cfg.seed)
 
 

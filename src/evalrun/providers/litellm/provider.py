@@ -12,6 +12,7 @@ import email.utils
 import hashlib
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC
@@ -112,33 +113,42 @@ def _named(exc: BaseException, litellm: ModuleType | None, *names: str) -> bool:
     return bool(classes) and isinstance(exc, classes)
 
 
+def _openai() -> ModuleType | None:
+    """The OpenAI SDK when this process loaded it: otherwise no exception can be one of its
+    classes, and the fast path's errors are classified without the ~0.3 s import."""
+    return sys.modules.get("openai")
+
+
 def _http_status(chain: list[BaseException]) -> int | None:
     """The status of a real HTTP response in the chain (litellm's own classes carry synthesized ones)."""
     import httpx
-    import openai
 
+    openai = _openai()
     for exc in chain:
         if isinstance(exc, httpx.HTTPStatusError):
             return exc.response.status_code
-        if isinstance(exc, openai.APIStatusError) and not _is_litellm_class(exc):
-            return exc.status_code
+        if openai is not None and isinstance(exc, openai.APIStatusError) and not _is_litellm_class(exc):
+            return int(exc.status_code)
     return None
 
 
 def _is_timeout(exc: BaseException) -> bool:
     import httpx
-    import openai
 
+    openai = _openai()
+    if openai is not None and isinstance(exc, openai.APITimeoutError):
+        return True
     # TimeoutError covers asyncio.TimeoutError and aiohttp's timeout errors on 3.11+.
-    return isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError)
+    return isinstance(exc, httpx.TimeoutException | TimeoutError)
 
 
 def _is_network_error(exc: BaseException) -> bool:
     import aiohttp
     import httpx
-    import openai
 
-    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+    openai = _openai()
+    if (openai is not None and isinstance(exc, openai.APIConnectionError)
+            and not isinstance(exc, openai.APITimeoutError)):
         # litellm's own APIConnectionError is a catch-all for provider bugs; only trust the SDK's.
         return not _is_litellm_class(exc)
     return isinstance(
