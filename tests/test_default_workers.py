@@ -9,7 +9,7 @@ worker per 1,000 calls (up to the cores, at most 4) pays for its start-up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -46,7 +46,7 @@ def test_auto_workers(calls: int, share: float, cores: int, expected: int) -> No
 class _FakePool:
     """Stands in for WorkerPool: records how it was asked for, starts nothing."""
 
-    made: list[dict[str, Any]] = []
+    made: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, workers: int, factory: Any, *, preload: tuple[str, ...]) -> None:
         self.workers = workers

@@ -32,7 +32,7 @@ from evalrun.records import SIDES, CallResult
 
 __all__ = ["RunOutcome", "check_environment", "make_executor", "retry_policy", "run"]
 
-WARM_IMPORTS = ("evalrun.analysis.compare", "scipy.stats", "evalrun.analysis.gate", "evalrun.checks.scoring",
+WARM_IMPORTS = ("evalrun.analysis.compare", "scipy.special", "evalrun.analysis.gate", "evalrun.checks.scoring",
                 "evalrun.report.html", "jinja2")
 """What this process loads while the calls are made (the comparison and the report)."""
 _WARM_ENV = "EVALRUN_WARM_IMPORTS"  # "0": load them when first needed (for measuring the overlap)
