@@ -3,6 +3,7 @@
     python benchmarks/bench_peers.py                      # N=1,000 x 2 models, R=3, + N=10,000 memory
     python benchmarks/bench_peers.py --n 1000 --repeat 5 --workers 1 --workers 2
     python benchmarks/bench_peers.py --promptfoo /path/to/promptfoo --memory-n 0
+    python benchmarks/bench_peers.py --before-src /path/to/old/checkout/src   # + "evalrun before"
 
 One 127.0.0.1 OpenAI-compatible test server (its own process, ``--latency-ms`` per request,
 its CPU never counted), N cases x 2 models, one ``contains`` check per case, concurrency 50.
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-n", type=int, default=10000, help="cases of the evalrun memory run (0: skip)")
     parser.add_argument("--skip", action="append", default=[], help="skip tools whose name contains this")
     parser.add_argument("--src", type=Path, help="measure another checkout's src (first on PYTHONPATH)")
+    parser.add_argument("--before-src", type=Path, help="also measure this checkout's src as 'evalrun before' "
+                        "(default settings), e.g. the code before a change")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a child is killed")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args(argv)
@@ -205,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             variants: list[tuple[str, int | None, dict[str, str]]] = [("evalrun default", None, {})]
             variants += [(f"evalrun workers={w}", w, {}) for w in worker_counts]
             variants.append(("evalrun via litellm", None, {"EVALRUN_TRANSPORT": "litellm"}))
+            if args.before_src is not None:
+                variants.append(("evalrun before", None, {"PYTHONPATH": child_env(src=args.before_src)["PYTHONPATH"]}))
             for name, workers, extra in variants:
                 out = root / f"run-{name.replace(' ', '_')}-{rep}"
                 cmd = [sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--no-cache", "--out", str(out),
@@ -241,19 +246,25 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(tool.name, []).append(m)
                 print(f"  repeat {rep + 1}/{args.repeat}: {tool.name} {m.wall_s:.2f} s", file=sys.stderr, flush=True)
 
-        memory: Measured | None = None
+        memory: dict[str, Measured] = {}
         if args.memory_n:
             mem_root = root / "memory"
             mb, mc = write_bench_project(mem_root, args.memory_n, server.url, concurrency=args.concurrency,
                                          cases=contains_cases(args.memory_n))
-            out = mem_root / "run"
-            memory = run_measured([sys.executable, "-m", "evalrun", "compare", str(mb), str(mc), "--no-cache",
-                                   "--out", str(out), "--quiet"], env=env, cwd=mem_root, timeout_s=args.timeout,
-                                  server_pid=server.pid, tree_rss=True)
-            problem = _evalrun_check(out, 2 * args.memory_n)(memory)
-            if problem is not None:
-                print(f"evalrun memory run failed: {problem}", file=sys.stderr)
-                return 1
+            mem_envs = {"evalrun default": env}
+            if args.before_src is not None:
+                mem_envs["evalrun before"] = child_env(src=args.before_src)
+            for name, mem_env in mem_envs.items():
+                out = mem_root / "run"
+                m = run_measured([sys.executable, "-m", "evalrun", "compare", str(mb), str(mc), "--no-cache",
+                                  "--out", str(out), "--quiet"], env=mem_env, cwd=mem_root, timeout_s=args.timeout,
+                                 server_pid=server.pid, tree_rss=True)
+                problem = _evalrun_check(out, 2 * args.memory_n)(m)
+                shutil.rmtree(out, ignore_errors=True)
+                if problem is not None:
+                    print(f"{name} memory run failed: {problem}", file=sys.stderr)
+                    return 1
+                memory[name] = m
 
     ideal = calls / args.concurrency * args.latency_ms / 1000.0
     print(f"\nN = {args.n:,} cases x 2 models = {calls:,} calls, one contains check; server latency "
@@ -282,17 +293,17 @@ def main(argv: list[str] | None = None) -> int:
         ratio = default / pf
         print(f"target evalrun <= {TARGET_VS_PROMPTFOO}x promptfoo: {ratio:.2f}x "
               f"({'met' if ratio <= TARGET_VS_PROMPTFOO else 'NOT met'})")
-    if memory is not None:
-        peak = max(memory.max_rss_mb, memory.tree_rss_mb)
-        print(f"memory: evalrun default, N = {args.memory_n:,} x 2 = {2 * args.memory_n:,} calls: wall "
-              f"{memory.wall_s:.1f} s, CPU {memory.cpu_s:.1f} s, largest process {memory.max_rss_mb:.0f} MB, whole "
-              f"tree {memory.tree_rss_mb:.0f} MB (summed RSS, shared pages counted per process); target <= "
-              f"{TARGET_MEMORY_MB:.0f} MB: {'met' if peak <= TARGET_MEMORY_MB else 'NOT met'}")
+    for name, m in memory.items():
+        peak = max(m.max_rss_mb, m.tree_rss_mb)
+        print(f"memory: {name}, N = {args.memory_n:,} x 2 = {2 * args.memory_n:,} calls: wall {m.wall_s:.1f} s, "
+              f"CPU {m.cpu_s:.1f} s, largest process {m.max_rss_mb:.0f} MB, whole tree {m.tree_rss_mb:.0f} MB "
+              f"(summed RSS, shared pages counted per process); target <= {TARGET_MEMORY_MB:.0f} MB: "
+              f"{'met' if peak <= TARGET_MEMORY_MB else 'NOT met'}")
     if args.json:
         args.json.write_text(json.dumps({
             "n": args.n, "repeat": args.repeat, "load_before": load_before,
             "runs": {name: [m.__dict__ | {"stdout": "", "stderr": ""} for m in ms] for name, ms in runs.items()},
-            "memory": None if memory is None else memory.__dict__ | {"stdout": "", "stderr": ""},
+            "memory": {name: m.__dict__ | {"stdout": "", "stderr": ""} for name, m in memory.items()},
         }, indent=1, default=str), encoding="utf-8")
     return 0
 
