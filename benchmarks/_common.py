@@ -85,10 +85,16 @@ def process_cpu_s(pid: int | None) -> float:
     return (int(parts[11]) + int(parts[12])) / _TICK
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Summed RSS (MB) of ``root`` and its live descendants, from /proc."""
+def _tree_usage(root: int) -> tuple[float, float]:
+    """Summed RSS (MB) and CPU seconds of ``root`` and its live descendants, from /proc.
+
+    CPU counts each process's own time and that of the children it reaped (``cutime``,
+    ``cstime``): worker processes are children of the forkserver, which the measured
+    process never reaps, so ``os.wait4`` alone would miss their CPU.
+    """
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
+    cpu: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -100,12 +106,14 @@ def _tree_rss_mb(root: int) -> float:
         pid = int(entry.name)
         children.setdefault(int(stat[1]), []).append(pid)
         rss[pid] = int(stat[21]) * page
-    total, stack = 0, [root]
+        cpu[pid] = sum(int(x) for x in stat[11:15])  # utime stime cutime cstime
+    total_rss, total_cpu, stack = 0, 0, [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        total_rss += rss.get(pid, 0)
+        total_cpu += cpu.get(pid, 0)
         stack.extend(children.get(pid, []))
-    return total / (1024 * 1024)
+    return total_rss / (1024 * 1024), total_cpu / _TICK
 
 
 def run_measured(
@@ -121,7 +129,8 @@ def run_measured(
 
     ``ru_maxrss`` of the reaped child is the largest resident set of any single process of
     its tree (Linux keeps the maximum, not a sum). ``tree_rss``: also sample the summed
-    RSS of the whole tree every 50 ms (worker processes included).
+    RSS and CPU of the whole tree every 50 ms (worker processes included; the CPU then is
+    the larger of the two readings, missing at most the tree's last 50 ms).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         busy0, server0 = machine_busy_s(), process_cpu_s(server_pid)
@@ -131,13 +140,15 @@ def run_measured(
         deadline = start + timeout_s
         status = 0
         usage: resource.struct_rusage | None = None
-        tree_peak, next_sample = float("nan"), start
+        tree_peak, tree_cpu, next_sample = float("nan"), 0.0, start
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
             if tree_rss and time.perf_counter() >= next_sample:
-                tree_peak = max(_tree_rss_mb(proc.pid), 0.0 if tree_peak != tree_peak else tree_peak)
+                rss_mb, cpu_s = _tree_usage(proc.pid)
+                tree_peak = max(rss_mb, 0.0 if tree_peak != tree_peak else tree_peak)
+                tree_cpu = max(tree_cpu, cpu_s)
                 next_sample = time.perf_counter() + 0.05
             if time.perf_counter() > deadline:
                 proc.send_signal(signal.SIGKILL)
@@ -151,7 +162,9 @@ def run_measured(
         out.seek(0)
         err.seek(0)
         assert usage is not None
-        cpu = usage.ru_utime + usage.ru_stime
+        # The larger of the reaped tree's CPU and the last /proc sample of the whole tree
+        # (which includes worker processes the child never reaps).
+        cpu = max(usage.ru_utime + usage.ru_stime, tree_cpu)
         return Measured(
             returncode=proc.returncode,
             wall_s=wall,

@@ -175,6 +175,15 @@ def test_every_answer_and_fault_reads_the_same_on_both_transports(
     assert sent_direct == sent_litellm
 
 
+def test_non_ascii_prompts_reach_the_server_unchanged(server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = [{"role": "system", "content": "Réponds brièvement ✓"},
+                {"role": "user", "content": "case=echo 東京 \U0001f600 naïve"}]
+    via_litellm, via_direct, (sent_litellm, sent_direct) = _both(
+        monkeypatch, server, _request(server, "echo", messages=messages))
+    assert via_direct == via_litellm
+    assert sent_direct == sent_litellm and sent_direct[0]["messages"] == messages
+
+
 def test_config_prices_apply_on_the_fast_path(server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     request = _request(server, "echo", pricing=Pricing(input_per_mtok=1.0, output_per_mtok=2.0))
     via_litellm, via_direct, _ = _both(monkeypatch, server, request)

@@ -109,7 +109,9 @@ def request_body(request: ProviderRequest) -> bytes:
     """The JSON body litellm sends for ``request`` (model without its prefix, params as given)."""
     payload: dict[str, Any] = {"model": request.model[len(PREFIX):], "messages": request.messages}
     payload.update((k, v) for k, v in request.params.items() if v is not None)
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    # ASCII JSON: the same value for the server, and a lone surrogate (a valid JSON escape)
+    # cannot make the encoding fail.
+    return json.dumps(payload, separators=(",", ":")).encode("ascii")
 
 
 async def post_chat(session: Any, request: ProviderRequest, seen: BodyCapture) -> dict[str, str]:
