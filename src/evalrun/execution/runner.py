@@ -33,6 +33,7 @@ import asyncio
 import random
 import re
 import time
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -487,8 +488,23 @@ async def run_calls(
     tasks = [asyncio.create_task(worker()) for _ in range(n_workers)]
     try:
         await asyncio.gather(*tasks)
+    except BaseException:
+        _quiet_dropped_calls()
+        raise
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return results
+
+
+def _quiet_dropped_calls() -> None:
+    """Silence the warnings the calls cancelled by a stopped run leave behind.
+
+    litellm's acompletion builds its HTTP coroutine in an executor thread; a call cancelled
+    mid-flight (a full disk, a budget, Ctrl-C stops the run) drops that coroutine unawaited,
+    and Python warns later, from the thread pool or the event loop. The calls are recorded
+    as not made and the run ends with one line naming why; the warnings would only bury it.
+    Installed only once a run is stopping (process-wide, the run is over).
+    """
+    warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
