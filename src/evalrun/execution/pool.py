@@ -444,7 +444,8 @@ def _describe_exit(code: int | None) -> str:
 
 class WorkerPool:
     """Worker processes started ahead of the work: ``WorkerPool(2, factory)`` returns at once
-    (processes come up in a background thread while the forkserver imports litellm), then
+    (processes come up in a background thread while the forkserver imports ``preload``:
+    litellm, unless every call takes the direct path), then
     ``pool.run(plan, ...)`` hands out the slices. Use as a context manager, or call
     ``close()``: idle workers are stopped, nothing is left running.
     """

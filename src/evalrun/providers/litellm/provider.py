@@ -1,5 +1,9 @@
 """The litellm-backed provider: one attempt per call, errors classified, secrets scrubbed.
 
+Requests litellm would only forward to an OpenAI-compatible endpoint take the direct path
+(``direct``: same body, session, cap, parsing and error mapping, without litellm's ~4 ms of
+CPU per call or its import); every other request goes through ``litellm.acompletion``.
+
 litellm is imported lazily, once (``importer.import_litellm``): the import costs seconds
 and ~200 MB, and `evalrun --help` / `evalrun validate` must not pay for it. Retries belong to the runner, so every hidden retry layer is switched off here
 (litellm's wrapper retries, the openai SDK's own retries).
