@@ -6,6 +6,12 @@ no dialog, no payload script ran, no request but the page itself, no console err
 page error; the case browser's kind / cohort / status filters and the search box show the
 right cases; the 5 MB response is shown truncated with its note; flip links land.
 
+The reviewer's view, at 1440 px and 390 px, on runs shaped like the shipped example
+(``reviewkit``: FAIL, PASS, INCONCLUSIVE): no horizontal page scroll (wide tables scroll in
+their own box), the first screen holds the verdict, each failing / inconclusive rule with
+its flip counts, the worst regressed examples and the degraded cohorts, and anchors land
+below the sticky navigation.
+
 Needs ``/usr/bin/chromium`` (Debian package ``chromium``) and the ``playwright`` Python
 package; never downloads a browser (``playwright install`` is not used). Skipped with the
 reason when either is missing.
@@ -22,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from reviewkit import Flavour, build_review_run
 from test_untrusted_output import PAYLOADS, HostileRun, build_big_response_run, build_hostile_run
 
 CHROMIUM = "/usr/bin/chromium"
@@ -68,7 +75,13 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(hostile: HostileRun, big_run: Path) -> Iterator[Any]:
+def review_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    flavours: tuple[Flavour, ...] = ("fail", "pass", "inconclusive")
+    return {f: build_review_run(tmp_path_factory.mktemp(f"review_{f}"), f) for f in flavours}
+
+
+@pytest.fixture(scope="module")
+def browser(hostile: HostileRun, big_run: Path, review_runs: dict[str, Path]) -> Iterator[Any]:
     # The runs are made first: Playwright's sync API keeps an event loop running on this
     # thread, and a compare (asyncio.run) cannot start inside it.
     with sync_api.sync_playwright() as p:
@@ -80,8 +93,9 @@ def browser(hostile: HostileRun, big_run: Path) -> Iterator[Any]:
         b.close()
 
 
-def open_report(browser: Any, path: Path) -> tuple[Any, Watch]:
-    context = browser.new_context(java_script_enabled=True, offline=True)
+def open_report(browser: Any, path: Path, viewport: tuple[int, int] | None = None) -> tuple[Any, Watch]:
+    size = {"width": viewport[0], "height": viewport[1]} if viewport else None
+    context = browser.new_context(java_script_enabled=True, offline=True, viewport=size)
     page = context.new_page()
     url = path.resolve().as_uri()
     watch = Watch(url)
@@ -212,6 +226,121 @@ def test_five_mb_response_is_shown_truncated(browser: Any, big_run: Path) -> Non
         # "<b>5MB</b>" in the output stayed text: no element was made of it.
         assert page.evaluate("[...document.querySelectorAll('b')].some(b => b.textContent === '5MB')") is False
         assert out.startswith("<b>5MB</b> <b>5MB</b>")
+        watch.assert_clean()
+    finally:
+        page.context.close()
+
+
+# --------------------------------------------------------------------------- the reviewer's view
+
+VIEWPORTS = [pytest.param((1440, 900), id="1440px"), pytest.param((390, 844), id="390px")]
+
+
+def box(page: Any, selector: str) -> dict[str, float]:
+    """The first match's bounding box in viewport coordinates (after any scrolling)."""
+    result: dict[str, float] = page.evaluate(
+        "s => { const r = document.querySelector(s).getBoundingClientRect();"
+        " return {top: r.top, bottom: r.bottom, left: r.left, right: r.right}; }",
+        selector,
+    )
+    return result
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+@pytest.mark.parametrize("flavour", ["fail", "pass", "inconclusive"])
+def test_no_horizontal_page_scroll(browser: Any, review_runs: dict[str, Path], flavour: str,
+                                   viewport: tuple[int, int]) -> None:
+    page, watch = open_report(browser, review_runs[flavour] / "report.html", viewport)
+    try:
+        page.eval_on_selector_all("details", "els => els.forEach(d => d.open = true)")
+        width = viewport[0]
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        # Anything wider than the page sits in a box that scrolls by itself.
+        escaping = page.evaluate(
+            """w => [...document.querySelectorAll('main *')].filter(e => {
+                 const r = e.getBoundingClientRect();
+                 if (r.right <= w + 1) return false;
+                 for (let p = e.parentElement; p; p = p.parentElement) {
+                   const o = getComputedStyle(p).overflowX;
+                   if ((o === 'auto' || o === 'scroll') && p.getBoundingClientRect().right <= w + 1) return false;
+                 }
+                 return true;
+               }).map(e => e.tagName + '.' + e.className).slice(0, 5)""",
+            width,
+        )
+        assert escaping == []
+        # ...and a table keeps readable columns rather than squeezing words to a letter a line.
+        narrow = page.evaluate(
+            """() => [...document.querySelectorAll('main table td:first-child')]
+                 .filter(td => td.textContent.trim().length > 3 && td.getBoundingClientRect().width < 48)
+                 .map(td => td.textContent.trim().slice(0, 20))"""
+        )
+        assert narrow == []
+        watch.assert_clean()
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_first_screen_answers_the_review(browser: Any, review_runs: dict[str, Path],
+                                         viewport: tuple[int, int]) -> None:
+    width, height = viewport
+    page, watch = open_report(browser, review_runs["fail"] / "report.html", viewport)
+    try:
+        assert page.locator("#verdict .badge.big").inner_text() == "FAIL"
+        rules = page.locator("#verdict .deciding li")
+        assert rules.count() == 2
+        assert rules.first.inner_text().startswith("FAIL Over-refusal")
+        assert "22 cases worse, 2 better" in rules.first.inner_text()
+        assert rules.nth(1).inner_text().startswith("INCONCLUSIVE Pass rate")
+        # On a phone the verdict and the failing rule fit the first screen; on a desktop the
+        # examples (both outputs) and the degraded cohorts do too.
+        assert page.evaluate(
+            "() => document.querySelector('#verdict .deciding li:last-child').getBoundingClientRect().bottom"
+        ) <= height
+        examples = page.locator("#glance article.ex")
+        assert examples.count() == 3
+        assert box(page, "#glance")["top"] < box(page, "#rules")["top"]  # before any full table
+        if width >= 1000:
+            for sel in ("#glance article.ex .side.baseline pre", "#glance article.ex .side.candidate pre",
+                        "#glance .cohort-list li"):
+                assert box(page, sel)["bottom"] <= height, sel
+            # Side by side: the candidate's output is to the right of the baseline's.
+            assert box(page, "#glance .side.candidate pre")["left"] > box(page, "#glance .side.baseline pre")["right"]
+        else:
+            assert box(page, "#glance article.ex")["top"] < 3 * height
+        # Cohorts that got worse are red whether or not significant.
+        colours = page.eval_on_selector_all(
+            "#glance .cohort-list li.d-worse", "els => els.map(e => getComputedStyle(e).color)")
+        assert colours and len(set(colours)) == 1 and colours[0] == "rgb(207, 34, 46)"
+        assert page.locator("#glance .sig.no").count() > 0 and page.locator("#glance .sig.yes").count() > 0
+        watch.assert_clean()
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_anchors_land_below_the_sticky_nav(browser: Any, review_runs: dict[str, Path],
+                                           viewport: tuple[int, int]) -> None:
+    height = viewport[1]
+    page, watch = open_report(browser, review_runs["fail"] / "report.html", viewport)
+    try:
+        for target in ("#rules", "#slices", "#flips", "#cases"):
+            page.locator(f"nav.top a[href='{target}']").click()
+            page.wait_for_timeout(150)
+            nav = box(page, "nav.top")
+            heading = box(page, f"{target} h2")
+            assert nav["bottom"] <= heading["top"] < height, (target, nav, heading)
+        # An example's link opens its case card, fully below the navigation.
+        link = page.locator("#glance article.ex a[href^='#case-']").first
+        case_id = link.inner_text()
+        link.click()
+        page.wait_for_timeout(250)
+        card = page.locator("#case-list article.case.hl")
+        assert card.count() == 1 and card.locator("h3").inner_text() == case_id
+        nav = box(page, "nav.top")
+        top = box(page, "#case-list article.case.hl")["top"]
+        assert nav["bottom"] <= top < height, (nav, top)
         watch.assert_clean()
     finally:
         page.context.close()

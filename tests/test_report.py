@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Collection
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import yaml
 from junitparser import Failure, JUnitXml, Skipped
 
 from evalrun import api
+from evalrun.errors import UserInputError
 from evalrun.project.loader import Project
 from evalrun.records import SIDES, CallResult, ToolCall
 from evalrun.report import (
@@ -255,7 +257,7 @@ class TagCollector(HTMLParser):
 
 
 ALLOWED_TAGS = {
-    "html", "head", "meta", "title", "style", "body", "nav", "a", "main", "header", "div", "h1", "h2", "h3",
+    "html", "head", "article", "b", "meta", "title", "style", "body", "nav", "a", "main", "header", "div", "h1", "h2", "h3",
     "h4", "span", "ul", "li", "p", "dl", "dt", "dd", "section", "table", "thead", "tbody", "tr", "th", "td",
     "br", "pre", "details", "summary", "svg", "line", "rect", "circle", "polygon", "text", "form", "label",
     "select", "option", "input", "noscript", "script",
@@ -526,7 +528,7 @@ def test_could_not_measure(tmp_path: Path) -> None:
     assert outcome.verdict_status == "COULD_NOT_MEASURE"
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "b-cnm" in html and "COULD_NOT_MEASURE" in html and "rate_limited 5" in html
-    assert (tmp_path / "summary.md").read_text(encoding="utf-8").startswith("## evalrun: COULD NOT MEASURE (exit 4)")
+    assert (tmp_path / "summary.md").read_text(encoding="utf-8").startswith("## ⛔ evalrun: COULD NOT MEASURE (exit 4)")
     assert render_terminal(outcome.summary).startswith("VERDICT: COULD_NOT_MEASURE (exit 4)")
 
 
@@ -538,11 +540,28 @@ def _unescaped(text: str) -> str:
     return re.sub(r"\\.", "", text)
 
 
-def assert_markdown_safe(md: str) -> None:
-    bare = _unescaped(md)
+OWN_TAGS_RE = re.compile(r"</?(?:details|summary|table|tr|th|td|pre)>")
+"""The only raw HTML summary.md writes itself (the collapsed examples), attribute-free."""
+GITHUB_ELEMENTS = {"h2", "p", "table", "thead", "tbody", "tr", "th", "td", "ul", "li", "strong", "details",
+                   "summary", "pre", "a"}  # fmt: skip
+
+
+def render_like_github(md: str) -> str:
+    """summary.md rendered as GitHub renders a comment: CommonMark + tables, raw HTML kept."""
+    from markdown_it import MarkdownIt
+
+    return str(MarkdownIt("commonmark", {"html": True}).enable("table").render(md))
+
+
+def assert_markdown_safe(md: str, *, links: int = 0) -> None:
+    """No markup from untrusted text: only summary.md's own tags, escaped cells, whole rows."""
+    # <pre> bodies are model output, HTML-escaped and on one line; the rendering check
+    # below proves they stay text.
+    bare = _unescaped(OWN_TAGS_RE.sub("", re.sub(r"<pre>.*?</pre>", "", md)))
+    assert all("\n" not in pre for pre in re.findall(r"<pre>.*?</pre>", md, re.S))
     for ch in "[]<>`":
-        assert ch not in bare, f"unescaped {ch!r} in summary.md"
-    assert "](" not in bare
+        assert bare.count(ch) == (links if ch in "[]" else 0), f"unescaped {ch!r} in summary.md"
+    assert bare.count("](") == links
     assert "\x1b" not in md and "\x07" not in md
     # Every table row has exactly as many cells as its header.
     header_cells: int | None = None
@@ -554,24 +573,92 @@ def assert_markdown_safe(md: str) -> None:
         if header_cells is None:
             header_cells = cells
         assert cells == header_cells, line
+    # Rendered: only the expected elements, every <details> closed, no link but the report's.
+    rendered = render_like_github(md)
+    tags = TagCollector()
+    tags.feed(rendered)
+    assert {t for t, _ in tags.tags} <= GITHUB_ELEMENTS, {t for t, _ in tags.tags} - GITHUB_ELEMENTS
+    assert sum(1 for t, _ in tags.tags if t == "a") == links
+    assert rendered.count("<details>") == rendered.count("</details>")
 
 
-def test_markdown_is_compact_and_safe(built: dict[str, Any]) -> None:
+def test_markdown_is_a_short_pr_comment(built: dict[str, Any]) -> None:
     md = built["md"]
     assert_markdown_safe(md)
     lines = md.splitlines()
-    assert lines[0] == "## evalrun: FAIL (exit 1)"
-    assert len(lines) <= 65, len(lines)
-    assert "**Warnings:**" in md and "refused less often in the candidate: c001" in md
+    assert lines[0] == "## ❌ evalrun: FAIL (exit 1) · demo"
+    before_details = lines[: next(i for i, line in enumerate(lines) if line.startswith("<details>"))]
+    assert len(before_details) <= 30, len(before_details)
     assert len(md) < 65_536
     assert "Full report: report.html in the run folder" in md
-    assert "model\\_version" in md or "model_version m1 → m2" in md
+    assert "baseline base (openai/x) → candidate cand (openai/x)" in md
+    assert "model_version m1 → m2" in md
+    # One table (the rules that did not pass), no metrics table repeating it.
+    tables = [line for line in lines if line.startswith("| ---")]
+    assert len(tables) == 1
     assert "−" in md and " pts \\[" in md  # "−3.0 pts [−7.1, +1.2]" style intervals
-    reg = [line for line in lines if line.startswith("- regressed:")]
-    imp = [line for line in lines if line.startswith("- improved:")]
-    assert reg and imp and lines.index(reg[-1]) < lines.index(imp[0])
-    assert "**Errors after retries:** baseline 0; candidate 1 (timeout 1)" in md
-    assert "**Cached calls:** baseline 0, candidate 2" in md
+    assert "**Flipped cases:** 4 regressed, 1 improved." in md
+    assert "Calls: baseline 40 (0 errors, 0 cached); candidate 40 (1 errors — timeout 1, 2 cached)." in md
+    assert "refused less often in the candidate: c001" in md  # warnings, collapsed
+
+
+def test_markdown_examples_show_both_outputs_and_the_failing_check(built: dict[str, Any]) -> None:
+    md, rows = built["md"], built["rows"]
+    rendered = render_like_github(md)
+    blocks = re.findall(r"<details><summary>(.*?)</summary>(.*?)</details>", rendered, re.S)
+    examples = [(s, b) for s, b in blocks if "warning" not in s]
+    regressed = {f["case_id"] for f in built["summary"]["flips"]["regressions"]}
+    assert len(examples) == min(3, len(regressed))
+    for summary_text, body in examples:
+        case_id = html_unescape(summary_text).split(" · ")[0]
+        assert case_id in regressed
+        pres = [html_unescape(x) for x in re.findall(r"<pre>(.*?)</pre>", body, re.S)]
+        by_side = {r["side"]: r for r in rows if r["case_id"] == case_id and r["sample"] == 0}
+        assert len(pres) == 2
+        for text, side in zip(pres, ("baseline", "candidate"), strict=True):
+            want = strip_control(by_side[side]["output"] or "")
+            assert text.startswith(want[:500]), (side, text[:80], want[:80])
+        failed = [c for c in by_side["candidate"]["score"]["checks"] if not c["passed"]]
+        assert "Candidate failed: " in body and failed and failed[0]["check"] in body
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "```\nfenced\n```\n\n# not a heading",
+        "</details>\n\n**bold** [link](https://evil.example) <img src=x onerror=alert(1)>",
+        "</pre></td></tr></table>\n\n</details>\n\n<script>alert(1)</script>",
+        "line\n\n\n    indented code?\n- list item\n| a | b |\n| --- | --- |",
+    ],
+    ids=["fence", "close-details", "close-table", "blank-lines"],
+)
+def test_hostile_outputs_cannot_break_the_comment(tmp_path: Path, output: str) -> None:
+    project = make_project(tmp_path, standard_cases(9, payloads=False))
+    results = fabricate(project, extra="x")
+    for r in results:
+        if r.case_id == "c000" and r.side == "candidate":
+            r.output = output  # no "ok" in it: the case regresses
+    api.write_outputs(project, tmp_path, results, created=CREATED)
+    md = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert_markdown_safe(md)
+    rendered = render_like_github(md)
+    (body,) = re.findall(r"<details><summary>c000 .*?</summary>(.*?)</details>", rendered, re.S)
+    pres = [html_unescape(x) for x in re.findall(r"<pre>(.*?)</pre>", body, re.S)]
+    assert pres == ["ok x", output]  # shown whole, as text
+    assert "<script" not in rendered and "<img" not in rendered and "<h1" not in rendered
+    assert "<code>" not in rendered
+
+
+def test_report_url_links_the_report_and_is_checked(built: dict[str, Any]) -> None:
+    url = "https://github.com/o/r/actions/runs/7/artifacts/9"
+    md = render_markdown(built["summary"], built["rows"], report_url=url)
+    assert md.rstrip().endswith(f"[Full report (report.html)]({url})")
+    assert_markdown_safe(md, links=1)
+    odd = render_markdown(built["summary"], report_url="https://ci.example/a b)(c")
+    assert "(https://ci.example/a%20b%29%28c)" in odd
+    for bad in ("javascript:alert(1)", "report.html", "ftp://x/y", "https://"):
+        with pytest.raises(UserInputError, match="report-url"):
+            render_markdown(built["summary"], report_url=bad)
 
 
 def test_markdown_caps_long_lists(built: dict[str, Any]) -> None:
@@ -582,11 +669,13 @@ def test_markdown_caps_long_lists(built: dict[str, Any]) -> None:
     ]  # fmt: skip
     flips = [{"case_id": f"id{i}", "kind": "k", "cohort": "c", "baseline": 1.0, "candidate": 0.0} for i in range(5000)]
     summary = copy.deepcopy(built["summary"])
-    summary["verdict"].update({"status": "FAIL", "exit_code": 1, "reasons": ["r|" * 10_000] * 300, "rules": rules})
+    summary["verdict"].update({"status": "FAIL", "exit_code": 1, "reasons": ["r|" * 10_000] * 300, "rules": rules,
+                               "warnings": ["w<" * 5000] * 300})
     summary["flips"] = {"regressions": flips, "improvements": []}
-    md = render_markdown(summary)
+    md = render_markdown(summary, built["rows"] * 3)
     assert len(md) < 65_536
-    assert "and 4990 more" in md and "and 270 more rules" in md
+    assert "and 288 more (see the report)" in md and "and 290 more (see the report)" in md
+    assert "**Flipped cases:** 5000 regressed, 0 improved." in md
     assert_markdown_safe(md)
 
 
@@ -774,9 +863,9 @@ def test_rule_evidence_and_warnings_reach_every_output(built: dict[str, Any], tm
     assert any(flipped in w for w in summary["verdict"]["warnings"])
     assert summary["verdict"]["familywise"]["method"] == "holm"
     html, md = built["html"], built["md"]
-    assert "<th>p (Holm)</th>" in html and "Holm)" in md
+    assert "<th>FAIL test</th>" in html and ", Holm " in html
     assert "fails on any evident drop" in html and "fails on any evident drop" in md
-    assert "can pass only with ≥53 cases" in html and "can pass only with ≥53 cases" in md
+    assert "can pass only with ≥53 cases" in html
     assert flipped in html and flipped in md
     assert "FAIL tests corrected together (Holm)" in html
     terminal = render_terminal(summary)
@@ -784,3 +873,29 @@ def test_rule_evidence_and_warnings_reach_every_output(built: dict[str, Any], tm
     junit = render_junit(summary)
     assert flipped in junit and "p (Holm-adjusted)" in junit
     assert any(flipped in line for line in github_annotations(summary) if line.startswith("::warning"))
+
+
+def test_compare_links_the_pr_comment_to_the_report_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--report-url / $EVALRUN_REPORT_URL: the link lands in summary.md; a bad one stops before any call."""
+    from click.testing import CliRunner
+
+    from evalrun import cli
+    from evalrun.testing import FakeProvider, fake_response, serving
+    from projectkit import case, variant, write_project
+
+    b, c = write_project(tmp_path, cases=[case(f"q{i}") for i in range(4)],
+                         baseline=variant("baseline", api_base="http://127.0.0.1:9"),
+                         candidate=variant("candidate", api_base="http://127.0.0.1:9"))
+    provider = FakeProvider(lambda request: fake_response("fine"))
+    url = "https://github.com/o/r/actions/runs/42#artifacts"
+    with serving(provider, "openai/"):
+        bad = CliRunner().invoke(cli.main, ["compare", str(b), str(c), "--out", str(tmp_path / "bad"), "--no-cache",
+                                            "--quiet", "--report-url", "javascript:alert(1)"])
+        assert bad.exit_code == 2 and "not an http(s) URL" in bad.stderr
+        assert provider.count == 0 and not (tmp_path / "bad" / "summary.md").exists()
+        monkeypatch.setenv("EVALRUN_REPORT_URL", url)
+        ok = CliRunner().invoke(cli.main, ["compare", str(b), str(c), "--out", str(tmp_path / "run"), "--no-cache",
+                                           "--quiet"])
+    assert ok.exit_code in (0, 3), ok.stderr
+    md = (tmp_path / "run" / "summary.md").read_text(encoding="utf-8")
+    assert md.rstrip().endswith(f"[Full report (report.html)]({url})")

@@ -229,39 +229,63 @@ def test_note_is_deterministic(tmp_path: Path, partial_note: str) -> None:
 
 def test_note_content_for_the_known_run(partial_note: str) -> None:
     text = partial_note
-    first = text.splitlines()[2]
-    assert first.startswith("**Gate verdict: FAIL, exit code 1")
-    # The hidden retrieval edit shows in the change section and as a failing rule.
-    assert "**hidden edit, bump the label**: retrieval.top_k" in text
-    assert "label_retrieval_version: hidden_retrieval_version_edit" in text
-    assert "| prompt_version | `shop-v1` | → `shop-v2` | bumped: prompt.system |" in text
-    assert "+When asked for JSON, reply with only the JSON object." in text
-    # The improvement is measured; the largest adverse move is the primary risk.
-    gain = text.split("## Expected gain")[1].split("## Primary regression risk")[0]
-    assert "Strict parse rate" in gain
-    risk = text.split("## Primary regression risk")[1].split("##")[0]
-    assert risk.strip().startswith(
-        "**Completion tokens / call: 20.0 → 24.0 (+20.0%"
-    )  # +20 % beats +10 pts
-    assert "- Over-refusal: 0.0% (n=10) → 10.0% (n=10)" in risk
-    # Triggers in words on the changed label's segment.
-    assert (
-        "Roll back if the strict parse rate on `prompt_version=shop-v2` traffic drops measurably "
-        "below `prompt_version=shop-v1`'s."
-    ) in text
-    assert (
-        "Roll back if `prompt_version=shop-v2` traffic refuses harmful requests measurably less often "
-        "than `prompt_version=shop-v1`."
-    ) in text
-    assert (
-        "completion tokens per call on `prompt_version=shop-v2` traffic is more than 15% above"
-        in text
-    )
-    # A critical cohort's own rules are restated for that cohort.
-    assert (
-        "Roll back if the pass rate on `prompt_version=shop-v2` traffic in cohort `north` drops "
-        "measurably below `prompt_version=shop-v1`'s."
-    ) in text
+    lines = text.splitlines()
+    assert len(lines) <= 50, len(lines)
+    assert lines[2].startswith("**Gate verdict: FAIL, exit code 1")
+    # The hidden retrieval edit shows in the change section and as a failing label trigger.
+    assert "- **retrieval_version `faq-1`: hidden edit, bump the label**: retrieval.top_k" in text
+    assert "Labels: prompt_version `shop-v1` → `shop-v2` (prompt.system)" in text
+    assert "retrieval_version `ab90ab53c6b5` [offline: FAIL: hidden_retrieval_version_edit" in text
+    # The improvement is measured; the rule with the strongest evidence of harm is the primary risk.
+    gain = text.split("## Expected gain")[1].split("## Rollout")[0]
+    assert "strict parse rate 16.7% → 100.0% (+83.3 pts)" in gain
+    risk = text.split("## Primary regression risk")[1].split("## Expected gain")[0]
+    assert risk.strip().startswith("**Completion tokens / call: 20.0 → 24.0 (+20.0%")
+    assert "offline FAIL, Holm-adjusted p" in risk
+    assert "Degraded cohorts (completion tokens / call" in risk and "`north` 20.0 → 24.0" in risk
+    assert "- Also not cleared: Over-refusal: 0.0% (n=10) → 10.0% (n=10)" in risk
+    assert "about 114 cases would settle it" in risk
+    # Triggers grouped, the label filter stated once.
+    triggers = text.split("## Rollback triggers")[1].split("## Monitoring filters")[0]
+    assert triggers.count("prompt_version=shop-v2") == 1
+    assert "Candidate traffic: `prompt_version=shop-v2`; control: `prompt_version=shop-v1`" in triggers
+    assert ("- quality drops measurably below the control's: pass rate [pass], strict parse rate [pass], "
+            "schema-valid rate [not measured], tool-call validity [not measured], pass rate in cohort `north` "
+            "[pass]") in triggers
+    assert "- rate rises measurably above the control's: over-refusal rate [inconclusive]" in triggers
+    assert "completion tokens per call +15% [FAIL]" in triggers
+    assert len([line for line in triggers.splitlines() if line.startswith("- ")]) == 6
+
+
+def test_primary_risk_is_the_strongest_evidence_of_harm_not_the_largest_move() -> None:
+    """A large but noisy latency move must not outrank a smaller rate change the gate FAILed on."""
+    base = VariantConfig.model_validate(_variant("b", SYSTEM, BASE_LABELS))
+    cand = VariantConfig.model_validate(_variant("c", SYSTEM, CAND_LABELS))
+    latency = {"metric": "latency_p50", "type": "quantile", "label": "Latency p50 (s)", "higher_is_better": False,
+               "baseline": {"value": 0.5}, "candidate": {"value": 1.0}, "ratio": 2.0, "ratio_ci": [0.6, 6.0]}
+    refusal = {"metric": "over_refusal", "type": "rate", "label": "Over-refusal", "higher_is_better": False,
+               "baseline": {"value": 0.05, "n": 56}, "candidate": {"value": 0.41, "n": 56}, "paired_n": 56,
+               "delta": 0.36, "delta_ci": [0.22, 0.47], "table": {"n11": 1, "n10": 2, "n01": 22, "n00": 31}}
+    rules = [
+        {"rule": "latency_p50_ratio", "scope": "overall", "metric": "latency_p50", "status": "inconclusive",
+         "observed": 2.0, "ci": [0.6, 6.0], "margin": 1.2, "p_value": 0.2, "p_adjusted": 1.0, "trigger": "t"},
+        {"rule": "over_refusal", "scope": "overall", "metric": "over_refusal", "status": "fail", "observed": 0.36,
+         "ci": [0.22, 0.47], "margin": 0.03, "fail_margin": 0.0, "p_value": 1e-6, "p_adjusted": 1e-5, "trigger": "t"},
+    ]
+    summary = {"verdict": {"status": "FAIL", "exit_code": 1, "reasons": [], "rules": rules},
+               "metrics": [latency, refusal], "run": {"confidence": 0.9},
+               "slices": {"cohort": {"fashion": {"metrics": [{**refusal, "baseline": {"value": 0.0, "n": 12},
+                                                             "candidate": {"value": 0.33, "n": 12}, "delta": 0.33,
+                                                             "delta_ci": [-0.05, 0.5], "q_value": 0.4}]},
+                                     "grocery": {"metrics": [{**refusal, "delta": -0.1, "delta_ci": [-0.3, 0.1]}]}}}}
+    text = render_rollout_note(summary, [], base, cand)
+    risk = text.split("## Primary regression risk")[1].split("## Expected gain")[0]
+    assert risk.strip().startswith("**Over-refusal: 5.0% (n=56) → 41.0% (n=56) (+36.0 pts")
+    assert "22 cases got worse, 2 better." in risk
+    # The degraded cohort is named even though its change is not significant; the improved one is not.
+    assert "- Degraded cohorts (over-refusal, any move the harmful way): `fashion` 0.0% → 33.0% (not significant)." in risk
+    assert "grocery" not in risk
+    assert "- Also not cleared: p50 latency: 0.50 s → 1.00 s (+100.0%" in risk
 
 
 def test_unknown_and_missing_cohort_rules_still_render() -> None:
@@ -287,11 +311,8 @@ def test_unknown_and_missing_cohort_rules_still_render() -> None:
         base,
         cand,
     )
-    assert (
-        "- Hold the rollout in cohort `vip`: it is a critical cohort but no case of the suite measures it. [offline: FAIL]"
-        in text
-    )
-    assert "- Roll back if the custom metric drops (`custom_rule`). [offline: pass]" in text
+    assert "- critical cohort is unmeasured (hold the rollout): in cohort `vip` [FAIL]" in text
+    assert "- other rules fire: the custom metric drops (`custom_rule`) [pass]" in text
 
 
 def test_todo_lines_when_rollout_block_missing(tmp_path: Path) -> None:
@@ -300,8 +321,7 @@ def test_todo_lines_when_rollout_block_missing(tmp_path: Path) -> None:
         TODO_GAIN,
         "TODO(owner): name the owner",
         "TODO(owner): link the dashboard",
-        "TODO(owner): canary cohorts (suite cohorts: north, south)",
-        "TODO(owner): expanded cohorts (suite cohorts: north, south)",
+        "- TODO(owner): canary cohorts · TODO(owner): expanded cohorts (suite cohorts: north, south)",
         "TODO(owner): the change in one sentence",
     ):
         assert todo in text
@@ -312,7 +332,8 @@ def test_no_todo_when_rollout_block_given(tmp_path: Path) -> None:
     assert "TODO" not in text
     assert "Dana (shop-assistant on-call)" in text
     assert "https://grafana.example/d/shop-assistant" in text
-    assert "- Canary: north" in text and "- Expanded: north, south" in text
+    assert "- Canary: north · Expanded: north, south" in text
+    assert "- Owner: Dana (shop-assistant on-call) · Dashboard: https://grafana.example/d/shop-assistant" in text
     assert "Fewer fenced JSON answers on extraction requests." in text
 
 
@@ -334,7 +355,8 @@ def test_sql_and_json_filters_escape_quotes(tmp_path: Path) -> None:
 def test_same_labels_warn_that_segments_are_indistinguishable(tmp_path: Path) -> None:
     text = note(tmp_path, cand_labels=BASE_LABELS)
     assert "live traffic cannot tell them apart" in text
-    assert "label_prompt_version: hidden_prompt_version_edit" in text
+    assert "- **prompt_version `shop-v1`: hidden edit, bump the label**: prompt.system" in text
+    assert "[offline: FAIL: hidden_prompt_version_edit: prompt.system changed" in text
 
 
 def test_write_rollout_note(tmp_path: Path) -> None:
@@ -365,7 +387,8 @@ def test_renders_without_findings_or_optional_metrics() -> None:
     text = render_rollout_note(summary, [], base, cand)
     assert "**Gate verdict: COULD_NOT_MEASURE, exit code 4 (could not measure)**" in text
     assert "Config diff: not available" in text
-    assert "| Pass rate | n/a | n/a | not computed |" in text
+    assert "- no case was measured" in text
+    assert "No gate rule moved the harmful way offline" in text
 
 
 @pytest.mark.parametrize("status", ["PASS", "INCONCLUSIVE"])

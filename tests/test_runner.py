@@ -259,4 +259,5 @@ def test_summary_results_and_reports_carry_the_client_overhead(tmp_path: Path) -
     assert "Latency measurement and client overhead" in html
     assert "transport, kernel receive timestamps 6" in html
     md = (tmp_path / "run" / "summary.md").read_text(encoding="utf-8")
-    assert "**Client overhead**" in md
+    # The overhead is the report's (this machine's cost, not gated); the PR comment stays short.
+    assert "overhead" not in md and "Calls: baseline 6" in md

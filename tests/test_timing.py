@@ -43,6 +43,40 @@ def litellm() -> Any:
     return import_litellm()
 
 
+def _wait_for_stamps(server: socket.socket, client: socket.socket) -> None:
+    """Round trips until the kernel stamps a packet.
+
+    Linux turns receive timestamps on lazily (a deferred static key) when the first socket
+    asks, and off again some time after the last such socket closes: until then packets
+    arrive unstamped and a call honestly reports the loop's clock.
+    """
+    for _ in range(200):
+        server.sendall(b"warm")
+        _, ancdata, _, _ = client.recvmsg(16, socket.CMSG_SPACE(16))
+        if ancdata:
+            return
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def kernel_stamping() -> Iterator[None]:
+    """Keeps receive timestamps switched on for the test (a stamped socket stays open)."""
+    if not KERNEL_STAMPS:
+        yield
+        return
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = TimedSocket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        client.connect(listener.getsockname())
+        server, _ = listener.accept()
+        with server:
+            _wait_for_stamps(server, client)
+            yield
+    finally:
+        client.close()
+        listener.close()
+
+
 # --------------------------------------------------------------------------- the clock
 
 
@@ -126,14 +160,7 @@ def test_socket_stamps_arrival_not_the_late_read() -> None:
     try:
         client.connect(listener.getsockname())
         server, _ = listener.accept()
-        # Linux turns receive timestamps on lazily (a deferred static key) when the first socket
-        # asks: until then packets arrive unstamped. Round trips until one is stamped.
-        for _ in range(200):
-            server.sendall(b"warm")
-            _, ancdata, _, _ = client.recvmsg(16, socket.CMSG_SPACE(16))
-            if ancdata:
-                break
-            time.sleep(0.005)
+        _wait_for_stamps(server, client)
         with use_clock() as clock, server:
             clock.begin_exchange()
             client.send(b"request")
@@ -203,7 +230,7 @@ def recorded_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[socket.so
 @pytest.mark.network
 def test_a_stall_on_the_event_loop_is_client_overhead_not_provider_latency(
     litellm: Any, openai_server: OpenAIServer, recorded_sockets: list[socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, kernel_stamping: None,
 ) -> None:
     """While the answer waits in the socket, the loop is blocked (as by CPU-bound work):
     the provider's latency ends when the answer arrived, so the whole stall is overhead."""
@@ -255,7 +282,7 @@ def test_a_stall_on_the_event_loop_is_client_overhead_not_provider_latency(
 @pytest.mark.network
 @pytest.mark.parametrize("model", ["openai/evalrun-timing", "aiohttp_openai/evalrun-timing", "router"])
 def test_every_litellm_http_path_is_timed_at_the_transport(
-    litellm: Any, openai_server: OpenAIServer, model: str
+    litellm: Any, openai_server: OpenAIServer, model: str, kernel_stamping: None
 ) -> None:
     """openai/ (the SDK over httpx), aiohttp_openai/ and a Router all send through the timed session."""
     router = None

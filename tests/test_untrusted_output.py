@@ -210,7 +210,7 @@ def inspect_html(html: str) -> dict[str, Any]:
     allowed = {"html", "head", "meta", "title", "style", "body", "nav", "a", "main", "header", "div", "h1", "h2",
                "h3", "h4", "span", "p", "ul", "li", "dl", "dt", "dd", "section", "table", "thead", "tbody", "tr",
                "th", "td", "pre", "details", "summary", "br", "noscript", "form", "label", "select", "option",
-               "input", "script", "svg", "g", "rect", "line", "text", "path", "polyline", "circle", "tspan",
+               "input", "script", "svg", "g", "rect", "line", "text", "path", "polyline", "circle", "tspan", "article",
                "b", "small", "code", "strong", "em", "caption", "col", "colgroup", "abbr", "polygon", "defs",
                "pattern", "clippath", "ellipse"}
     for tag, attrs in parser.tags:
@@ -307,10 +307,18 @@ def check_markdown_inert(md: str) -> None:
         assert len(widths) == 1, f"a row breaks its table: {block}"
 
 
+OWN_MD_TAGS_RE = re.compile(r"</?(?:details|summary|table|tr|th|td)>")
+"""summary.md's own raw HTML (the collapsed examples); attribute-free, never from data."""
+
+
 def test_summary_md_is_inert(hostile: HostileRun) -> None:
     md = (hostile.run_dir / "summary.md").read_text(encoding="utf-8")
-    check_markdown_inert(md)
-    assert len(md_table_blocks(md)) >= 2
+    # Outputs sit in one-line <pre> bodies, HTML-escaped: no tag, no newline, no control.
+    pres = re.findall(r"<pre>(.*?)</pre>", md, re.S)
+    assert pres and all("\n" not in x and not re.search(r"<[A-Za-z!/?]", x) for x in pres)
+    assert any("&lt;script&gt;" in x for x in pres)
+    check_markdown_inert(OWN_MD_TAGS_RE.sub("", re.sub(r"<pre>.*?</pre>", "", md)))
+    assert len(md_table_blocks(md)) >= 1
     # Payload-derived text is present, escaped (the flips and reasons name payload cohorts).
     assert "&lt;script&gt;" in md and "cohort:&lt;svg onload" in md and "\\`code\\` \\*\\*bold" in md
 

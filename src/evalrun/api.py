@@ -40,6 +40,8 @@ from evalrun.execution.runner import ProgressHook
 from evalrun.pipeline import load_run, merge, note, rescore
 from evalrun.project.loader import Project, load_project, shard_cases
 from evalrun.providers.base import Provider
+from evalrun.report import rewrite_summary_md
+from evalrun.report.markdown import check_report_url
 from evalrun.report.outputs import CompareOutcome, stored_outcome, write_note, write_outputs
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "RunOptions",
     "RunOutcome",
     "check_environment",
+    "check_report_url",
     "compare",
     "compare_sequential",
     "default_run_dir",
@@ -66,6 +69,7 @@ __all__ = [
     "plan_calls",
     "rescore",
     "result_rows",
+    "rewrite_summary_md",
     "run",
     "score",
     "shard_cases",

@@ -114,10 +114,13 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--sequential", is_flag=True,
               help="Random case order; stop calling once every rule is decided (anytime-valid sequences).")
 @click.option("--look-every", type=click.IntRange(1), help="--sequential: cases per look (default: 5 %% of the suite, at least 5).")
+@click.option("--report-url", envvar="EVALRUN_REPORT_URL", metavar="URL",
+              help="Link summary.md (the PR comment) to the uploaded report, e.g. the CI run's artifact URL "
+                   "[env: EVALRUN_REPORT_URL].")
 def compare(baseline: str, candidate: str, suite: str | None, out: str | None, resume_dir: str | None, aa: bool,
             no_cache: bool, refresh: bool, replay: bool, cache_dir: str | None, max_cost: float | None,
             shard_spec: str | None, fmt: str, quiet: bool, workers: int | None, sequential: bool,
-            look_every: int | None) -> None:
+            look_every: int | None, report_url: str | None) -> None:
     """Run the suite against BASELINE and CANDIDATE, gate the change, write the reports."""
     from evalrun import api
     from evalrun.execution.progress import Progress
@@ -129,6 +132,8 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
     mode: api.CacheMode = "off" if no_cache else "refresh" if refresh else "replay" if replay else "use"
     run_dir: Path | None = None
     try:
+        if report_url:
+            api.check_report_url(report_url)  # a bad link stops here, before any call
         project = api.load_project(baseline, candidate, suite, aa_mode=aa, shard=_parse_shard(shard_spec))
         if mode != "replay":
             api.check_environment(project)
@@ -155,6 +160,8 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
                 outcome = api.compare_sequential(project, run_dir=run_dir, options=options, look_every=look_every)
             else:
                 outcome = api.compare(project, run_dir=folder, options=options)
+        if report_url:
+            outcome.files["summary_md"] = api.rewrite_summary_md(outcome.run_dir, report_url=report_url)
     except EvalrunError as exc:
         _fail(exc)
     except KeyboardInterrupt:

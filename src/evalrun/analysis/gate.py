@@ -142,7 +142,7 @@ def trigger_text(rd: RuleDef, spec: RuleSpec) -> str:
         r = spec.fail_margin if spec.fail_margin is not None else (spec.margin if spec.margin is not None else 1.0)
         return rd.trigger.format(pct=f"{(r - 1) * 100:g}%")
     f = fail_threshold(spec) or 0.0
-    size = " (any evident change)" if f == 0.0 else f" more than {_pts(f)} points"
+    size = " measurably" if f == 0.0 else f" more than {_pts(f)} points"
     if spec.any_flip:
         bound += ", or any known-bad case is refused less often (strict any-flip)"
     return rd.trigger.format(m=size, bound=bound).replace(" 1 points", " 1 point")
@@ -426,7 +426,7 @@ def _finish(pend: _Pending, rejected: dict[int, list[_Hypothesis]], gate: GateCo
         if pend.non_inferior and _bound_open(pend):
             res.reason = f"{obs}, interval {ci_txt} clears the margin {margin_txt}, not yet the {_bound_word(res)}"
     if res.cases_needed is not None:
-        res.reason += f"; about {res.cases_needed:,} paired cases would {res.cases_needed_for} it (80 % power)"
+        res.reason += f"; about {res.cases_needed:,} paired cases would settle it (80 % power)"
     if res.cases_to_pass is not None and res.paired_n < res.cases_to_pass:
         res.reason += (f"; with {res.paired_n} cases this rule can never pass, "
                        f"{res.cases_to_pass:,} could")

@@ -24,6 +24,7 @@ __all__ = [
     "render_junit",
     "render_markdown",
     "render_terminal",
+    "rewrite_summary_md",
     "strip_control",
     "terminal_safe",
     "write_reports",
@@ -46,14 +47,15 @@ def render_junit(summary: Summary | dict[str, Any]) -> str:
 
 def write_reports(
     project: Project, summary: Summary | dict[str, Any], rows: list[dict[str, Any]], run_dir: Path, *,
-    summary_json: bool = True,
+    summary_json: bool = True, report_url: str | None = None,
 ) -> dict[str, Path]:
     """Write summary.md, report.html, junit.xml and then summary.json into ``run_dir``.
 
     Each file is written atomically (temp file + rename), so a crash never leaves a
     half-written report that looks complete; summary.json comes last (it marks a finished
     run). ``summary_json=False`` leaves it to the caller (``api.write_outputs`` writes the
-    rollout note first). Returns the paths by kind.
+    rollout note first). ``report_url`` links the report from summary.md. Returns the paths
+    by kind.
     """
     from evalrun.execution.store import write_json, write_text
 
@@ -70,7 +72,7 @@ def write_reports(
     # Belt and braces: no bidi override survives anywhere in a document a reviewer reads,
     # including the case data embedded as JSON (rendered with textContent).
     typed = as_summary(summary)
-    write_text(paths["summary_md"], strip_bidi(render_markdown(typed)))
+    write_text(paths["summary_md"], strip_bidi(render_markdown(typed, rows, report_url=report_url)))
     write_text(paths["html"], strip_bidi(render_html(project, typed, rows)))
     write_text(paths["junit"], render_junit(typed))
     if summary_json:
@@ -78,3 +80,27 @@ def write_reports(
     else:
         del paths["summary_json"]
     return paths
+
+
+def rewrite_summary_md(run_dir: Path, *, report_url: str | None = None) -> Path:
+    """Render summary.md again from a finished run folder's summary.json and results.jsonl.
+
+    What ``compare --report-url`` calls once the run is written (also for a run answered
+    from an earlier, finished folder): the link is known only to the CI run that uploads
+    the report. Nothing but summary.md is touched.
+    """
+    import json
+
+    from evalrun.execution.store import write_text
+    from evalrun.report.sanitize import strip_bidi
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    rows: list[dict[str, Any]] = []
+    results = run_dir / "results.jsonl"
+    if results.exists():
+        with results.open(encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+    path = run_dir / "summary.md"
+    write_text(path, strip_bidi(render_markdown(summary, rows, report_url=report_url)))
+    return path

@@ -250,29 +250,45 @@ def rule_margin(rule: RuleResult, *, ascii: bool = False) -> str:
 
 
 def rule_p(rule: RuleResult) -> str:
-    """A rule's FAIL-test p-value and its family-wise (Holm) adjustment: ``0.012 (Holm 0.094)``."""
+    """A rule's FAIL test: ``p 0.012, Holm 0.094`` (raw and family-wise adjusted p-value).
+
+    Only FAIL and INCONCLUSIVE rules show it: a PASS rule is decided by its interval, and
+    the p-value of a test for harm on an evidently better candidate ("1") only confuses.
+    """
+    if rule.status not in ("fail", "inconclusive"):
+        return ""
     raw = [x for x in (finite(rule.p_value), finite(rule.p_bound)) if x is not None]
     if not raw:
         return ""
-    text = p_value(min(raw))
+    text = f"p {p_value(min(raw))}"
     adj = finite(rule.p_adjusted)
     if adj is not None:
-        text += f" (Holm {p_value(adj)})"
+        text += f", Holm {p_value(adj)}"
     return text
 
 
+def rule_settle(rule: RuleResult, *, ascii: bool = False) -> str:
+    """How many paired cases would settle an INCONCLUSIVE rule, either way (80 % power).
+
+    ``cases_needed`` is the fewer of the cases to clear the margin and the cases to show a
+    regression at the observed change; the report does not say which, so it never reads as
+    if the tool wanted the rule to fail. "" when not inconclusive or not computable.
+    """
+    if rule.status != "inconclusive" or rule.cases_needed is None:
+        return ""
+    return f"{'~' if ascii else '≈'}{rule.cases_needed:,} cases would settle it"
+
+
 def rule_mde(rule: RuleResult, *, ascii: bool = False) -> str:
-    """Smallest regression detected (80 % power), cases that would resolve it, cases to pass at all."""
+    """Smallest regression detected (80 % power), cases that would settle it, cases to pass at all."""
     kind = rule_kind(rule)
     parts: list[str] = []
     mde = finite(rule.mde)
     if mde is not None:
         parts.append(f"MDE {times(mde, ascii=ascii)}" if kind == "ratio" else f"MDE {abs(mde) * 100:.1f} pts")
-    needed = rule.cases_needed
-    if needed is not None and rule.status == "inconclusive":
-        towards = rule.cases_needed_for
-        parts.append(f"{'~' if ascii else '≈'}{needed:,} cases to {towards}" if towards
-                     else f"{'~' if ascii else '≈'}{needed:,} cases needed")
+    settle = rule_settle(rule, ascii=ascii)
+    if settle:
+        parts.append(settle)
     if rule.cases_to_pass is not None and rule.paired_n < rule.cases_to_pass:
         parts.append(f"can pass only with {'>=' if ascii else '≥'}{rule.cases_to_pass:,} cases")
     return "; ".join(parts)

@@ -40,6 +40,7 @@ from evalrun.analysis.summary_model import (
 from evalrun.catalogue import METRICS
 from evalrun.records import SIDES
 from evalrun.report import charts, fmt
+from evalrun.report import digest as digest_mod
 from evalrun.report.fmt import AA_NOTE
 from evalrun.report.sanitize import json_for_script, strip_control, truncate
 
@@ -175,6 +176,7 @@ def _overall_rules(summary: Summary) -> dict[str, RuleResult]:
 
 def _header(summary: Summary) -> dict[str, Any]:
     verdict, run = summary.verdict, summary.run
+    b, c = summary.variants.get("baseline"), summary.variants.get("candidate")
     return {
         "suite": _s(run.suite, 200),
         "created": _s(summary.created, 100),
@@ -186,16 +188,31 @@ def _header(summary: Summary) -> dict[str, Any]:
         "warnings": [_s(w) for w in verdict.warnings],
         "familywise": _familywise_text(verdict.familywise),
         "aa_note": AA_NOTE if run.aa_mode else "",
+        "baseline": _side_short(b, "baseline"),
+        "candidate": _side_short(c, "candidate"),
+        "size": f"{fmt.count(run.n_cases)} cases × {fmt.count(run.samples)} sample(s)",
+        "label_changes": [
+            (_s(k, 100), _s(v[0], 100) if len(v) > 0 else fmt.NA, _s(v[1], 100) if len(v) > 1 else fmt.NA)
+            for k, v in sorted(summary.label_changes.items())
+        ],
         "facts": [
             ("Cases", fmt.count(run.n_cases)),
             ("Samples per case", fmt.count(run.samples)),
             ("Confidence", fmt.pct(run.confidence, 0) + f" (one-sided α = {run.alpha})"),
-            ("Baseline", _side_name(summary.variants.get("baseline"))),
-            ("Candidate", _side_name(summary.variants.get("candidate"))),
+            ("Baseline", _side_name(b)),
+            ("Candidate", _side_name(c)),
             ("Fingerprint", _s(run.fingerprint, 100)),
             ("evalrun", _s(summary.evalrun_version, 50)),
+            ("Created", _s(summary.created, 100)),
         ],
     }
+
+
+def _side_short(v: VariantInfo | None, side: str) -> str:
+    """``baseline (model)`` / ``baseline my-name (model)``: never the side's name twice."""
+    if v is None:
+        return f"{side} {fmt.NA}"
+    return _s(f"{side} ({v.model})" if v.name == side else f"{side} {v.name} ({v.model})", 300)
 
 
 def _familywise_text(fw: Familywise | Mapping[str, Any]) -> str:
@@ -212,23 +229,27 @@ def _side_name(v: VariantInfo | None) -> str:
     return _s(f"{v.name} · {v.model} · {v.config_file}", 400)
 
 
-def _rules(summary: Summary) -> list[dict[str, Any]]:
-    return [
+def _rules(summary: Summary) -> dict[str, Any]:
+    """The full rule table; the version-label rules fold into one line when they all pass."""
+    labels = [r for r in summary.verdict.rules if r.rule.startswith("label_")]
+    fold = bool(labels) and all(r.status == "pass" for r in labels)
+    rows = [
         {
             "rule": _s(r.rule, 200),
-            "scope": _s(r.scope, 200),
+            "scope": "" if r.scope == "overall" else _s(r.scope, 200),
             "trigger": _s(r.trigger, 500),
             "observed": fmt.rule_observed(r),
             "margin": fmt.rule_margin(r),
             "status": r.status,
             "reason": _s(r.reason),
-            "mde": fmt.rule_mde(r),
+            "power": fmt.rule_mde(r),
             "p": fmt.rule_p(r),
             "warnings": [_s(w, 500) for w in r.warnings],
-            "paired_n": fmt.count(r.paired_n),
         }
         for r in summary.verdict.rules
+        if not (fold and r.rule.startswith("label_"))
     ]
+    return {"rows": rows, "labels_folded": len(labels) if fold else 0}
 
 
 def _labels(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -462,7 +483,7 @@ def _consistency(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _slice_cell(m: MetricResult | None, critical: bool) -> dict[str, Any]:
+def _slice_cell(m: MetricResult | None, critical: bool, level: float) -> dict[str, Any]:
     if isinstance(m, RateMetric):
         if not m.paired_n:
             return {"empty": True}
@@ -470,7 +491,8 @@ def _slice_cell(m: MetricResult | None, critical: bool) -> dict[str, Any]:
             "empty": False,
             "main": f"{fmt.pct(m.baseline.value)} → {fmt.pct(m.candidate.value)}",
             "change": fmt.metric_change(m),
-            "status": _direction(m),
+            "status": digest_mod.direction(m),
+            "sig": digest_mod.is_significant(m, level),
             "p": "" if critical or m.q_value is None else f"q {fmt.p_value(m.q_value)}",
             "p_crit": f"p {fmt.p_value(m.p_value)}" if critical and m.p_value is not None else "",
         }
@@ -480,26 +502,15 @@ def _slice_cell(m: MetricResult | None, critical: bool) -> dict[str, Any]:
         "empty": False,
         "main": f"{fmt.tokens(m.baseline.mean)} → {fmt.tokens(m.candidate.mean)}",
         "change": fmt.metric_change(m),
-        "status": _direction(m),
+        "status": digest_mod.direction(m),
+        "sig": digest_mod.is_significant(m, level),
         "p": "",
         "p_crit": "",
     }
 
 
-def _direction(m: RateMetric | RatioMetric) -> str:
-    """"worse" / "better" when the interval excludes no-change, else "" (for colouring)."""
-    lo, hi = _ci(m.delta_ci) if isinstance(m, RateMetric) else _ci(m.ratio_ci)
-    ref = 0.0 if isinstance(m, RateMetric) else 1.0
-    if lo is None or hi is None:
-        return ""
-    if lo > ref:
-        return "better" if m.higher_is_better else "worse"
-    if hi < ref:
-        return "worse" if m.higher_is_better else "better"
-    return ""
-
-
 def _slices(summary: Summary) -> list[dict[str, Any]]:
+    level = 1.0 - float(summary.run.confidence)
     out = []
     dims: tuple[tuple[Literal["kind", "cohort"], str], ...] = (("kind", "By kind"), ("cohort", "By cohort"))
     for dim, title in dims:
@@ -513,17 +524,11 @@ def _slices(summary: Summary) -> list[dict[str, Any]]:
                     "value": _s(value, 200),
                     "n_cases": fmt.count(e.n_cases),
                     "critical": e.critical,
-                    "cells": [_slice_cell(by.get(name), e.critical) for name, _ in SLICE_METRICS],
+                    "cells": [_slice_cell(by.get(name), e.critical, level) for name, _ in SLICE_METRICS],
                 }
             )
         out.append({"dim": dim, "title": title, "rows": rows})
     return out
-
-
-def _anchor(case_id: Any) -> str:
-    from urllib.parse import quote
-
-    return "#case-" + quote(str(case_id), safe="")
 
 
 def _flips(summary: Mapping[str, Any], samples: int) -> dict[str, Any]:
@@ -543,7 +548,7 @@ def _flips(summary: Mapping[str, Any], samples: int) -> dict[str, Any]:
         out[key] = [
             {
                 "case_id": _s(f.get("case_id"), 200),
-                "href": _anchor(f.get("case_id")),
+                "href": digest_mod.case_anchor(f.get("case_id")),
                 "kind": _s(f.get("kind"), 200),
                 "cohort": _s(f.get("cohort"), 200),
                 "baseline": show(f.get("baseline")),
@@ -577,6 +582,25 @@ def _distributions(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     svg = charts.histogram_svg(completion, label="completion tokens per call", fmt=lambda v: f"{v:,.0f}")
     if svg:
         out.append(Markup(svg))
+    return out
+
+
+def _example_inputs(project: Project | None, first: digest_mod.Digest) -> dict[str, str]:
+    """The input of each first-screen example, one short line (the case card has it all)."""
+    if project is None:
+        return {}
+    by_id = {c.id: c for c in project.cases}
+    out = {}
+    for ex in first.examples:
+        case = by_id.get(ex.case_id)
+        if case is None:
+            continue
+        if case.messages:
+            text = str(case.messages[-1].get("content") if isinstance(case.messages[-1], Mapping) else case.messages[-1])
+        else:
+            strings = [str(v) for _, v in sorted(case.vars.items()) if isinstance(v, str)]
+            text = strings[0] if len(strings) == 1 else _pretty_json(dict(case.vars)) if case.vars else ""
+        out[ex.case_id] = _s(" ".join(text.split()), digest_mod.EXAMPLE_CHARS)
     return out
 
 
@@ -731,8 +755,11 @@ def render_html(project: Project, summary: Summary | Mapping[str, Any], rows: Se
         f"script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; "
         "img-src data:; base-uri 'none'; form-action 'none'"
     )
+    first = digest_mod.digest(typed, rows)
     context = {
         "h": _header(typed),
+        "d": first,
+        "inputs": _example_inputs(project, first),
         "rules": _rules(typed),
         "labels": _labels(summary),
         "config": _config_section(project),

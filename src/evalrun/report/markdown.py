@@ -1,202 +1,231 @@
-"""summary.md: the verdict as a pull-request comment.
+"""summary.md: the verdict as a pull-request comment a reviewer reads in ten seconds.
 
-Short by design (about 60 lines for a 40-case suite; hard-capped well under GitHub's
-65,536-character comment limit): verdict, reasons, label changes, the gate rules, the main
-metrics with intervals, the top flips, error and cache counts. Every value that can come
-from a user file or a model goes through ``md_cell``, so no cell can break its table row,
-open a link or inject HTML.
+Short by design (about 20 lines before the collapsed examples): the verdict, the two sides
+and the labels that changed; one table of the rules that did not pass, each with its
+change, its interval, what it is allowed, how many cases got worse or better and what
+would settle it; one line for everything that passed; the cohorts that got worse; then the
+worst regressed cases in collapsed ``<details>``, both outputs side by side with the
+failing check; a link to the full report when the CI run provides one (``report_url``).
+
+Untrusted text: table cells and prose go through ``md_cell``; model outputs and ids inside
+the HTML of a ``<details>`` block are HTML-escaped and kept on one line (newlines as
+``&#10;``), so a blank line, a ``` fence or a ``</details>`` in an output cannot end the
+block or start markdown. The comment stays under GitHub's 65,536-character limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-from evalrun.analysis.summary_model import (
-    CallCounts,
-    Flips,
-    RateMetric,
-    RuleResult,
-    Side,
-    Summary,
-    as_summary,
-)
-from evalrun.catalogue import METRICS
+from evalrun.analysis.summary_model import CallCounts, Side, Summary, VariantInfo, as_summary
+from evalrun.errors import UserInputError
 from evalrun.report import fmt
+from evalrun.report.digest import Digest, Example, RuleLine, SideOutput, digest
 from evalrun.report.fmt import AA_NOTE
-from evalrun.report.sanitize import md_cell
+from evalrun.report.sanitize import md_cell, strip_control
 
-MAX_REASONS = 6
-MAX_WARNINGS = 10
-MAX_RULE_ROWS = 30
-MAX_FLIPS = 10
+__all__ = ["MAX_CHARS", "REPORT_URL_ENV", "check_report_url", "render_markdown"]
+
 MAX_CHARS = 60_000
-FOOTER = "Full report: report.html in the run folder"
-MAIN_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.short is not None)
-"""The compact metric table: the metrics a reviewer decides on, in catalogue order."""
+"""Hard cap on the comment (GitHub refuses comments over 65,536 characters)."""
+MAX_WARNINGS = 10
+MAX_RULE_ROWS = 12
+EXAMPLE_CHARS = 600
+"""Characters of each output in a collapsed example."""
+REPORT_URL_ENV = "EVALRUN_REPORT_URL"
+"""Environment variable the CLI reads for ``--report-url`` (the CI workflow sets it)."""
+FOOTER = "Full report: report.html in the run folder."
+ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "COULD_NOT_MEASURE": "⛔"}
 
 
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+def check_report_url(url: str) -> str:
+    """``url`` when it is an absolute http(s) URL, percent-encoded for a markdown link.
+
+    Raises ``UserInputError`` (exit 2) otherwise: a ``javascript:`` or relative link must never reach a
+    comment.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserInputError(f"--report-url / ${REPORT_URL_ENV}: {url!r} is not an http(s) URL")
+    # Spaces, parentheses, angle brackets and quotes would end or break a markdown link.
+    return quote(url.strip(), safe=":/?#@!$&'*+,;=%~-._[]")
 
 
-def _status_word(status: Any) -> str:
-    return str(status or "").replace("_", " ").upper()
+def _word(status: str) -> str:
+    return status.replace("_", " ").upper()
 
 
-def _rules_table(rules: Sequence[RuleResult]) -> list[str]:
-    shown = [r for r in rules if r.status != "not_applicable"]
-    skipped = [r for r in rules if r.status == "not_applicable"]
-    # Failing rules first: in a long table they must not hide below the cap.
-    order = {"fail": 0, "inconclusive": 1, "pass": 2}
-    shown.sort(key=lambda r: order.get(r.status, 3))
-    lines = [_row(["Rule", md_cell("Observed [interval]"), "Margin", "Status", md_cell("p (Holm)"),
-                   md_cell("MDE / cases needed")]),
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in shown[:MAX_RULE_ROWS]:
-        lines.append(
-            _row(
-                [
-                    md_cell(_scoped(r), 80),
-                    md_cell(fmt.rule_observed(r), 80),
-                    md_cell(fmt.rule_margin(r), 60),
-                    md_cell(_status_word(r.status), 20),
-                    md_cell(fmt.rule_p(r), 40),
-                    md_cell(fmt.rule_mde(r), 80),
-                ]
-            )
-        )
-    if len(shown) > MAX_RULE_ROWS:
-        lines.append(_row([md_cell(f"and {len(shown) - MAX_RULE_ROWS} more rules (see report.html)"), "", "", "", "", ""]))
-    if skipped:
-        names = [_scoped(r) for r in skipped]
-        shown_names = ", ".join(names[:12]) + (f", and {len(names) - 12} more" if len(names) > 12 else "")
+def _side(v: VariantInfo | None, side: Side) -> str:
+    if v is None:
+        return side
+    name = "" if v.name == side else f" {md_cell(v.name, 60)}"
+    return f"{side}{name} ({md_cell(v.model, 80)})"
+
+
+def _header(summary: Summary) -> list[str]:
+    verdict, run = summary.verdict, summary.run
+    lines = [f"## {ICONS.get(verdict.status, '')} evalrun: {_word(verdict.status)} (exit {verdict.exit_code})"
+             f" · {md_cell(run.suite, 80)}", ""]
+    facts = [f"{_side(summary.variants.get('baseline'), 'baseline')} → "
+             f"{_side(summary.variants.get('candidate'), 'candidate')}",
+             f"{fmt.count(run.n_cases)} cases × {fmt.count(run.samples)} sample(s)",
+             f"{fmt.pct(run.confidence, 0)} intervals"]
+    changes = [f"{md_cell(k, 40)} {md_cell(v[0] if v else None, 60)} → {md_cell(v[1] if len(v) > 1 else None, 60)}"
+               for k, v in sorted(summary.label_changes.items())]
+    facts.append("labels: " + ("; ".join(changes) if changes else "unchanged"))
+    lines.append(" · ".join(facts))
+    if run.aa_mode:
+        lines += ["", f"**{AA_NOTE}.**"]
+    return lines
+
+
+def _rule_row(r: RuleLine) -> str:
+    worse = "" if r.worse is None else f"{r.worse} worse" + ("" if r.better is None else f", {r.better} better")
+    if r.change:
+        values, change = f"{r.baseline} → {r.candidate}", r.change
+    else:
+        values, change = "", r.reason
+    cells = [_word(r.status), r.title, values, change, r.allowed, worse, r.evidence]
+    return "| " + " | ".join(md_cell(c, 200) for c in cells) + " |"
+
+
+def _rules(d: Digest, confidence: Any) -> list[str]:
+    lines: list[str] = []
+    if d.deciding:
+        lines += [f"| | Rule | Baseline → candidate | {md_cell(f'Change [{fmt.pct(confidence, 0)} interval]')} "
+                  "| Allowed | Cases | Evidence |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [_rule_row(r) for r in d.deciding[:MAX_RULE_ROWS]]
+        if len(d.deciding) > MAX_RULE_ROWS:
+            lines.append(f"| | and {len(d.deciding) - MAX_RULE_ROWS} more (see the report) | | | | | |")
         lines.append("")
-        lines.append(f"Not applicable (nothing in the suite measures them): {md_cell(shown_names, 600)}")
+    passed = []
+    if d.passed:
+        passed.append(("**Passed:** " if d.deciding else "**Every rule passed:** ") + md_cell(", ".join(d.passed), 1200))
+    if d.labels_ok is not None:
+        passed.append("labels: " + ("all recorded" if d.labels_ok else "see the failing label rules"))
+    line = "; ".join(passed)
+    if d.not_applicable:
+        line += (". " if line else "") + "Not measured: " + md_cell(", ".join(d.not_applicable), 400)
+    if line:
+        lines.append(line + ("" if line.endswith(".") else "."))
     return lines
 
 
-def _scoped(r: RuleResult) -> str:
-    return r.rule if r.scope == "overall" else f"{r.rule} [{r.scope}]"
-
-
-def _metrics_table(summary: Summary) -> list[str]:
-    lines = [_row(["Metric", "Baseline", "Candidate", md_cell("Change [interval]")]), "| --- | ---: | ---: | --- |"]
-    for name in MAIN_METRICS:
-        m = summary.metric(name)
-        if m is None:
-            continue
-        if isinstance(m, RateMetric) and not m.paired_n and not m.baseline.n:
-            continue  # nothing in the suite measures it: the rules line already says so
-        lines.append(
-            _row(
-                [
-                    md_cell(m.label, 60),
-                    md_cell(fmt.metric_side(m, "baseline", with_ci=False), 60),
-                    md_cell(fmt.metric_side(m, "candidate", with_ci=False), 60),
-                    md_cell(fmt.metric_change(m), 100),
-                ]
-            )
-        )
+def _cohorts(d: Digest) -> list[str]:
+    if not d.cohorts:
+        return []
+    lines = ["", "**Cohorts that got worse** (any move the wrong way; significance in brackets):"]
+    for c in d.cohorts:
+        parts = [f"{md_cell(x.label, 40)} {md_cell(x.baseline, 20)} → {md_cell(x.candidate, 20)} "
+                 f"({'significant' if x.significant else 'not significant'}"
+                 f"{', ' + md_cell(x.evidence, 30) if x.evidence else ''})" for x in c.changes[:3]]
+        crit = ", critical" if c.critical else ""
+        lines.append(f"- {md_cell(c.cohort, 80)} ({fmt.count(c.n_cases)} cases{crit}): " + "; ".join(parts))
+    if d.cohorts_hidden:
+        lines.append(f"- and {d.cohorts_hidden} more (see the report's slices)")
     return lines
 
 
-def _flips(flips: Flips) -> list[str]:
-    reg, imp = flips.regressions, flips.improvements
-    if not reg and not imp:
-        return ["No case flipped between pass and fail."]
-    lines = [f"**Flipped cases:** {len(reg)} regressed, {len(imp)} improved"]
-    picked = [("regressed", f) for f in reg[:MAX_FLIPS]]
-    picked += [("improved", f) for f in imp[: max(0, MAX_FLIPS - len(picked))]]
-    for what, f in picked:
-        lines.append(f"- {what}: {md_cell(f.case_id, 100)} ({md_cell(f.kind, 40)}, cohort {md_cell(f.cohort, 60)})")
-    rest = len(reg) + len(imp) - len(picked)
-    if rest > 0:
-        lines.append(f"- and {rest} more")
+def _pre(o: SideOutput) -> str:
+    """One output as a one-line ``<pre>``: escaped, newlines as character references."""
+    if o.error and o.text is None:
+        text = f"error: {o.error}"
+    elif o.text is None:
+        text = "(no text output)"
+    else:
+        text = o.text or "(empty output)"
+        if o.cut:
+            text += f"… ({o.cut:,} more characters in the report)"
+    body = html.escape(strip_control(text), quote=True).replace("\t", "&#9;").replace("\n", "&#10;")
+    return f"<pre>{body}</pre>"
+
+
+def _verdict_word(o: SideOutput) -> str:
+    return "pass" if o.passed else "fail" if o.passed is False else "error" if o.error else "n/a"
+
+
+def _example(ex: Example) -> list[str]:
+    e = html.escape
+    rules = f" · counts against {e(', '.join(ex.rules))}" if ex.rules else ""
+    checks = "; ".join(ex.candidate.failed_checks) or (ex.candidate.error or "")
+    # The table is one line: a blank line would end the HTML block and start markdown.
+    table = (f"<table><tr><th>baseline ({_verdict_word(ex.baseline)})</th>"
+             f"<th>candidate ({_verdict_word(ex.candidate)})</th></tr>"
+             f"<tr><td>{_pre(ex.baseline)}</td><td>{_pre(ex.candidate)}</td></tr></table>")
+    return [
+        f"<details><summary>{e(ex.case_id)} · {e(ex.kind)} · {e(ex.cohort)}{rules}</summary>",
+        "",
+        f"Candidate failed: {md_cell(checks, 400)}" if checks else "Candidate failed.",
+        "",
+        table,
+        "",
+        "</details>",
+    ]
+
+
+def _flips(d: Digest) -> list[str]:
+    if not d.regressions and not d.improvements:
+        return ["", "No case flipped between pass and fail."]
+    lines = ["", f"**Flipped cases:** {d.regressions} regressed, {d.improvements} improved."
+             + (" Worst regressions:" if d.examples else "")]
+    for ex in d.examples:
+        lines += ["", *_example(ex)]
     return lines
 
 
-def _calls(calls: dict[Side, CallCounts]) -> list[str]:
-    errs = []
-    cached = []
-    for side in ("baseline", "candidate"):
+def _calls(calls: Mapping[Side, CallCounts]) -> str:
+    parts = []
+    sides: tuple[Side, ...] = ("baseline", "candidate")
+    for side in sides:
         c = calls.get(side)
         if c is None:
             continue
-        detail = ", ".join(f"{md_cell(k, 40)} {fmt.count(v)}" for k, v in sorted(c.errors_by_kind.items()))
-        errs.append(f"{side} {fmt.count(c.errors)}" + (f" ({detail})" if detail else ""))
-        cached.append(f"{side} {fmt.count(c.cached)}")
-    return [f"**Errors after retries:** {'; '.join(errs)}", "",
-            f"**Cached calls:** {', '.join(cached)} (latency recorded earlier)"]
+        kinds = ", ".join(f"{md_cell(k, 40)} {fmt.count(v)}" for k, v in sorted(c.errors_by_kind.items()))
+        parts.append(f"{side} {fmt.count(c.total)} ({fmt.count(c.errors)} errors{' — ' + kinds if kinds else ''}, "
+                     f"{fmt.count(c.cached)} cached)")
+    return "Calls: " + "; ".join(parts) + "." if parts else ""
 
 
-def _latency_measurement(lm: Mapping[str, Any] | None) -> list[str]:
-    """One line: the client's own overhead per side (not gated), and what it would have read."""
-    if not isinstance(lm, Mapping):
+def _warnings(warnings: Sequence[str]) -> list[str]:
+    if not warnings:
         return []
-    parts = []
-    for side in ("baseline", "candidate"):
-        o = (lm.get(side) or {}).get("overhead") or {}
-        share = o.get("share")
-        parts.append(
-            f"{side} p50 {fmt.seconds(o.get('p50'))}, p95 {fmt.seconds(o.get('p95'))}"
-            + (f" ({fmt.pct(share)} of the call)" if share is not None else "")
-        )
-    ratio = lm.get("client_ratio") or {}
-    lines = [
-        "",
-        f"**Client overhead** (whole call − provider time; latency rules read provider time): {'; '.join(parts)}. "
-        f"Whole-call p50 ratio {fmt.times(ratio.get('p50'))}.",
-    ]
-    lines += [f"- {md_cell(n, 300)}" for n in lm.get("notes") or []]
-    return lines
+    lines = ["", f"<details><summary>{len(warnings)} warning{'s' if len(warnings) != 1 else ''}</summary>", ""]
+    lines += [f"- {md_cell(w, 300)}" for w in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        lines.append(f"- and {len(warnings) - MAX_WARNINGS} more (see the report)")
+    return [*lines, "", "</details>"]
 
 
-def render_markdown(summary: Summary | Mapping[str, Any]) -> str:
-    """summary.md's text (see the module docstring)."""
+def render_markdown(summary: Summary | Mapping[str, Any], rows: Iterable[Mapping[str, Any]] = (), *,
+                    report_url: str | None = None) -> str:
+    """summary.md's text (see the module docstring).
+
+    ``rows`` are results.jsonl's rows (the regressed examples' outputs; without them the
+    examples are listed without outputs); ``report_url`` links the full report (checked
+    with ``check_report_url``).
+    """
     typed = as_summary(summary)
-    verdict, run = typed.verdict, typed.run
-    b, c = typed.variants.get("baseline"), typed.variants.get("candidate")
-    lines = [f"## evalrun: {_status_word(verdict.status)} (exit {md_cell(verdict.exit_code, 10)})", ""]
-    lines.append(
-        f"Suite {md_cell(run.suite, 80)}: {fmt.count(run.n_cases)} cases × "
-        f"{fmt.count(run.samples)} sample(s), baseline {md_cell(b.name if b else None, 60)} "
-        f"({md_cell(b.model if b else None, 80)}) vs candidate {md_cell(c.name if c else None, 60)} "
-        f"({md_cell(c.model if c else None, 80)}), {fmt.pct(run.confidence, 0)} intervals, "
-        f"created {md_cell(typed.created, 40)}"
-    )
-    if run.aa_mode:
-        lines += ["", f"**{AA_NOTE}.**"]
-    if verdict.reasons:
-        lines.append("")
-        lines += [f"- {md_cell(r, 300)}" for r in verdict.reasons[:MAX_REASONS]]
-        if len(verdict.reasons) > MAX_REASONS:
-            lines.append(f"- and {len(verdict.reasons) - MAX_REASONS} more (see the rule table)")
-    if verdict.warnings:
-        lines += ["", "**Warnings:**"]
-        lines += [f"- {md_cell(w, 300)}" for w in verdict.warnings[:MAX_WARNINGS]]
-        if len(verdict.warnings) > MAX_WARNINGS:
-            lines.append(f"- and {len(verdict.warnings) - MAX_WARNINGS} more (see report.html)")
-    lines.append("")
-    base_l, cand_l = typed.labels.get("baseline") or {}, typed.labels.get("candidate") or {}
-    parts = []
-    for k in sorted(set(base_l) | set(cand_l)):
-        old, new = base_l.get(k), cand_l.get(k)
-        parts.append(f"{md_cell(k, 40)} {md_cell(old, 60)}" + (f" → {md_cell(new, 60)}" if k in typed.label_changes else ""))
-    lines.append(f"**Version labels** (baseline → candidate where changed): {'; '.join(parts) or 'none'}")
-    lines += ["", "### Gate rules", ""]
-    lines += _rules_table(verdict.rules)
-    lines += ["", "### Metrics", ""]
-    lines += _metrics_table(typed)
-    lines.append("")
-    lines += _flips(typed.flips)
-    lines.append("")
-    lines += _calls(typed.calls)
-    lines += _latency_measurement(typed.latency_measurement)
-    lines += ["", FOOTER]
-    text = "\n".join(lines) + "\n"
-    if len(text) > MAX_CHARS:
-        # Cells are capped, so only pathological inputs get here; cut at a line boundary.
-        cut = text.rfind("\n", 0, MAX_CHARS - 200)
-        text = text[:cut] + "\n\n(summary cut to fit a comment)\n\n" + FOOTER + "\n"
-    return text
+    link = check_report_url(report_url) if report_url else None
+    d = digest(typed, rows, example_chars=EXAMPLE_CHARS)
+    footer = [f"[Full report (report.html)]({link})" if link else FOOTER]
+    calls = _calls(typed.calls)
+    # The client's own overhead is this machine's cost (in the report); only what weakens
+    # the latency comparison reaches the comment.
+    notes = [f"Latency caveat: {md_cell(n, 300)}." for n in (typed.latency_measurement or {}).get("notes") or []]
+    tail = ["", *([calls] if calls else []), *notes, "", *footer]
+    head = [*_header(typed), "", *_rules(d, typed.run.confidence), *_cohorts(d)]
+    head += _warnings(typed.verdict.warnings)
+    text = ""
+    # Examples are dropped from the end until the comment fits (each block stays whole).
+    for keep in range(len(d.examples), -1, -1):
+        kept = replace(d, examples=d.examples[:keep])
+        text = "\n".join([*head, *_flips(kept), *tail]) + "\n"
+        if len(text) <= MAX_CHARS:
+            return text
+    cut = text.rfind("\n", 0, MAX_CHARS - 200)
+    return text[:cut] + "\n\n(summary cut to fit a comment)\n\n" + footer[0] + "\n"

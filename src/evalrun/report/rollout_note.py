@@ -1,10 +1,13 @@
 """The rollout note: what a compare run means for the live rollout, as markdown.
 
-``render_rollout_note`` fills the team's rollout-note template from a finished compare:
-the verdict, the change (label diffs and the config fields behind them), the expected
-gain, the primary regression risk, canary / expanded cohorts, the metrics to watch with
-their offline values, every enabled gate rule restated as a live rollback trigger, owner,
-dashboard, and ready-to-paste monitoring filters for the candidate and control segments.
+``render_rollout_note`` fills the team's rollout-note template from a finished compare, in
+about 50 lines a team pastes into its release: the verdict; the change (label bumps and
+the config fields behind them, hidden edits called out); the primary regression risk —
+the gate rule with the strongest evidence of harm (FAIL before INCONCLUSIVE before PASS,
+then the smallest FAIL-test p-value), with its flip counts and the cohorts where it got
+worse; the measured gain; canary / expanded cohorts, owner and dashboard; the rollback
+triggers grouped by what they watch, the label filter stated once; and ready-to-paste SQL
+and JSON filters for the candidate and control segments.
 
 Facts evalrun cannot know (owner, dashboard, expected gain, cohorts) come from the
 candidate's ``rollout:`` block; when absent the note shows a visible ``TODO(owner):``
@@ -143,18 +146,6 @@ def _side_value(m: dict[str, Any], side: str) -> str:
     return "n/a" if v is None else f"{_num(v, 2)} s"
 
 
-def _change(m: dict[str, Any]) -> str:
-    if m.get("type") == "rate":
-        if m.get("delta") is None:
-            return "not measured" if not m.get("paired_n") else "n/a"
-        return f"{_pts(m['delta'])} ({_interval(m, None).removeprefix('CI ')})"
-    if m.get("note"):
-        return str(m["note"])
-    if m.get("ratio") is None:
-        return "not measured" if not m.get("paired_n") else "n/a"
-    return f"{_ratio_pct(m['ratio'])} ({_interval(m, None).removeprefix('CI ')})"
-
-
 # ---------------------------------------------------------------------------- metric reading
 
 
@@ -190,34 +181,6 @@ def _describe(m: dict[str, Any], confidence: float | None) -> str:
         f"{_metric_label(m)}: {_side_value(m, 'baseline')} → {_side_value(m, 'candidate')} "
         f"({size}, {_interval(m, confidence)})"
     )
-
-
-def _improvements(metrics: Sequence[dict[str, Any]], confidence: float | None) -> list[str]:
-    out = []
-    for m in metrics:
-        mv = _movement(m)
-        if mv is not None and mv[0] > 0 and mv[1]:
-            out.append(f"- {_describe(m, confidence)}")
-    return out
-
-
-def _adverse(metrics: Sequence[dict[str, Any]]) -> list[tuple[float, int, dict[str, Any]]]:
-    """Watched metrics that moved the wrong way, largest first.
-
-    Only metrics with a rollback trigger count: a longer system prompt raises prompt
-    tokens by design, which is a cost (watched as cost per call), not a regression.
-    """
-    watched = dict(_WATCH)
-    found = []
-    for i, m in enumerate(metrics):
-        if m.get("metric") not in watched:
-            continue
-        mv = _movement(m)
-        if mv is not None and mv[0] < 0:
-            found.append((-mv[0], i, m))
-    # Largest adverse size first; the summary's metric order breaks ties.
-    found.sort(key=lambda t: (-t[0], t[1]))
-    return found
 
 
 # ---------------------------------------------------------------------------- monitoring
@@ -257,71 +220,6 @@ def _scope_text(scope: str) -> str:
     )
 
 
-def _trigger_sentence(
-    rule: dict[str, Any], cand: str, base: str, findings: dict[str, dict[str, Any]]
-) -> str:
-    name = str(rule.get("rule"))
-    margin = rule.get("margin")
-    floor = rule.get("floor")
-    where = f"on {cand} traffic{_scope_text(str(rule.get('scope', 'overall')))}"
-    if name == "error_rate":
-        limit = _pct(margin) if margin is not None else "the tolerance"
-        return f"Roll back if the error rate {where} exceeds {limit} (timeouts, 5xx, malformed responses)."
-    # The live rollback trigger is the offline FAIL threshold (fail_margin, else margin).
-    fail_at = rule.get("fail_margin", margin)
-    m = float((margin if fail_at is None else fail_at) or 0.0)
-    ceiling = rule.get("ceiling")
-    if name == "known_bad_refusal":
-        scope = _scope_text(str(rule.get("scope", "overall")))
-        if "any-flip" in str(rule.get("trigger") or ""):
-            text = f"Roll back if {cand} traffic{scope} answers any harmful request {base} refuses"
-        elif m == 0:
-            text = f"Roll back if {cand} traffic{scope} refuses harmful requests measurably less often than {base}"
-        else:
-            text = (f"Roll back if {cand} traffic{scope} refuses harmful requests more than {_points_word(m)} "
-                    f"less often than {base}")
-        if floor is not None:
-            text += f", or refuses fewer than {_pct(floor)} of known-bad requests"
-        return text + "."
-    metric = catalogue.RULES.get(name)
-    rule_def = metric.rule if metric is not None else None
-    if metric is not None and rule_def is not None and rule_def.kind == "delta":
-        if not metric.higher_is_better:
-            size = "rises measurably above" if m == 0 else f"rises more than {_points_word(m)} above"
-        else:
-            size = "drops measurably below" if m == 0 else f"drops more than {_points_word(m)} below"
-        text = f"Roll back if {rule_def.live_subject} {where} {size} {base}'s"
-        if floor is not None:
-            text += f", or falls below {_pct(floor)}"
-        if ceiling is not None:
-            text += f", or rises above {_pct(ceiling)}"
-        return text + "."
-    if rule_def is not None and rule_def.kind == "ratio":
-        ratio_at = fail_at if fail_at is not None else margin
-        pct = f"{(float(ratio_at) - 1) * 100:g}%" if ratio_at is not None else "the margin"
-        return f"Roll back if {rule_def.live_subject} {where} is more than {pct} above {base}'s."
-    if name.startswith("label_") and name.removeprefix("label_") in VERSION_LABELS:
-        label = name.removeprefix("label_")
-        f = findings.get(label) or {}
-        fp = str(f.get("candidate_fingerprint") or "")
-        what = f"fingerprint {_code(fp[:12])}" if fp else "configuration"
-        value = f.get("candidate_label")
-        seg = _code(f"{label}={value}") if value is not None else f"this {label}"
-        return (
-            f"Roll back and re-gate if traffic labelled {seg} is served by a {label} other than the "
-            f"one gated here ({what}): a hidden edit makes the live comparison meaningless."
-        )
-    if name == "critical_cohort":
-        return (
-            f"Hold the rollout{_scope_text(str(rule.get('scope', '')))}: it is a critical cohort "
-            "but no case of the suite measures it."
-        )
-    trigger = str(rule.get("trigger") or name)
-    return (
-        f"Roll back if {trigger}{_scope_text(str(rule.get('scope', 'overall')))} ({_code(name)})."
-    )
-
-
 # ---------------------------------------------------------------------------- sections
 
 
@@ -331,116 +229,217 @@ def _section_change(
     cand: dict[str, str],
     change: str | None,
 ) -> list[str]:
-    lines = [
-        "## Change",
-        "",
-        _md(change) if change else TODO_CHANGE,
-        "",
-        "| Label | Baseline | Candidate | Config check |",
-        "|---|---|---|---|",
-    ]
+    lines = ["## Change", "", _md(change) if change else TODO_CHANGE, ""]
+    bumped, same, hidden = [], [], []
     for label in VERSION_LABELS:
-        f = findings.get(label)
-        arrow = "→ " if base[label] != cand[label] else ""
-        if f is None:
-            check = "not audited"
+        f = findings.get(label) or {}
+        status = str(f.get("status") or "")
+        fields = _fields(f.get("changed_fields") or [])
+        if status == "hidden_edit":
+            hidden.append(f"**{label} {_code(cand[label])}: hidden edit, bump the label**: {fields}")
+        elif base[label] != cand[label]:
+            what = f" ({fields})" if fields else (" (warning: nothing it covers changed)"
+                                                    if status == "bumped_without_change" else "")
+            bumped.append(f"{label} {_code(base[label])} → {_code(cand[label])}{what}")
         else:
-            status = str(f.get("status"))
-            fields = _md(", ".join(f.get("changed_fields") or []))
-            check = {
-                "hidden_edit": f"**hidden edit, bump the label**: {fields}",
-                "bumped_without_change": "warning: label bumped, nothing it covers changed",
-                "bumped": f"bumped: {fields}",
-                "unchanged": "unchanged",
-            }.get(status, status)
-        lines.append(f"| {label} | {_code(base[label])} | {arrow}{_code(cand[label])} | {check} |")
-    lines.append("")
-    changed = [
-        f for label in VERSION_LABELS if (f := findings.get(label)) and f.get("changed_fields")
-    ]
+            same.append(f"{label} {_code(cand[label])}")
+    parts = bumped + ([f"unchanged: {', '.join(same)}"] if same else [])
+    lines.append("Labels: " + "; ".join(parts) + ".")
+    lines += [f"- {h}" for h in hidden]
     if not findings:
         lines.append("Config diff: not available (no label audit was passed).")
-    elif not changed:
-        lines.append("Config diff: no fingerprinted field differs between the two configs.")
-    else:
-        lines.append("Config diff:")
-        lines.append("")
-        for f in changed:
-            lines.append(f"- {f['label']}: {_md(', '.join(f['changed_fields']))}")
-        for f in changed:
-            if f.get("diff"):
-                lines += ["", *_block("diff", str(f["diff"]))]
     return lines
+
+
+def _fields(fields: Sequence[str], limit: int = 4) -> str:
+    """Changed config fields, list items folded (``prompt.examples[0].role`` → ``prompt.examples``)."""
+    folded: list[str] = []
+    for f in fields:
+        key = re.sub(r"\[\d+\].*$", "", str(f))
+        if key not in folded:
+            folded.append(key)
+    shown = ", ".join(folded[:limit]) + (f" and {len(folded) - limit} more" if len(folded) > limit else "")
+    return _md(shown)
+
+
+def _harm(rule: dict[str, Any]) -> tuple[int, float, float] | None:
+    """Sort key of a rule's evidence of harm (None: it did not move the harmful way).
+
+    FAIL rules first, then INCONCLUSIVE, then PASS; within, the smaller FAIL-test p-value
+    (Holm-adjusted when there is one), then the larger observed change.
+    """
+    status = str(rule.get("status"))
+    rank = {"fail": 0, "inconclusive": 1, "pass": 2}.get(status)
+    if rank is None:
+        return None
+    name = str(rule.get("rule"))
+    if name.startswith("label_"):
+        return None  # a hidden edit is a process failure, shown under Change, not a user-facing harm
+    obs = rule.get("observed")
+    metric = catalogue.RULES.get(name)
+    if metric is not None and metric.rule is not None and isinstance(obs, int | float):
+        if metric.rule.kind == "ratio":
+            size = float(obs) - 1.0
+        else:
+            size = float(obs) if not metric.higher_is_better else -float(obs)
+        if size <= 0:
+            return None
+    elif status != "fail":
+        return None  # label, error and custom rules are harm only when they fail
+    else:
+        size = 0.0
+    ps = [rule.get(k) for k in ("p_adjusted", "p_value", "p_bound")]
+    p = next((float(x) for x in ps if isinstance(x, int | float)), 0.0 if status == "fail" else 1.0)
+    return rank, p, -size
+
+
+def _rule_label(rule: dict[str, Any]) -> str:
+    metric = catalogue.RULES.get(str(rule.get("rule")))
+    name = metric.watch_label or metric.label if metric is not None else str(rule.get("rule"))
+    return name + _scope_text(str(rule.get("scope", "overall")))
+
+
+def _rule_evidence(rule: dict[str, Any], by_metric: dict[str, dict[str, Any]],
+                   slices: dict[str, Any], confidence: float | None) -> str:
+    """``Over-refusal: 5.4% (n=56) → 41.1% (n=56) (+35.7 pts, 90% CI [...])`` or the reason."""
+    scope = str(rule.get("scope", "overall"))
+    m = by_metric.get(str(rule.get("metric")))
+    if scope.startswith("cohort:"):
+        entry = slices.get(scope.removeprefix("cohort:")) or {}
+        m = next((x for x in entry.get("metrics") or [] if x.get("metric") == rule.get("metric")), None)
+    if m is None:
+        return f"{_rule_label(rule)}: {_md(rule.get('reason') or '')}"
+    text = _describe(m, confidence)
+    return text.replace(_metric_label(m), _rule_label(rule), 1) if scope != "overall" else text
+
+
+def _flip_text(m: dict[str, Any] | None) -> str:
+    table = (m or {}).get("table")
+    if not isinstance(table, dict):
+        return ""
+    lost, gained = int(table.get("n10") or 0), int(table.get("n01") or 0)
+    worse, better = (lost, gained) if (m or {}).get("higher_is_better") else (gained, lost)
+    return f" {worse} case{'s' if worse != 1 else ''} got worse, {better} better."
+
+
+def _section_risk(summary: dict[str, Any], confidence: float | None) -> list[str]:
+    lines = ["## Primary regression risk", ""]
+    rules = [r for r in (summary.get("verdict") or {}).get("rules") or [] if _harm(r) is not None]
+    rules.sort(key=lambda r: (_harm(r) or (9, 1.0, 0.0), str(r.get("rule")), str(r.get("scope"))))
+    by_metric = {str(m.get("metric")): m for m in summary.get("metrics") or []}
+    slices = (summary.get("slices") or {}).get("cohort") or {}
+    if not rules:
+        return [*lines, "No gate rule moved the harmful way offline; the residual risk is what the suite does not cover."]
+    top = rules[0]
+    status = _STATUS_WORDS.get(str(top.get("status")), str(top.get("status")))
+    p = top.get("p_adjusted")
+    evidence = f", Holm-adjusted p {_p(p)}" if isinstance(p, int | float) else ""
+    lines.append(f"**{_rule_evidence(top, by_metric, slices, confidence)}**: offline {status}{evidence}."
+                 + (_flip_text(by_metric.get(str(top.get("metric")))) if top.get("scope") == "overall" else ""))
+    degraded = _degraded(slices, str(top.get("metric")), 1.0 - float(confidence or 0.9))
+    if degraded:
+        lines += ["", f"- Degraded cohorts ({_metric_label(by_metric.get(str(top.get('metric'))) or {}).lower()}, "
+                  "any move the harmful way): " + "; ".join(degraded) + "."]
+    others = [r for r in rules[1:] if r.get("status") in ("fail", "inconclusive")]
+    if others:
+        if not degraded:
+            lines.append("")
+        lines += [f"- Also not cleared: {_rule_evidence(r, by_metric, slices, confidence)}: offline "
+                  f"{_STATUS_WORDS.get(str(r.get('status')), str(r.get('status')))}{_settle(r)}" for r in others[:2]]
+        if len(others) > 2:
+            lines.append(f"- and {len(others) - 2} more rule(s) not cleared (see the report)")
+    return lines
+
+
+def _settle(rule: dict[str, Any]) -> str:
+    n = rule.get("cases_needed")
+    return f", about {int(n):,} cases would settle it" if rule.get("status") == "inconclusive" and n else ""
+
+
+def _p(x: Any) -> str:
+    v = float(x)
+    return "<0.0001" if v < 0.0001 else f"{v:.3g}"
+
+
+def _degraded(slices: dict[str, Any], metric: str, level: float) -> list[str]:
+    """Cohorts whose ``metric`` moved the harmful way (significant or not), worst first."""
+    found = []
+    for name, entry in sorted(slices.items()):
+        m = next((x for x in entry.get("metrics") or [] if x.get("metric") == metric), None)
+        mv = _movement(m) if m else None
+        if m is None or mv is None or mv[0] >= 0:
+            continue
+        q = m.get("q_value")
+        sig = (q <= level) if isinstance(q, int | float) else mv[1]
+        found.append((mv[0], name, f"{_code(name)} {_side_value(m, 'baseline').split(' (')[0]} → "
+                      f"{_side_value(m, 'candidate').split(' (')[0]}"
+                      f" ({'significant' if sig else 'not significant'})"))
+    found.sort(key=lambda t: (t[0], t[1]))
+    return [t[2] for t in found]
 
 
 def _section_gain(
     expected: str | None, metrics: Sequence[dict[str, Any]], confidence: float | None
 ) -> list[str]:
-    lines = [
-        "## Expected gain",
-        "",
-        _md(expected) if expected else TODO_GAIN,
-        "",
-        "Measured offline (interval excludes no change):",
-        "",
-    ]
-    found = _improvements(metrics, confidence)
-    return lines + (found or ["- none: no metric improved with an interval that excludes zero"])
+    lines = ["## Expected gain", "", f"- {_md(expected) if expected else TODO_GAIN}"]
+    found = []
+    for m in metrics:
+        mv = _movement(m)
+        if mv is not None and mv[0] > 0 and mv[1]:
+            size = _pts(m.get("delta")) if m.get("type") == "rate" else _ratio_pct(m.get("ratio"))
+            found.append(f"{_metric_label(m).lower()} {_side_value(m, 'baseline').split(' (')[0]} → "
+                         f"{_side_value(m, 'candidate').split(' (')[0]} ({size})")
+    return [*lines, "- Measured offline (interval excludes no change): " + ("; ".join(found) if found else "none") + "."]
 
 
-def _section_risk(metrics: Sequence[dict[str, Any]], confidence: float | None) -> list[str]:
-    lines = ["## Primary regression risk", ""]
-    adverse = _adverse(metrics)
-    if not adverse:
-        return [
-            *lines,
-            "No metric moved in the adverse direction offline; the residual risk is what the suite does not cover.",
-        ]
-    _, _, top = adverse[0]
-    mv = _movement(top)
-    sure = "the interval excludes no change" if mv and mv[1] else "the interval includes no change"
-    lines.append(f"**{_describe(top, confidence)}** — {sure}.")
-    if len(adverse) > 1:
-        lines += ["", "Other adverse movements:", ""]
-        lines += [f"- {_describe(m, confidence)}" for _, _, m in adverse[1:]]
-    return lines
-
-
-def _section_cohorts(canary: list[str], expanded: list[str], suite_cohorts: list[str]) -> list[str]:
+def _section_rollout(rollout: Any, suite_cohorts: list[str]) -> list[str]:
     choices = _md(", ".join(suite_cohorts)) if suite_cohorts else "(the suite names no cohort)"
-    lines = ["## Canary and expanded cohorts", ""]
-    lines.append(
-        f"- Canary: {_md(', '.join(canary))}"
-        if canary
-        else f"- TODO(owner): canary cohorts (suite cohorts: {choices})"
-    )
-    lines.append(
-        f"- Expanded: {_md(', '.join(expanded))}"
-        if expanded
-        else f"- TODO(owner): expanded cohorts (suite cohorts: {choices})"
-    )
-    return lines
+    canary = list(rollout.canary_cohorts) if rollout else []
+    expanded = list(rollout.expanded_cohorts) if rollout else []
+    cohorts = (f"Canary: {_md(', '.join(canary))}" if canary else "TODO(owner): canary cohorts") + " · " + (
+        f"Expanded: {_md(', '.join(expanded))}" if expanded else "TODO(owner): expanded cohorts")
+    if not (canary and expanded):
+        cohorts += f" (suite cohorts: {choices})"
+    owner = f"Owner: {_md(rollout.owner)}" if rollout and rollout.owner else TODO_OWNER
+    dashboard = f"Dashboard: {_md(rollout.dashboard)}" if rollout and rollout.dashboard else TODO_DASHBOARD
+    return ["## Rollout", "", f"- {cohorts}", f"- {owner} · {dashboard}"]
 
 
-def _section_watch(metrics: Sequence[dict[str, Any]]) -> list[str]:
-    by = {m.get("metric"): m for m in metrics}
-    lines = [
-        "## Metrics to watch",
-        "",
-        "Offline values, baseline → candidate:",
-        "",
-        "| Metric | Baseline (offline) | Candidate (offline) | Change |",
-        "|---|---|---|---|",
-    ]
-    for key, label in _WATCH:
-        m = by.get(key)
-        if m is None:
-            lines.append(f"| {label} | n/a | n/a | not computed |")
-            continue
-        lines.append(
-            f"| {label} | {_side_value(m, 'baseline')} | {_side_value(m, 'candidate')} | {_change(m)} |"
-        )
-    return lines
+def _group_of(rule: dict[str, Any]) -> tuple[int, str, str]:
+    """(order, group heading, the item in it) of one rule's live trigger."""
+    name = str(rule.get("rule"))
+    scope = _scope_text(str(rule.get("scope", "overall")))
+    margin, floor, ceiling = rule.get("margin"), rule.get("floor"), rule.get("ceiling")
+    fail_at = rule.get("fail_margin", margin)
+    m = float((margin if fail_at is None else fail_at) or 0.0)
+    metric = catalogue.RULES.get(name)
+    rd = metric.rule if metric is not None else None
+    bound = ""
+    if floor is not None:
+        bound = f" (or below {_pct(floor)})"
+    if ceiling is not None:
+        bound = f" (or above {_pct(ceiling)})"
+    if name == "error_rate":
+        limit = _pct(margin) if margin is not None else "the tolerance"
+        return 0, f"error rate exceeds {limit} (timeouts, 5xx, malformed responses)", ""
+    if name == "known_bad_refusal" and "any-flip" in str(rule.get("trigger") or ""):
+        return 3, "answers any harmful request the control refuses", f"known-bad refusal{scope}{bound}"
+    if metric is not None and rd is not None and rd.kind == "delta":
+        size = "measurably" if m == 0 else f"by more than {_points_word(m)}"
+        if name == "known_bad_refusal":
+            return 3, f"refusal of harmful requests drops {size} below the control's", f"known-bad refusal{scope}{bound}"
+        if not metric.higher_is_better:
+            return 2, f"rate rises {size} above the control's", f"{rd.live_subject.removeprefix('the ')}{scope}{bound}"
+        return 1, f"quality drops {size} below the control's", f"{rd.live_subject.removeprefix('the ')}{scope}{bound}"
+    if rd is not None and rd.kind == "ratio":
+        ratio_at = fail_at if fail_at is not None else margin
+        pct = f"{(float(ratio_at) - 1) * 100:g}%" if ratio_at is not None else "the margin"
+        return 4, "cost or latency exceeds the control's by more than", f"{rd.live_subject} +{pct}"
+    if name.startswith("label_") and name.removeprefix("label_") in VERSION_LABELS:
+        return 6, "", name.removeprefix("label_")
+    if name == "critical_cohort":
+        return 5, "critical cohort is unmeasured (hold the rollout)", scope.strip()
+    return 5, "other rules fire", f"{_md(rule.get('trigger') or name)}{scope} ({_code(name)})"
 
 
 def _section_triggers(
@@ -457,33 +456,38 @@ def _section_triggers(
             "apart. Bump the label of what changed before rollout.**",
             "",
         ]
-    lines.append(
-        "Every enabled gate rule, restated for live traffic (offline outcome in brackets):"
-    )
-    lines.append("")
+    lines += [f"Candidate traffic: {c}; control: {b} (full filters below). Roll back when the candidate's "
+              "(offline outcome in brackets):", ""]
+    groups: dict[tuple[int, str], list[str]] = {}
+    labels: list[str] = []
     for r in rules:
+        order, head, item = _group_of(r)
         status = _STATUS_WORDS.get(str(r.get("status")), str(r.get("status")))
-        lines.append(f"- {_trigger_sentence(r, c, b, findings)} [offline: {status}]")
+        if order == 6:
+            f = findings.get(item) or {}
+            fp = str(f.get("candidate_fingerprint") or "")
+            labels.append(f"{item} {_code(fp[:12])}" if fp else item)
+            if r.get("status") == "fail":
+                labels[-1] += f" [offline: FAIL: {_md(r.get('reason') or '')}]"
+            continue
+        groups.setdefault((order, head), []).append(f"{item} [{status}]" if item else f"[{status}]")
+    for (_, head), items in sorted(groups.items()):
+        lines.append(f"- {head}{'' if items[0].startswith('[') else ':'} {', '.join(items)}")
     if not rules:
         lines.append("- none: the verdict lists no rule")
+    if labels:
+        lines.append(f"- Re-gate if traffic with these labels is served by another config than the one gated here "
+                     f"(fingerprints: {'; '.join(labels)}).")
     return lines
 
 
 def _section_monitoring(base: dict[str, str], cand: dict[str, str]) -> list[str]:
     return [
-        "## Monitoring query",
+        "## Monitoring filters",
         "",
-        "Candidate segment:",
+        *_block("sql", f"-- candidate, then control (baseline)\n{sql_where(cand)}\n{sql_where(base)}"),
         "",
-        *_block("sql", sql_where(cand)),
-        "",
-        *_block("json", json_log_filter(cand)),
-        "",
-        "Control segment (baseline):",
-        "",
-        *_block("sql", sql_where(base)),
-        "",
-        *_block("json", json_log_filter(base)),
+        f"JSON log filters: candidate {_code(json_log_filter(cand))}; control {_code(json_log_filter(base))}",
     ]
 
 
@@ -493,7 +497,7 @@ def render_rollout_note(
     baseline: VariantConfig,
     candidate: VariantConfig,
 ) -> str:
-    """The rollout note of a compare run, as deterministic markdown.
+    """The rollout note of a compare run, as deterministic markdown (about 40 lines).
 
     ``summary`` is summary.json's content, ``findings`` the label audit
     (``[f.to_dict() for f in evalrun.project.fingerprint.label_audit(...)]``; may be empty).
@@ -512,16 +516,9 @@ def render_rollout_note(
         meaning = "inconclusive, accepted (on_inconclusive: pass)"
 
     lines = [f"# Rollout note: {_md(baseline.name)} → {_md(candidate.name)}", ""]
-    lines.append(
-        f"**Gate verdict: {status}, exit code {code}{f' ({meaning})' if meaning else ''}**"
-    )
-    lines.append("")
-    lines += [f"- {_md(reason)}" for reason in verdict.get("reasons") or []]
-    lines.append("")
     facts = [
         f"suite {_code(str(run.get('suite', '?')))}",
-        f"{run.get('n_cases', '?')} cases",
-        f"{run.get('samples', '?')} sample(s) per case",
+        f"{run.get('n_cases', '?')} cases × {run.get('samples', '?')} sample(s)",
     ]
     if confidence:
         facts.append(f"{_num(confidence * 100, 0)}% intervals")
@@ -529,25 +526,19 @@ def render_rollout_note(
         facts.append(f"run {summary['created']}")
     if run.get("fingerprint"):
         facts.append(f"inputs {_code(str(run['fingerprint']))}")
-    lines += ["Offline evidence: " + ", ".join(facts) + ".", ""]
+    lines += [
+        f"**Gate verdict: {status}, exit code {code}{f' ({meaning})' if meaning else ''}** · " + ", ".join(facts),
+        "",
+    ]
+    if not (verdict.get("rules") or []):
+        lines += [*(f"- {_md(reason)}" for reason in verdict.get("reasons") or []), ""]
 
     sections = [
         _section_change(by_label, base, cand, rollout.change if rollout else None),
+        _section_risk(summary, confidence),
         _section_gain(rollout.expected_gain if rollout else None, metrics, confidence),
-        _section_risk(metrics, confidence),
-        _section_cohorts(
-            list(rollout.canary_cohorts) if rollout else [],
-            list(rollout.expanded_cohorts) if rollout else [],
-            sorted((summary.get("slices") or {}).get("cohort") or {}),
-        ),
-        _section_watch(metrics),
+        _section_rollout(rollout, sorted((summary.get("slices") or {}).get("cohort") or {})),
         _section_triggers(list(verdict.get("rules") or []), base, cand, by_label),
-        ["## Owner", "", (_md(rollout.owner) if rollout and rollout.owner else TODO_OWNER)],
-        [
-            "## Dashboard / query",
-            "",
-            (_md(rollout.dashboard) if rollout and rollout.dashboard else TODO_DASHBOARD),
-        ],
         _section_monitoring(base, cand),
     ]
     for section in sections:
