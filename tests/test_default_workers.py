@@ -69,7 +69,8 @@ def fake_pool(monkeypatch: pytest.MonkeyPatch) -> type[_FakePool]:
     monkeypatch.setenv(KEY_ENV, "sk-test-workers")
     monkeypatch.setattr(pool, "WorkerPool", _FakePool)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.delenv(direct.TRANSPORT_ENV, raising=False)
+    for name in (direct.TRANSPORT_ENV, *direct._PROXY_ENV):
+        monkeypatch.delenv(name, raising=False)
     _FakePool.made = []
     return _FakePool
 

@@ -86,6 +86,14 @@ FAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy in the environment keeps every call on litellm (tested below); these tests
+    compare the two transports, so they run without one."""
+    for name in direct._PROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 def _request(server: OpenAIServer, name: str, **overrides: Any) -> ProviderRequest:
     fields: dict[str, Any] = {
         "model": "openai/direct-test",
@@ -227,6 +235,17 @@ def test_the_switch_turns_the_fast_path_off(server: OpenAIServer, monkeypatch: p
     assert not direct.eligible(_request(server, "echo"))
 
 
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_configured_proxy_keeps_calls_on_litellm(
+    server: OpenAIServer, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """litellm sends through the proxy the environment names; the direct path would not."""
+    monkeypatch.delenv(direct.TRANSPORT_ENV, raising=False)
+    assert direct.eligible(_request(server, "echo"))
+    monkeypatch.setenv(variable, "http://proxy.invalid:3128")
+    assert not direct.eligible(_request(server, "echo"))
+
+
 def test_a_clean_run_never_imports_litellm(tmp_path: Path) -> None:
     """The whole point: a compare against an OpenAI-compatible endpoint skips the 2.5 s import
     (and its statistics skip scipy.stats)."""
@@ -245,7 +264,8 @@ print(outcome.verdict_status, "litellm" in sys.modules, "scipy.stats" in sys.mod
 """
         env = {**os.environ, "DIRECT_KEY": KEY, "PYTHONPATH": os.pathsep.join(
             [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        env.pop(direct.TRANSPORT_ENV, None)
+        for name in (direct.TRANSPORT_ENV, *direct._PROXY_ENV):
+            env.pop(name, None)
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                               timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]

@@ -18,8 +18,8 @@ reads the answer with the same rules:
 
 What qualifies (``eligible``): ``openai/NAME`` with an ``api_base`` (no query string) and
 a key, no router, only the parameters litellm passes through unchanged for such a model
-(``PASSTHROUGH_PARAMS``), and a NAME litellm has no price for and does not rewrite
-parameters for (its reasoning-model families). Everything else — priced models, other
+(``PASSTHROUGH_PARAMS``), a NAME litellm has no price for and does not rewrite
+parameters for (its reasoning-model families), and no HTTP proxy in the environment. Everything else — priced models, other
 providers, ``extra`` params, routers — goes through ``litellm.acompletion`` as before.
 ``EVALRUN_TRANSPORT=litellm`` switches the fast path off.
 
@@ -61,6 +61,8 @@ PASSTHROUGH_PARAMS = frozenset(
 """The variant params litellm sends unchanged to an OpenAI-compatible endpoint (verified by
 ``tests/test_direct_transport.py`` against the bodies litellm sends)."""
 
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
 # OpenAI's own finish reasons: litellm keeps them as they are; others go through its map.
 _OPENAI_FINISH = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 # Model families whose parameters litellm's OpenAI config rewrites (max_completion_tokens,
@@ -84,6 +86,8 @@ def _priced_names() -> frozenset[str]:
 def eligible(request: ProviderRequest) -> bool:
     """Whether ``request`` may take the fast path (see the module docstring)."""
     if os.environ.get(TRANSPORT_ENV, "").strip().lower() == "litellm":
+        return False
+    if any(os.environ.get(name) for name in _PROXY_ENV):  # litellm routes through the proxy; this path would not
         return False
     model = request.model
     if not model.startswith(PREFIX) or request.router is not None or not request.api_key:
