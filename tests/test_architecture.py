@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "evalrun"
 
 # Lowest first. A module may import from its own layer and the layers below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("evalrun", "evalrun.errors", "evalrun.records", "evalrun.secrets", "evalrun.canonical", "evalrun.catalogue"),
+    ("evalrun", "evalrun.distribution", "evalrun.errors", "evalrun.records", "evalrun.secrets", "evalrun.canonical", "evalrun.catalogue"),
     ("evalrun.providers",),
     ("evalrun.checks",),
     ("evalrun.project",),

@@ -457,9 +457,11 @@ def test_connection_resets(tmp_path: Path, openai_server: OpenAIServer, mode: st
 
 @pytest.mark.slow
 def test_connection_refused_via_cli(tmp_path: Path) -> None:
-    """Nothing listens: every attempt is refused; the CLI says COULD_NOT_MEASURE, exit 4."""
+    """Nothing listens: the first call's attempts are refused, and the preflight stops the run
+    there (exit 4, the cause on stderr) instead of retrying every call of both sides."""
     b, c = fault_project(tmp_path / "proj", f"http://127.0.0.1:{closed_port()}/v1", n_cases=3)
     run_dir = tmp_path / "run"
+    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--out", str(run_dir), "--quiet"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
@@ -467,13 +469,13 @@ def test_connection_refused_via_cli(tmp_path: Path) -> None:
     )
     assert proc.returncode == 4, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert "COULD_NOT_MEASURE" in proc.stdout
-    project = api.load_project(b, c)
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    rows = check_accounting(project, run_dir, summary, proc.returncode, None)
-    assert all(r["error_kind"] == "connection" and r["attempts"] == 3 for r in rows)
-    assert all((run_dir / f).is_file() for f in ("report.html", "summary.md", "junit.xml", "manifest.json"))
-    record("connection refused (closed port), CLI", len(rows) * 3, rows, summary["verdict"]["status"], proc.returncode)
+    assert "preflight: the first" in proc.stderr and "ConnectionRefusedError" in proc.stderr
+    assert "is the server running and api_base right?" in proc.stderr
+    rows = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 1 and rows[0]["error_kind"] == "connection" and rows[0]["attempts"] == 3
+    assert not (run_dir / "summary.json").exists()  # nothing was measured
+    record("connection refused (closed port), CLI", 3, rows, "preflight stop", proc.returncode)
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.slow

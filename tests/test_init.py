@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import evalrun
 from evalrun.errors import UserInputError
 from evalrun.project.config import DEFAULT_RULES, VERSION_LABELS, load_suite
 from evalrun.project.fingerprint import label_audit
@@ -129,9 +131,14 @@ def test_workflow_parses_and_documents_exit_codes(project: Path) -> None:
     for s in caches:
         assert ".evalrun-cache/" in s["with"]["path"] and "~/.cache/pip" in s["with"]["path"]
     runs = "\n".join(s.get("run", "") for s in steps)
-    assert "pip install 'evalrun[local]'" in runs
+    assert 'pip install "$EVALRUN_REQUIREMENT"' in runs
+    assert wf["env"]["EVALRUN_REQUIREMENT"] == f"evalrun-gate[local]=={evalrun.__version__}"
     assert "-e '.[local]'" in text
-    assert "evalrun compare evals/baseline.yaml evals/candidate.yaml --out reports/ci" in runs
+    assert "evalrun compare evals/baseline.yaml evals/candidate.yaml --out reports/ci --format github" in runs
+    assert wf["permissions"] == {"contents": "read", "pull-requests": "write"}
+    for u in uses:  # only GitHub's own actions, never a third party's, pinned to a commit (tags move)
+        assert not u or u.startswith("actions/"), u
+        assert not u or re.fullmatch(r"actions/[\w./-]+@[0-9a-f]{40}", u), u
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["if"] == "always()" and upload["with"]["path"] == "reports/ci/report.html"
     gate = steps[-1]
@@ -213,3 +220,85 @@ def test_next_steps_mentions_the_commands(tmp_path: Path) -> None:
     text = next_steps(tmp_path)
     assert f"cd {tmp_path}" in text and "evalrun validate" in text
     assert "cd " not in next_steps(Path("."))
+
+
+def test_no_install_line_names_another_project(project: Path) -> None:
+    """The index's `evalrun` is someone else's package: every install line pins ours."""
+    pinned = f"evalrun-gate[local]=={evalrun.__version__}"
+    texts = {p.relative_to(project).as_posix(): p.read_text(encoding="utf-8") for p in project.rglob("*") if p.is_file()}
+    lines = [(rel, ln) for rel, t in texts.items() for ln in t.splitlines() if "pip install" in ln]
+    assert lines, "the scaffold should say how to install evalrun"
+    for rel, ln in lines:
+        assert pinned in ln or "$EVALRUN_REQUIREMENT" in ln or "-e '.[local]'" in ln, (rel, ln)
+    assert all("@EVALRUN_REQUIREMENT@" not in t for t in texts.values())
+    assert f"pip install '{pinned}'" in next_steps(project)
+
+
+FAKE_GH = """#!/bin/bash
+# A stand-in for GitHub's gh CLI: logs each call; lists one evalrun comment once one was posted.
+printf '%s\\n' "$*" >> "$GH_LOG"
+case "$*" in
+  *"-X POST"*) touch "$GH_STATE" ;;
+  *"-X PATCH"*) ;;
+  *) [ -f "$GH_STATE" ] && echo 4242 ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_workflow_commands_run_and_keep_one_sticky_comment(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each `evalrun ...` line of the generated workflow runs against the scaffolded project
+    (pointed at the 127.0.0.1 test server); the comment step posts once, then edits that comment."""
+    import shlex
+
+    from click.testing import CliRunner
+    from tests.support.openai_server import OpenAIServer
+
+    from evalrun.cli import main
+
+    with OpenAIServer() as server:
+        for side in ("baseline", "candidate"):
+            path = project / "evals" / f"{side}.yaml"
+            cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+            cfg.update(model="openai/scaffold-test", api_base=server.base_url, api_key_env="SCAFFOLD_KEY")
+            path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        monkeypatch.setenv("SCAFFOLD_KEY", "sk-scaffold-test-0000")
+        # what the compare step's env gives (the run page, which lists the report artifact)
+        monkeypatch.setenv("EVALRUN_REPORT_URL", "https://github.com/team/shop/actions/runs/1")
+        monkeypatch.chdir(project)
+        wf = yaml.safe_load((project / ".github" / "workflows" / "evalrun.yml").read_text(encoding="utf-8"))
+        steps = wf["jobs"]["gate"]["steps"]
+        lines = [ln.strip() for s in steps for ln in s.get("run", "").splitlines() if ln.strip().startswith("evalrun ")]
+        assert lines, "the workflow runs evalrun"
+        for line in lines:
+            result = CliRunner().invoke(main, shlex.split(line)[1:])
+            assert result.exit_code in (0, 1, 3), (line, result.output)
+    assert "(https://github.com/team/shop/actions/runs/1)" in (project / "reports" / "ci" / "summary.md").read_text(encoding="utf-8")
+
+    comment = next(s for s in steps if s.get("name") == "Comment on the pull request")
+    assert comment["if"] == "always() && github.event_name == 'pull_request'"
+    assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "gh").write_text(FAKE_GH, encoding="utf-8")
+    (bindir / "gh").chmod(0o755)
+    log, state = tmp_path / "gh.log", tmp_path / "gh.state"
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "GH_LOG": str(log), "GH_STATE": str(state), "PR": "7",
+           "GITHUB_REPOSITORY": "team/shop", "CODE": "1", "REPORT_URL": "https://github.com/team/shop/actions/runs/1/artifacts/9"}
+    for _ in range(2):
+        proc = subprocess.run(["bash", "-e", "-c", comment["run"]], cwd=project, env=env,
+                              capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    calls = log.read_text(encoding="utf-8").splitlines()
+    writes = [c for c in calls if " -X " in c]
+    assert len(writes) == 2
+    assert writes[0].startswith("api -X POST repos/team/shop/issues/7/comments")
+    assert writes[1].startswith("api -X PATCH repos/team/shop/issues/comments/4242")  # the same comment, edited
+    body = (project / "reports" / "ci" / "pr-comment.md").read_text(encoding="utf-8")
+    assert body.startswith("<!-- evalrun-sticky-comment -->\n")
+    assert (project / "reports" / "ci" / "summary.md").read_text(encoding="utf-8")[:200] in body
+    assert "[HTML report (artifact)](https://github.com/team/shop/actions/runs/1/artifacts/9)" in body

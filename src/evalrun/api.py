@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypedDict, Unpack
 
 from evalrun import pipeline
+from evalrun.analysis.error_digest import ErrorGroup
 from evalrun.analysis.summary import (
     SUMMARY_FORMAT_VERSION,
     result_rows,
@@ -34,11 +35,14 @@ from evalrun.execution.folder import (
 from evalrun.execution.manifest import write_manifest
 from evalrun.execution.options import CacheMode, LogHook, RunOptions
 from evalrun.execution.plan import plan_calls
+from evalrun.execution.rerun import failed_case_ids
 from evalrun.execution.run import RunOutcome, check_environment
 from evalrun.execution.run import run as _run
 from evalrun.execution.runner import ProgressHook
 from evalrun.pipeline import load_run, merge, note, rescore
 from evalrun.project.loader import Project, load_project, shard_cases
+from evalrun.project.preflight import Problem, check_model_strings, offline_problems
+from evalrun.project.subset import CaseSelection
 from evalrun.providers.base import Provider
 from evalrun.report import rewrite_summary_md
 from evalrun.report.markdown import check_report_url
@@ -47,24 +51,31 @@ from evalrun.report.outputs import CompareOutcome, stored_outcome, write_note, w
 __all__ = [
     "SUMMARY_FORMAT_VERSION",
     "CacheMode",
+    "CaseSelection",
     "CompareOutcome",
+    "ErrorGroup",
     "LogHook",
+    "Problem",
     "Project",
     "RunFolder",
     "RunKeywords",
     "RunOptions",
     "RunOutcome",
     "check_environment",
+    "check_model_strings",
     "check_report_url",
     "compare",
     "compare_sequential",
     "default_run_dir",
+    "error_digest",
+    "failed_case_ids",
     "is_unfinished_run_of",
     "load_project",
     "load_run",
     "merge",
     "new_run_dir",
     "note",
+    "offline_problems",
     "open_run_folder",
     "plan_calls",
     "rescore",
@@ -122,3 +133,11 @@ def compare_sequential(project: Project, *, run_dir: str | Path | None = None, o
                        look_every: int | None = None, **keywords: Unpack[RunKeywords]) -> CompareOutcome:
     """`compare --sequential` (``pipeline.compare_sequential``; calls are made in this process)."""
     return pipeline.compare_sequential(project, run_dir, _options(options, keywords), look_every=look_every)
+
+
+def error_digest(run_dir: str | Path, *, top: int = 5) -> list[ErrorGroup]:
+    """The failed calls of a run folder by error kind, each with a sample message."""
+    from evalrun.analysis.error_digest import error_digest as digest
+    from evalrun.execution.store import read_journals
+
+    return digest(read_journals(Path(run_dir)), top=top)

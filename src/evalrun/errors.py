@@ -88,5 +88,11 @@ class CouldNotMeasureError(EvalrunError):
     exit_code = ExitCode.COULD_NOT_MEASURE
 
 
+class PreflightError(CouldNotMeasureError):
+    """A side's first call (its preflight) failed in a way no retry or other call can fix:
+    a wrong key, an unknown provider or model, a server that is not there. The run stops
+    before the remaining calls (and the other side's, when it had not started) are paid for."""
+
+
 class MissingExtraError(CouldNotMeasureError):
     """An optional dependency (an install extra) is needed for what the config asks."""

@@ -112,6 +112,10 @@ def load_run(run_dir: str | Path) -> tuple[Project, list[CallResult], Manifest]:
     shard = manifest.shard
     project = load_project(manifest.baseline.config_file, manifest.candidate.config_file, manifest.suite.file,
                            aa_mode=manifest.aa_mode, shard=(int(shard[0]), int(shard[1])) if shard else None)
+    if manifest.subset is not None:  # the cases the run chose (by filters, or an earlier run's failures)
+        chosen = set(manifest.cases)
+        project.cases = [c for c in project.cases if c.id in chosen]
+        project.subset = manifest.subset
     return project, read_journals(rd), manifest
 
 

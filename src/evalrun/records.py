@@ -35,7 +35,7 @@ CaseKind = Literal["representative", "known_bad", "format_sensitive"]
 FailureClass = Literal["fenced", "embedded", "truncated", "refused", "invalid"]
 """Why an output expected to be JSON did not parse strictly."""
 
-RefusalSource = Literal["content_policy", "content_filter", "refusal_field", "phrase"]
+RefusalSource = Literal["content_policy", "content_filter", "refusal_field", "check", "phrase"]
 """What showed a refusal, in the order they are looked at."""
 
 # How a call's cost was established.

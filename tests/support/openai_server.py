@@ -238,7 +238,9 @@ class OpenAIServer:
     """An OpenAI-compatible server in a background thread; use as a context manager.
 
     ``behaviour`` may be replaced at any time (``server.behaviour = fn``) or use ``script``
-    with the default behaviour. ``latency_s`` is added to every chat request.
+    with the default behaviour. ``latency_s`` is added to every chat request. ``api_key``:
+    a request without ``Authorization: Bearer <api_key>`` gets OpenAI's 401 (its message
+    shows only the key's last four characters, as OpenAI's does).
     """
 
     def __init__(
@@ -249,8 +251,10 @@ class OpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         latency_s: float = 0.0,
+        api_key: str | None = None,
     ) -> None:
         self.behaviour: Behaviour = behaviour or default_behaviour(script)
+        self.api_key = api_key
         self.host = host
         self.port = port
         self.latency_s = latency_s
@@ -438,7 +442,7 @@ class OpenAIServer:
         self, request: web.Request, body: dict[str, Any], number: int
     ) -> web.StreamResponse:
         try:
-            reply = self.behaviour(body, number)
+            reply = self._unauthorized(request) or self.behaviour(body, number)
         except Exception as exc:  # a bug in a test's script: make it visible, not a hang
             message = f"test server behaviour failed: {type(exc).__name__}: {exc}"
             with self._lock:
@@ -469,6 +473,16 @@ class OpenAIServer:
             _reset(request)
             raise asyncio.CancelledError
         return web.Response(body=payload, status=reply.status, headers=headers)
+
+    def _unauthorized(self, request: web.Request) -> Reply | None:
+        if self.api_key is None:
+            return None
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if sent == self.api_key:
+            return None
+        return Reply(status=401, error_type="invalid_request_error", error_code="invalid_api_key",
+                     error_message=f"Incorrect API key provided: {sent[:3]}***{sent[-4:]}. You can find your "
+                                   "API key at https://platform.openai.com/account/api-keys.")
 
     def _payload(self, reply: Reply, body: dict[str, Any], number: int) -> bytes:
         if reply.raw_body is not None:
@@ -542,13 +556,15 @@ def run_forever(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
+    parser.add_argument("--api-key", help="answer 401 (as OpenAI does) unless this key is sent")
     parser.add_argument(
         "--script", type=Path, help="JSON file: {marker: reply-object or list of reply-objects}"
     )
     args = parser.parse_args(argv)
     script = json.loads(args.script.read_text()) if args.script else None
     server = OpenAIServer(
-        script=script, host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0
+        script=script, host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0,
+        api_key=args.api_key,
     )
     with server:
         print(server.base_url, flush=True)

@@ -19,7 +19,7 @@ from evalrun.project.config import VERSION_LABELS
 from evalrun.project.loader import Project
 from evalrun.records import SIDES, CallResult, Score
 
-__all__ = ["SUMMARY_FORMAT_VERSION", "SequentialVerdict", "result_rows", "score", "sort_results", "summarize"]
+__all__ = ["SUMMARY_FORMAT_VERSION", "SequentialVerdict", "result_rows", "score", "sort_results", "subset_warning", "summarize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,8 @@ def score(project: Project, results: Sequence[CallResult]) -> list[Score]:
     for r in results:
         case = by_id[r.case_id]
         tools = project.variant(r.side).config.params.tools or []
-        out.append(score_call(r, case.compiled, tools, case.kind, check_timeout_s=project.suite.config.check_timeout_s))
+        out.append(score_call(r, case.compiled, tools, case.kind, check_timeout_s=project.suite.config.check_timeout_s,
+                              refusal=project.refusal))
     return out
 
 
@@ -53,6 +54,12 @@ def sort_results(results: Sequence[CallResult]) -> list[CallResult]:
     return sorted(results, key=lambda r: (r.case_id, order[r.side], r.sample))
 
 
+
+
+def subset_warning(project: Project) -> str:
+    """The first warning of a subset run's verdict: which cases, and what the verdict is not."""
+    return (f"subset run: {len(project.cases)} of {project.n_suite_cases} cases ({project.subset}); "
+            "this verdict is for these cases only, not the suite: run the whole suite before release")
 
 
 def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[Score], created: str,
@@ -79,6 +86,8 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
         verdict.status = sequential.decision
         verdict.exit_code = int(ExitCode.REGRESSION if sequential.decision == "FAIL" else ExitCode.PASSED)
         verdict.reasons = [*sequential.reasons, *verdict.reasons]
+    if project.subset:
+        verdict.warnings = [subset_warning(project), *verdict.warnings]
     labels = {side: project.variant(side).config.versions.model_dump() for side in SIDES}
     summary: dict[str, Any] = {
         "format_version": SUMMARY_FORMAT_VERSION,
@@ -95,6 +104,7 @@ def summarize(project: Project, results: Sequence[CallResult], scores: Sequence[
             "alpha": gate.alpha,
             "confidence": settings.confidence,
             "seed": project.suite.config.seed,
+            **({"subset": project.subset, "n_suite_cases": project.n_suite_cases} if project.subset else {}),
         },
         "variants": {
             side: {

@@ -242,6 +242,11 @@ class RunInfo(_Model):
     alpha: Number
     confidence: Number
     seed: int
+    subset: str | None = None
+    """How the cases were chosen when the run is not the whole suite (a subset's verdict
+    is not the suite's); None for a whole-suite run."""
+    n_suite_cases: int | None = None
+    """Cases in the whole suite, when ``subset`` is set."""
 
 
 class VariantInfo(_Model):

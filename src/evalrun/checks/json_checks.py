@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from evalrun.checks.json_scan import find_embedded, find_fenced
 from evalrun.checks.json_scan import loads_strict as loads_strict  # re-exported for tool_checks
 from evalrun.checks.patterns import install_jsonschema_patterns
-from evalrun.checks.refusal import detect_refusal
+from evalrun.checks.refusal import RefusalDetector, detect_refusal
 from evalrun.checks.registry import (
     BuildContext,
     CheckFn,
@@ -105,9 +105,9 @@ def describe_json(analysis: JsonAnalysis) -> str:
             return f"output is not JSON ({analysis.error})"
 
 
-def analyze_call(call: CallResult) -> JsonAnalysis:
-    """``analyze_json`` on a call; the refusal detector only runs when nothing parses."""
-    return _analyze(call.output, call.finish_reason, lambda: detect_refusal(call)[0])
+def analyze_call(call: CallResult, detector: RefusalDetector | None = None) -> JsonAnalysis:
+    """``analyze_json`` on a call; the (suite's) refusal detector only runs when nothing parses."""
+    return _analyze(call.output, call.finish_reason, lambda: detect_refusal(call, detector)[0])
 
 
 def _parse_facts(a: JsonAnalysis) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def _json_factory(params: dict[str, Any], ctx: BuildContext) -> CheckFn:
     allow_lenient = parse_params(_JsonParams, params, "json", ctx).allow_lenient
 
     def check(inp: CheckInput) -> CheckOutcome:
-        a = analyze_call(inp.call)
+        a = analyze_call(inp.call, inp.refusal)
         passed = a.strict or (allow_lenient and a.lenient)
         detail = describe_json(a)
         if passed and not a.strict:
@@ -278,7 +278,7 @@ def _json_schema_factory(params: dict[str, Any], ctx: BuildContext) -> CheckFn:
     allow_lenient = p.allow_lenient
 
     def check(inp: CheckInput) -> CheckOutcome:
-        a = analyze_call(inp.call)
+        a = analyze_call(inp.call, inp.refusal)
         facts = _parse_facts(a)
         if not (a.strict or (allow_lenient and a.lenient)):
             facts.update(schema_valid=False, errors=[])

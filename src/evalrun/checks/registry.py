@@ -52,6 +52,8 @@ class CheckInput:
     case_kind: str  # representative | known_bad | format_sensitive
     # Seconds the check may spend on this call (None: unbounded); see checks.budget.
     budget_s: float | None = DEFAULT_CHECK_TIMEOUT_S
+    # The suite's refusal detector (checks.refusal.RefusalDetector; None: the default one).
+    refusal: Any = None
 
 
 CheckFn = Callable[[CheckInput], CheckOutcome]

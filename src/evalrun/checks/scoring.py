@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from evalrun.checks import build_check, detect_refusal
+from evalrun.checks import build_check
 from evalrun.checks.budget import DEFAULT_CHECK_TIMEOUT_S
-from evalrun.checks.refusal import expected_refusal
+from evalrun.checks.refusal import DEFAULT_DETECTOR, RefusalDetector, expected_refusal
 from evalrun.checks.registry import BuildContext, CheckFn, CheckInput, check_feeds
 from evalrun.records import CallResult, CheckOutcome, Score
 
@@ -74,14 +74,16 @@ def score_call(
     case_kind: str,
     *,
     check_timeout_s: float | None = DEFAULT_CHECK_TIMEOUT_S,
+    refusal: RefusalDetector | None = None,
 ) -> Score:
-    """Run the compiled checks on ``call`` and derive the metric flags.
+    """Run the compiled checks on ``call`` and derive the metric flags (``refusal``: the
+    suite's refusal detector; None: the default English phrase list).
 
     For a failed call the format flags stay ``None`` (quality metrics exclude failed calls;
     the error rate counts them) and ``passed`` is False. Each check gets
     ``check_timeout_s`` seconds on this call; past it, it fails as a check error.
     """
-    inp = CheckInput(call=call, tools=tools, case_kind=case_kind, budget_s=check_timeout_s)
+    inp = CheckInput(call=call, tools=tools, case_kind=case_kind, budget_s=check_timeout_s, refusal=refusal)
     outcomes: list[CheckOutcome] = []
     for display, fn in compiled.checks:
         outcome = fn(inp)
@@ -89,7 +91,7 @@ def score_call(
             # Copy rather than mutate: a user check may return a shared CheckOutcome.
             outcome = dataclasses.replace(outcome, check=display)
         outcomes.append(outcome)
-    refused, source = detect_refusal(call)
+    refused, source = (refusal or DEFAULT_DETECTOR).detect(call, inp)
     ok = call.ok
     score = Score(
         checks=outcomes,

@@ -407,6 +407,30 @@ class ResponseCache:
             per_model={str(m): int(n) for m, n in models},
         )
 
+    def recent_call_times(self, model: str, *, limit: int = 200) -> list[float]:
+        """Seconds the ``limit`` most recent stored calls of ``model`` took when they were made
+        (their whole call, retries included; else the provider's latency): what ``estimate``
+        expects the next calls of that model to take."""
+        with self._lock:
+            conn = self._connection()
+
+            def query() -> list[tuple[Any, ...]]:
+                return conn.execute(
+                    "SELECT result FROM responses WHERE model = ? AND format_version = ? "
+                    "ORDER BY recorded_at DESC LIMIT ?", (model, FORMAT_VERSION, limit)).fetchall()
+
+            rows = self._retry(query)
+        times: list[float] = []
+        for (text,) in rows:
+            try:
+                data = json.loads(text)
+                value = data.get("wall_s") or data.get("latency_s")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(value, int | float) and value > 0:
+                times.append(float(value))
+        return times
+
     def prune(
         self,
         *,

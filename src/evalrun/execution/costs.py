@@ -32,19 +32,27 @@ class CallCosts:
     status: dict[str, CostStatus] = field(default_factory=dict)
 
 
+def _count(model: str, planned: PlannedCall) -> int:
+    """A request's prompt tokens: by its provider's own counter when it has one (the
+    embedded model's tokenizer, no litellm import), else by litellm's."""
+    req = planned.request
+    own = spec_for(model).count_prompt_tokens(model, req.local_model_path, req.messages)
+    if own is not None:
+        return own
+    from evalrun.providers.litellm.tokens import count_prompt_tokens
+
+    return count_prompt_tokens(model, req.messages, req.params)
+
+
 def call_costs(project: Project, plan: Sequence[PlannedCall]) -> CallCosts:
     """Count every planned call's prompt tokens and look up each side's prices."""
-    from evalrun.providers.litellm.tokens import (
-        count_prompt_tokens,
-        prices_per_token,
-        prompt_token_bound,
-    )
+    from evalrun.providers.litellm.tokens import prompt_token_bound  # (imports no litellm)
 
     out = CallCosts()
     for p in plan:
         if p.key not in out.counted:
             model = project.variant(p.side).config.model
-            out.counted[p.key] = count_prompt_tokens(model, p.request.messages, p.request.params)
+            out.counted[p.key] = _count(model, p)
             out.bound[p.key] = max(out.counted[p.key], prompt_token_bound(p.request.messages, p.request.params))
     for side in SIDES:
         cfg = project.variant(side).config
@@ -55,6 +63,8 @@ def call_costs(project: Project, plan: Sequence[PlannedCall]) -> CallCosts:
             out.prices[side] = (0.0, 0.0)
             out.status[side] = "local"
         else:
+            from evalrun.providers.litellm.tokens import prices_per_token
+
             prices = prices_per_token(cfg.model)
             out.status[side] = "unpriced" if prices is None else "priced"
             if prices is not None:

@@ -70,6 +70,8 @@ class Manifest(_Frozen):
     """Identity of configs and suite only (guards ``merge``)."""
     shard: list[int] | None = None
     """``[I, N]`` for a shard run."""
+    subset: str | None = None
+    """How the cases were chosen when not the whole suite (``cases`` lists them)."""
     aa_mode: bool = False
     """An A/A run."""
     baseline: VariantSnapshot
@@ -95,7 +97,7 @@ def build_manifest(project: Project, created: str) -> Manifest:
     return Manifest(
         format_version=FORMAT_VERSION, evalrun_version=__version__, created=created,
         fingerprint=project.fingerprint(), config_fingerprint=project.config_fingerprint(),
-        shard=list(project.shard) if project.shard else None, aa_mode=project.aa_mode,
+        shard=list(project.shard) if project.shard else None, subset=project.subset, aa_mode=project.aa_mode,
         baseline=_variant_snapshot(project.baseline), candidate=_variant_snapshot(project.candidate),
         suite=SuiteSnapshot(file=str(project.suite.path), config=project.suite.config.model_dump(mode="json")),
         cases=[c.id for c in project.cases],

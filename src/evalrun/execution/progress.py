@@ -1,18 +1,38 @@
-"""Progress on stderr: a redrawn line on a terminal, periodic plain lines in CI, or nothing."""
+"""Progress on stderr: a redrawn line on a terminal, periodic plain lines in CI, or nothing.
+
+The ETA is the remaining calls at the rate fresh calls have finished so far (cache and
+journal answers arrive at once and would make it lie), shown once a few calls and a second
+of calls are behind it.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from evalrun.records import CallResult
+
+ETA_MIN_CALLS = 3
+"""Fresh calls finished before an ETA is shown (the first ones include warm-up costs)."""
+
+
+def format_eta(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class Progress:
     """Counts finished calls per side, errors and spend; prints at a bounded rate."""
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, quiet: bool = False, interval_s: float | None = None) -> None:
+    def __init__(self, total: int, *, stream: TextIO | None = None, quiet: bool = False, interval_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.quiet = quiet
@@ -23,20 +43,27 @@ class Progress:
         self.cached = 0
         self.spend = 0.0
         self.unpriced = False
+        self.clock = clock
         self._last = 0.0
-        self._start = time.monotonic()
+        self._start = clock()
+        self.fresh = 0
+        self._first_fresh: float | None = None  # when the first fresh call finished
 
     def __call__(self, result: CallResult) -> None:
         self.done[result.side] += 1
         if not result.ok:
             self.errors += 1
+        if not result.cached:
+            self.fresh += 1
+            if self._first_fresh is None:
+                self._first_fresh = self.clock()
         if result.cached:
             self.cached += 1
         elif result.cost_usd is not None:
             self.spend += result.cost_usd
         elif result.ok and result.cost_status == "unpriced":
             self.unpriced = True
-        now = time.monotonic()
+        now = self.clock()
         finished = sum(self.done.values()) == self.total
         if not self.quiet and (finished or now - self._last >= self.interval_s):
             self._last = now
@@ -46,11 +73,23 @@ class Progress:
         n = sum(self.done.values())
         pct = 100.0 * n / self.total if self.total else 100.0
         spend = f"${self.spend:.4f}" + (" + unpriced" if self.unpriced else "")
-        elapsed = time.monotonic() - self._start
+        elapsed = self.clock() - self._start
+        eta = self.eta_s()
         return (
             f"calls {n}/{self.total} ({pct:.0f}%)  baseline {self.done['baseline']}  candidate {self.done['candidate']}"
             f"  errors {self.errors}  cached {self.cached}  spend {spend}  {elapsed:.0f}s"
+            + (f"  ETA {format_eta(eta)}" if eta is not None else "")
         )
+
+    def eta_s(self) -> float | None:
+        """Seconds until every call is done at the fresh calls' rate so far (None: too early to say)."""
+        remaining = self.total - sum(self.done.values())
+        if remaining <= 0 or self._first_fresh is None or self.fresh < ETA_MIN_CALLS:
+            return None
+        span = self.clock() - self._first_fresh
+        if span < 1.0:
+            return None
+        return remaining * span / (self.fresh - 1)
 
     def _emit(self, finished: bool) -> None:
         if self.tty:

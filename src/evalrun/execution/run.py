@@ -27,6 +27,7 @@ from evalrun.execution.runner import PlannedCall, ProgressHook, RetryPolicy
 from evalrun.execution.store import JOURNAL, Journal, clear_run, inspect_folder, read_journals
 from evalrun.project.config import SuiteConfig, project_root
 from evalrun.project.loader import Project
+from evalrun.project.preflight import check_model_strings
 from evalrun.providers.registry import ModelRouter, spec_for
 from evalrun.records import SIDES, CallResult
 
@@ -118,6 +119,8 @@ def run(project: Project, run_dir: str | Path | RunFolder | None = None, options
     """
     opts = options or RunOptions()
     if opts.cache != "replay":
+        if opts.provider is None:
+            check_model_strings(project)
         check_environment(project)
     folder = run_dir if isinstance(run_dir, RunFolder) else open_run_folder(
         project, run_dir, resume=opts.resume, fresh=opts.cache == "refresh")

@@ -22,6 +22,12 @@ retrying early. An endpoint whose calls keep failing after their retries trips a
 breaker: its remaining calls are recorded as ``circuit_open`` at once (a probe call is let
 through now and then), so a dead endpoint costs seconds, not hours.
 
+Preflight: the warm-up call of each side is also its preflight. When it fails with a kind
+no retry or other call can fix (``PREFLIGHT_FATAL``: a rejected key, an unknown provider or
+model, a server that refuses connections after the retries), the run stops there with a
+``PreflightError`` carrying the provider's (scrubbed) message: the other calls of that side
+and, when it had not started yet, the other side's warm-up are never made.
+
 Everything a provider returns is made safe to store here, before any file sees it:
 lone surrogates (valid JSON escapes, invalid UTF-8) become U+FFFD and every registered
 secret is masked, so the journal, results, cache and reports never hold an echoed key.
@@ -38,10 +44,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from evalrun.errors import EvalrunError
+from evalrun.errors import EvalrunError, PreflightError
 from evalrun.execution.store import Journal
 from evalrun.providers.base import Provider, ProviderError, ProviderRequest, ProviderResponse
-from evalrun.records import CallResult, Side, ToolCall, call_identity
+from evalrun.records import CallResult, ErrorKind, Side, ToolCall, call_identity
 from evalrun.secrets import register_secret, scrub_known, scrub_registered
 
 
@@ -132,8 +138,39 @@ ProgressHook = Callable[[CallResult], None]
 AdmitHook = Callable[["PlannedCall"], Awaitable[bool]]
 """Awaited before a call starts (a budget): True to make it, False to skip it (not recorded)."""
 
-# Failures that say "this endpoint is not serving", as opposed to "this request is wrong".
-_ENDPOINT_FAILURES = frozenset({"rate_limited", "server_error", "timeout", "connection", "malformed_response"})
+# Failures that say "this endpoint is not serving (us)", as opposed to "this request is wrong".
+_ENDPOINT_FAILURES = frozenset({"rate_limited", "server_error", "timeout", "connection", "malformed_response", "auth"})
+
+PREFLIGHT_FATAL: frozenset[ErrorKind] = frozenset({"auth", "bad_request", "connection"})
+"""Error kinds that end the run when a side's first call (its preflight) ends with one:
+the same key, model string and server serve every other call of that side. A connection
+error counts only when no server is there (``_NO_SERVER``); a reset mid-answer does not."""
+
+# Connection errors that mean "nothing is listening / no such host" (the exception names
+# the litellm provider and aiohttp/httpx put in the message), as opposed to a dropped answer.
+_NO_SERVER = re.compile(
+    r"ConnectionRefused|Connection refused|ClientConnector|ConnectError|Name or service not known|"
+    r"nodename nor servname|getaddrinfo|No route to host|Network is unreachable", re.IGNORECASE)
+
+
+def is_preflight_fatal(kind: ErrorKind | None, message: str | None) -> bool:
+    """Whether a side's first call failing this way stops the run (see ``PREFLIGHT_FATAL``)."""
+    if kind == "connection":
+        return bool(_NO_SERVER.search(message or ""))
+    return kind in PREFLIGHT_FATAL
+
+
+def preflight_message(result: CallResult, api_base: str | None) -> str:
+    """The one line a failed preflight stops the run with (the provider's message, scrubbed)."""
+    where = f" at {api_base}" if api_base else ""
+    hint = {"auth": "check the key in the variable the config's api_key_env names",
+            "bad_request": "check the model string (provider prefix and model name)",
+            "connection": "is the server running and api_base right?"}.get(result.error_kind or "", "")
+    tries = f" after {result.attempts} attempts" if result.attempts > 1 else ""
+    hint = hint if hint.endswith("?") else hint + "."
+    return (f"preflight: the first {result.side} call to {result.model}{where} failed{tries} "
+            f"({result.error_kind}): {result.error_message or 'no message'} -- {hint} "
+            "The run stopped before making its other calls")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
@@ -305,10 +342,10 @@ async def _one_call(
     rng: random.Random,
     endpoint: Endpoint,
     serial: asyncio.Semaphore | None,
-    attempted: Callable[[], None] | None = None,
+    attempted: Callable[[ProviderError | None], None] | None = None,
 ) -> CallResult:
-    """Make one planned call with its retries; ``attempted()`` runs as each attempt ends
-    (before any wait for the next)."""
+    """Make one planned call with its retries; ``attempted(error)`` runs as each attempt ends
+    (before any wait for the next), with the attempt's ``ProviderError`` or None."""
     req = planned.request
     result = CallResult(
         case_id=planned.case_id, side=planned.side, sample=planned.sample, model=req.model, request_key=planned.key
@@ -330,7 +367,7 @@ async def _one_call(
         except ProviderError as exc:
             result.attempt_latencies_s.append(time.monotonic() - t0)
             if attempted is not None:
-                attempted()
+                attempted(exc)
             result.attempts = attempt
             result.error_kind = exc.kind
             message = exc.message
@@ -356,14 +393,14 @@ async def _one_call(
         except Exception as exc:  # a provider bug must not kill the run: record it
             result.attempt_latencies_s.append(time.monotonic() - t0)
             if attempted is not None:
-                attempted()
+                attempted(None)
             result.attempts = attempt
             result.error_kind = "unknown"
             result.error_message = store_safe(scrub_known(f"{type(exc).__name__}: {exc}"))[:500]
             break
         elapsed = time.monotonic() - t0
         if attempted is not None:
-            attempted()
+            attempted(None)
         result.attempt_latencies_s.append(elapsed)
         result.attempts = attempt
         result.error_kind = None
@@ -450,8 +487,14 @@ async def run_calls(
         if k > 0:
             await queue_of_turns[k - 1].wait()
 
+    def attempt_ended(planned: PlannedCall, error: ProviderError | None) -> None:
+        # A preflight failing in a fatal way keeps the others waiting until it is decided.
+        if error is None or not is_preflight_fatal(error.kind, error.message):
+            took_turn(planned)
+
     async def make(planned: PlannedCall) -> None:
         is_warmup = id(planned) in turns
+        stop: PreflightError | None = None
         try:
             await wait_turn(planned)
             endpoint = endpoints.of(planned.request)
@@ -463,19 +506,24 @@ async def run_calls(
             else:
                 serial = turn if planned.request.model in serial_models else None
                 res = await _one_call(planned, provider, policy, rng, endpoint, serial,
-                                      (lambda: took_turn(planned)) if is_warmup else None)
+                                      (lambda error: attempt_ended(planned, error)) if is_warmup else None)
                 endpoint.record(res)
                 if is_warmup:
                     res.warmup = True
                     if res.latency_clock == "call":
                         res.latency_s = None
+                    if is_preflight_fatal(res.error_kind, res.error_message):
+                        stop = PreflightError(preflight_message(res, planned.request.api_base))
         finally:
-            took_turn(planned)  # a warm-up skipped, rejected or cancelled still lets the rest go
+            if stop is None:
+                took_turn(planned)  # a warm-up skipped, rejected or cancelled still lets the rest go
         if journal is not None:
             journal.append(res)
         results.append(res)
         if progress is not None:
             progress(res)
+        if stop is not None:
+            raise stop
 
     async def worker() -> None:
         while True:

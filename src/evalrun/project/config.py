@@ -331,6 +331,38 @@ class BackoffSpec(_Strict):
     multiplier: float = Field(default=2.0, ge=1, le=10)
 
 
+RefusalLanguage = Literal["de", "en", "es", "fr"]
+"""Languages with a built-in refusal phrase list (``evalrun.checks.refusal``)."""
+
+
+def _english() -> list[RefusalLanguage]:
+    return ["en"]
+
+
+class RefusalSpec(_Strict):
+    """How refusals are recognised, for both sides alike (``refusal:`` in the suite).
+
+    The built-in phrase lists of ``languages`` plus ``phrases``, or ``phrases`` alone with
+    ``replace: true``; a phrase counts when it starts within the first ``window``
+    characters. ``check``: the name of a registered check that decides instead of the
+    phrase list (the model-graded hook; it reports ``facts["refused"]``), with
+    ``check_params``.
+    """
+
+    languages: list[RefusalLanguage] = Field(default_factory=_english)
+    phrases: list[str] = Field(default_factory=list)
+    replace: bool = False
+    window: int = Field(default=200, ge=10, le=100_000)
+    check: str | None = None
+    check_params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _something_detects(self) -> RefusalSpec:
+        if self.replace and not [p for p in self.phrases if p.strip()] and self.check is None:
+            raise ValueError("replace: true needs phrases (or a check): refusals could never be detected")
+        return self
+
+
 class SuiteConfig(_Strict):
     """What to run and how to judge it; shared by both variants."""
 
@@ -351,6 +383,7 @@ class SuiteConfig(_Strict):
     # Largest answer read from a provider (decoded body); longer ones are cut and marked.
     max_response_mb: float = Field(default=4.0, gt=0, le=1024)
     gate: GateConfig = Field(default_factory=GateConfig)
+    refusal: RefusalSpec = Field(default_factory=RefusalSpec)
 
     def max_response_bytes(self) -> int:
         """``max_response_mb`` in bytes."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.canonical import stable_hash
+from evalrun.checks.refusal import RefusalDetector
 from evalrun.errors import UserInputError
 from evalrun.project.cases import Case, compile_case_expectations, discover_case_files, load_cases
 from evalrun.project.config import (
@@ -25,6 +26,7 @@ from evalrun.project.config import (
     resolve_suite_path,
 )
 from evalrun.project.prompts import PromptRenderer
+from evalrun.project.subset import CaseSelection, select_cases
 from evalrun.records import SIDES, Side
 
 __all__ = ["Project", "load_project", "shard_cases"]
@@ -41,6 +43,12 @@ class Project:
     renderers: dict[str, PromptRenderer]
     aa_mode: bool = False
     shard: tuple[int, int] | None = None
+    refusal: RefusalDetector | None = None
+    """The suite's refusal detector (None: the default English list)."""
+    subset: str | None = None
+    """How the cases were chosen when not the whole suite (``--cohort x``, ``shard 2/4``)."""
+    n_suite_cases: int = 0
+    """Cases in the whole suite (``len(cases)`` unless a subset or shard was chosen)."""
 
     def variant(self, side: Side) -> LoadedVariant:
         """The variant of ``side``."""
@@ -72,8 +80,12 @@ def load_project(
     *,
     aa_mode: bool = False,
     shard: tuple[int, int] | None = None,
+    select: CaseSelection | None = None,
 ) -> Project:
     """Load and validate everything before any model call (never imports litellm).
+
+    ``select`` keeps only the selected cases (``project.subset`` says how); every case of
+    the suite is still validated, so a subset run never hides a broken case file.
 
     Raises ``UserInputError`` naming file / case / field for the first problem found.
     """
@@ -85,16 +97,39 @@ def load_project(
     files = discover_case_files(s.config.cases, base_dir=s.base_dir, suite_file=suite_path, root=root)
     cases = load_cases(files)
     compile_case_expectations(cases)
-    renderers = {"baseline": PromptRenderer(b), "candidate": PromptRenderer(c)}
+    suite_vars = {name for case in cases for name in case.vars}
+    renderers = {"baseline": PromptRenderer(b, suite_vars=suite_vars), "candidate": PromptRenderer(c, suite_vars=suite_vars)}
     for case in cases:
         for side in SIDES:
             renderers[side].render(case)
     same_file = Path(baseline).resolve() == Path(candidate).resolve()
-    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file)
+    project = Project(b, c, s, cases, renderers, aa_mode=aa_mode or same_file, n_suite_cases=len(cases),
+                      refusal=refusal_detector(s))
+    described = []
+    if select is not None and not select.is_empty:
+        project.cases = select_cases(project.cases, select)
+        described.append(select.describe())
     if shard is not None:
-        project.cases = shard_cases(cases, *shard)
+        project.cases = shard_cases(project.cases, *shard)
         project.shard = shard
+        described.append(f"shard {shard[0]}/{shard[1]}")
+    if described:
+        project.subset = " ".join(described)
     return project
+
+
+def refusal_detector(suite: LoadedSuite) -> RefusalDetector:
+    """The suite's ``refusal:`` settings as a detector; a model-graded ``check`` is built
+    here, so an unknown name or bad params are a config error naming the suite field."""
+    from evalrun.checks.registry import BuildContext, build_check
+
+    spec = suite.config.refusal
+    check = None
+    if spec.check is not None:
+        ctx = BuildContext(file=str(suite.path), case_id="", base_dir=suite.base_dir, field="refusal.check")
+        check = build_check(spec.check, spec.check_params, ctx)
+    return RefusalDetector.for_languages(spec.languages, add=spec.phrases, replace=spec.replace, window=spec.window,
+                                         check=check, check_name=spec.check)
 
 
 def shard_cases(cases: Sequence[Case], index: int, count: int) -> list[Case]:

