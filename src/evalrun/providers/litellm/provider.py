@@ -18,7 +18,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC
 from types import ModuleType
 from typing import Any
@@ -337,8 +337,14 @@ class LitellmProvider:
         self._session: Any = None  # the timed aiohttp session of the running loop
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
-    def warm(self) -> None:
-        """Import and configure litellm now (seconds), not inside the first call's deadline."""
+    def warm(self, requests: Sequence[ProviderRequest] = ()) -> None:
+        """Import and configure litellm now (seconds), not inside the first call's deadline;
+        when every one of ``requests`` (samples of the calls to come) takes the direct path,
+        only its HTTP client: those calls never need litellm."""
+        if requests and all(direct.eligible(r) for r in requests):
+            import aiohttp  # noqa: F401  (the direct path's client, loaded outside the loop)
+
+            return
         import_litellm()
 
     def _timed_session(self) -> Any:
@@ -457,7 +463,10 @@ class LitellmProvider:
                 with use_clock() as clock:
                     headers = await direct.post_chat(session, request, seen)
                 if seen.status is not None and not 200 <= seen.status < 300:
-                    direct.raise_for_status(import_litellm(), request, seen.status, headers, seen.body())
+                    # litellm maps the error; its first import (seconds) runs on a thread so the
+                    # loop keeps serving the calls in flight meanwhile.
+                    lib = imported_litellm() or await asyncio.to_thread(import_litellm)
+                    direct.raise_for_status(lib, request, seen.status, headers, seen.body())
             except Exception as exc:
                 raise classify_exception(exc, secrets=secrets) from None
             normalised = self._from_direct_body(request, seen, secrets)
