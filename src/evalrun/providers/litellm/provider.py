@@ -463,10 +463,10 @@ class LitellmProvider:
                 with use_clock() as clock:
                     headers = await direct.post_chat(session, request, seen)
                 if seen.status is not None and not 200 <= seen.status < 300:
-                    # litellm maps the error; its first import (seconds) runs on a thread so the
-                    # loop keeps serving the calls in flight meanwhile.
-                    lib = imported_litellm() or await asyncio.to_thread(import_litellm)
-                    direct.raise_for_status(lib, request, seen.status, headers, seen.body())
+                    # litellm maps the error. Its first import (seconds) blocks the loop on
+                    # purpose: awaited on a thread, this call's own deadline would fire
+                    # meanwhile and a rejected key would read as a timeout (and retry).
+                    direct.raise_for_status(import_litellm(), request, seen.status, headers, seen.body())
             except Exception as exc:
                 raise classify_exception(exc, secrets=secrets) from None
             normalised = self._from_direct_body(request, seen, secrets)
