@@ -316,7 +316,9 @@ def test_ctrl_c_saves_finished_calls_and_exits_130(tmp_path: Path, openai_server
     import signal
     import time
 
-    openai_server.behaviour = lambda req, n: Reply(content="{}", delay_s=0.15)
+    # Slow enough that the interrupt lands mid-run even on a loaded machine (60 calls, 2 at a
+    # time: ~15 s); the resume below runs at full speed.
+    openai_server.behaviour = lambda req, n: Reply(content="{}", delay_s=0.5)
     b, c = _project(tmp_path, openai_server, n=30, suite={"concurrency": 2})
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--out", str(run), "--no-cache"],
@@ -333,6 +335,7 @@ def test_ctrl_c_saves_finished_calls_and_exits_130(tmp_path: Path, openai_server
     assert "--resume" in err and "Traceback" not in err
     done = len(journal.read_text().splitlines())
     assert 4 <= done < 60
+    openai_server.behaviour = lambda req, n: Reply(content="{}")
     before = openai_server.count
     proc2 = _cli("compare", str(b), str(c), "--resume", str(run), "--no-cache", "-q")
     assert proc2.returncode in (0, 1, 3), proc2.stderr

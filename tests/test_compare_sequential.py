@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from evalrun import api
 from evalrun.cli import main
+from evalrun.project.config import DEFAULT_RULES, RuleSpec
 from evalrun.providers.base import ProviderRequest, ProviderResponse
 from evalrun.testing import FakeProvider, fake_response
-from evalrun.watch.stage1 import sequential_order
+from evalrun.watch.stage1 import look, quantile_cs, sequential_order
 from projectkit import case, write_project
 
 N_FORMAT, N_CHAT, N_BAD = 100, 90, 10
@@ -112,3 +115,59 @@ def test_cli_flag_and_exclusions(tmp_path: Path) -> None:
     b, c = project.baseline.path, project.candidate.path
     result = CliRunner().invoke(main, ["compare", str(b), str(c), "--sequential", "--max-cost", "1"])
     assert result.exit_code == 2 and "--sequential excludes" in result.output
+
+
+def test_quantile_sequence_covers_the_true_median_at_every_look() -> None:
+    """Distribution-free: over 300 seeded lognormal paths, looks every 20 calls up to 1,000,
+    the sequence misses the true median at some look in <= alpha of them."""
+    rng = np.random.default_rng(5)
+    alpha, misses = 0.05, 0
+    for _ in range(300):
+        x = rng.lognormal(0.0, 0.8, 1000)  # true median 1.0
+        for n in range(20, 1001, 20):
+            _, lo, hi = quantile_cs(x[:n], 0.5, alpha=alpha, n_opt=500)
+            if not lo <= 1.0 <= hi:
+                misses += 1
+                break
+    assert misses / 300 <= alpha
+    _, lo, hi = quantile_cs(rng.lognormal(0.0, 0.8, 2000), 0.95, alpha=alpha, n_opt=500)
+    assert lo < math.exp(0.8 * 1.6449) < hi and hi / lo < 1.5
+
+
+def _latency_values(base: np.ndarray, cand: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+    per_case = {f"c{i}": {"baseline": float(b), "candidate": float(c)} for i, (b, c) in enumerate(zip(base, cand, strict=True))}
+    return {"latency_p50_ratio": per_case, "latency_p95_ratio": per_case}
+
+
+def test_sequential_latency_rules_read_the_quantiles_the_gate_shows() -> None:
+    """A candidate slower only above its 75th percentile (4x the excess: median unchanged,
+    p95 about x2, mean +35 %), 1,000 cases, five seeds: the p95 rule FAILs every time and the
+    p50 rule never does (it PASSes in most), as the main gate's per-call quantiles say; the
+    ratio of means these rules used to read would have failed both. A uniform x1.5 fails p50."""
+    rules = {n: RuleSpec(**DEFAULT_RULES[n]) for n in ("latency_p50_ratio", "latency_p95_ratio")}
+    p75 = float(np.exp(-1.0 + 0.5 * 0.6745))
+    statuses: dict[str, list[str]] = {"latency_p50_ratio": [], "latency_p95_ratio": []}
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        base = rng.lognormal(-1.0, 0.5, 1000)
+        cand = rng.lognormal(-1.0, 0.5, 1000)
+        tail = np.where(cand > p75, p75 + (cand - p75) * 4.0, cand)
+        assert tail.mean() / base.mean() > 1.2  # the old mean-ratio rule's FAIL side (margin 1.2)
+        for r in look(rules, _latency_values(base, tail), alpha=0.05, n_opt=500, known_bad_done=True):
+            statuses[r.rule].append(r.status)
+            if r.rule == "latency_p50_ratio":
+                assert r.low is not None and r.high is not None and r.low < 1.0 < r.high
+    assert statuses["latency_p95_ratio"] == ["fail"] * 5
+    assert "fail" not in statuses["latency_p50_ratio"] and statuses["latency_p50_ratio"].count("pass") >= 3
+    rng = np.random.default_rng(9)
+    base = rng.lognormal(-1.0, 0.5, 1000)
+    slow = {r.rule: r for r in look(rules, _latency_values(base, rng.lognormal(-1.0, 0.5, 1000) * 1.5), alpha=0.05,
+                                    n_opt=500, known_bad_done=True)}
+    assert slow["latency_p50_ratio"].status == "fail"
+
+
+def test_a_latency_rule_waits_for_its_min_n_calls_per_side() -> None:
+    rules = {"latency_p95_ratio": RuleSpec(**DEFAULT_RULES["latency_p95_ratio"])}  # min_n 100
+    base = np.full(60, 0.1)
+    got = look(rules, _latency_values(base, base * 3), alpha=0.05, n_opt=300, known_bad_done=True)[0]
+    assert got.status == "undecided" and "60 of min_n 100" in got.note

@@ -69,6 +69,16 @@ def test_exit_codes(logs: dict[str, Path], tmp_path: Path, log: str, stage_patch
     ({"triggers": [{"metric": "parse_rate", "kind": "absolute", "min": 0.9}]}, "triggers.0.metric", "unknown metric 'parse_rate'"),
     ({"triggers": [{"metric": "parse_strict", "kind": "absolute", "min": 0.9, "max": 0.99}]}, "triggers.0", "exactly one of max or min"),
     ({"triggers": [{"metric": "cost_ratio", "kind": "ratio", "margin": 0.1}]}, "triggers.0", "margin does not apply to kind ratio"),
+    ({"triggers": [{"metric": "parse_strict", "kind": "absolute", "min": 0.9, "fail_margin": 0}]}, "triggers.0",
+     "fail_margin does not apply to kind absolute"),
+    ({"triggers": [{"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.03, "fail_margin": -0.01}]},
+     "triggers.0.fail_margin", "greater than or equal to 0"),
+    ({"triggers": [{"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.03, "fail_margin": 1.5}]}, "triggers.0",
+     "fail_margin is a change in rate units"),
+    ({"triggers": [{"metric": "latency_p95_ratio", "kind": "ratio", "max_increase": 0.3, "fail_margin": 0.1}]},
+     "triggers.0", "fail_margin does not apply"),
+    ({"triggers": [{"metric": "cost_ratio", "kind": "ratio", "max_decrease": 0.3, "fail_margin": 1}]}, "triggers.0",
+     "fraction of the baseline below 1"),
     ({"labels": {"baseline": {"model_version": "m"}, "candidate": {"prompt_version": "p"}}}, "labels.baseline", "missing"),
     ({"labels": {"baseline": {"model_version": "m", "prompt_version": "p", "retrieval_version": "r", "policy_version": "v"},
                  "candidate": {"prompt_version": "p"}}}, "labels", "cannot be told apart"),
@@ -200,10 +210,22 @@ def test_plan_from_a_stage1_run_maps_gate_rules_to_triggers(tmp_path: Path) -> N
     plan = yaml.safe_load((tmp_path / "rollout.yaml").read_text())
     assert plan["labels"]["candidate"] == {"prompt_version": "shop-v2"}
     assert plan["labels"]["baseline"]["prompt_version"] == "shop-v1"
-    rules = {r["rule"] for r in summary["verdict"]["rules"] if r.get("scope") == "overall" and not r["rule"].startswith("label_")}
-    assert {t["metric"] for t in plan["triggers"]} == rules
+    overall = [r for r in summary["verdict"]["rules"] if r.get("scope") == "overall" and not r["rule"].startswith("label_")]
+    unmeasured = {r["rule"] for r in overall if r["status"] == "not_applicable"}
+    assert unmeasured == {"schema_valid", "tool_valid"}  # this suite has no schema or tool-call case
+    assert {t["metric"] for t in plan["triggers"]} == {r["rule"] for r in overall} - unmeasured
+    text = (tmp_path / "rollout.yaml").read_text()
+    assert "# Not watched: schema_valid, tool_valid" in text
+    # Both Stage-1 boundaries: roll back on any evident drop (fail_margin 0), safe within the
+    # 3-point PASS margin; a floor stays an absolute trigger.
+    assert {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.03, "fail_margin": 0.0} in plan["triggers"]
+    assert {"metric": "over_refusal", "kind": "vs_baseline", "margin": 0.03, "fail_margin": 0.0} in plan["triggers"]
     assert {"metric": "parse_strict", "kind": "absolute", "min": 0.99} in plan["triggers"]
+    # Ratio rules whose FAIL boundary is their margin keep one boundary.
     assert {"metric": "cost_ratio", "kind": "ratio", "max_increase": pytest.approx(0.1)} in plan["triggers"]
+    # Errors: a comparative rollback trigger, and Stage 1's tolerance as a hold.
+    assert {"metric": "error_rate", "kind": "ratio", "max_increase": 1.0, "fail_margin": 0.0} in plan["triggers"]
+    assert {"metric": "error_rate", "kind": "absolute", "max": 0.01, "severity": "hold"} in plan["triggers"]
     assert plan["stages"][0]["owner"] == "Dana (shop-assistant on-call)"
     assert plan["stages"][0]["cohort"] == "cohort IN ('north')"
     again = run("plan", str(run_dir), "--out", str(tmp_path / "rollout.yaml"))
@@ -216,3 +238,32 @@ def test_help_and_validate_do_not_import_the_watch_engine() -> None:
             "print(sorted(m for m in ('ibis', 'duckdb', 'pyarrow', 'sqlglot') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_both_boundaries_are_shown_in_every_output(tmp_path: Path) -> None:
+    """A trigger with fail_margin shows its harm and its safe boundary in the terminal table,
+    the reasons, summary.md, verdict.json and the report (a second line in its chart)."""
+    log, _, _ = make_log(tmp_path, requests=8_000, seed=12, regression={"parse_fail": 0.3})
+    plan = base_plan(log.name, triggers=[
+        {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.02, "fail_margin": 0.0},
+        {"metric": "cost_ratio", "kind": "ratio", "max_increase": 0.1},
+    ])
+    path = write_plan(tmp_path / "rollout.yaml", plan)
+    result = run("watch", str(path), "--stage", "canary", "--at", AT.isoformat(), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1, result.output
+    header = next(ln for ln in result.stdout.splitlines() if ln.startswith("trigger"))
+    assert header.split() == ["trigger", "severity", "status", "estimate", "[sequence]", "harm", "safe", "n", "cand/base"]
+    parse_row = next(ln for ln in result.stdout.splitlines() if ln.startswith("parse_strict (vs_baseline)"))
+    assert "< +0.00 pts  ≥ -2.00 pts" in parse_row
+    cost_row = next(ln for ln in result.stdout.splitlines() if ln.startswith("cost_ratio (ratio)"))
+    assert "> 1.100x     ≤ 1.100x" in cost_row  # one boundary does both jobs
+    assert "strict parse rate drops measurably vs baseline (safe: within 2 pts)" in result.stdout
+    assert "(harm: < +0.00 pts; safe: ≥ -2.00 pts;" in result.stdout
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| harm | safe |" in md and "| &lt; +0.00 pts | ≥ -2.00 pts |" in md
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    parse = next(t for t in verdict["triggers"] if t["metric"] == "parse_strict")
+    assert parse["boundary"] == 0.0 and parse["safe_boundary"] == pytest.approx(-0.02)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count('stroke="#067647"') >= 1  # the safe line, in the parse chart only
+    assert "safe on the other side of the green dotted one" in html

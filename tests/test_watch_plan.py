@@ -63,6 +63,26 @@ def test_trigger_limits_and_harm_directions() -> None:
     assert t["latency_p95_ratio"].title == "p95 latency above 2000 ms"
 
 
+def test_fail_margin_sets_the_harm_boundary_and_the_margin_stays_the_safe_one() -> None:
+    p = plan(triggers=[
+        {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.03, "fail_margin": 0.0},
+        {"metric": "over_refusal", "kind": "vs_baseline", "margin": 0.03, "fail_margin": 0.01},
+        {"metric": "error_rate", "kind": "ratio", "max_increase": 1.0, "fail_margin": 0.0},
+        {"metric": "cost_ratio", "kind": "ratio", "max_increase": 0.2, "fail_margin": 0.1},
+        {"metric": "pass_rate", "kind": "vs_baseline", "margin": 0.02},  # a plan from before: one boundary
+    ])
+    t = {x.metric: x for x in p.triggers}
+    assert (t["parse_strict"].harm_limit, t["parse_strict"].limit) == (0.0, -0.03)
+    assert (t["over_refusal"].harm_limit, t["over_refusal"].limit) == (0.01, 0.03)
+    assert (t["error_rate"].harm_limit, t["error_rate"].limit) == (1.0, 2.0)
+    assert t["cost_ratio"].harm_limit == pytest.approx(1.1) and t["cost_ratio"].limit == pytest.approx(1.2)
+    assert t["pass_rate"].harm_limit == t["pass_rate"].limit == -0.02
+    assert t["parse_strict"].title == "strict parse rate drops measurably vs baseline (safe: within 3 pts)"
+    assert t["over_refusal"].title == "over-refusal rate rises more than 1 pts vs baseline (safe: within 3 pts)"
+    assert t["cost_ratio"].title == "cost per unit up more than 10% vs baseline (safe: up at most 20%)"
+    assert t["pass_rate"].title == "task success rate drops more than 2 pts vs baseline"
+
+
 def test_a_stage_without_triggers_is_refused() -> None:
     with pytest.raises(UserInputError, match="no enabled trigger"):
         plan(triggers=[], stages=[{"name": "canary", "owner": "o"}])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
+from evalrun.watch.from_run import default_stages, default_triggers
 from evalrun.watch.plan import Plan, validate_plan
 from evalrun.watch.sequential import (
     Moments,
@@ -26,8 +27,8 @@ from evalrun.watch.sequential import (
     ratio_cs,
 )
 from evalrun.watch.simulate import (
-    ArmModel,
     Scenario,
+    first_continue,
     first_rollback,
     simulated_verdict,
     with_candidate,
@@ -35,21 +36,9 @@ from evalrun.watch.simulate import (
 
 LABELS = {"model_version": "m", "prompt_version": "p1", "retrieval_version": "r", "policy_version": "v"}
 
-STAGE1_TRIGGERS: list[dict[str, Any]] = [
-    # What `evalrun plan` writes from Stage 1's default gate rules.
-    {"metric": "error_rate", "kind": "absolute", "max": 0.01},
-    {"metric": "pass_rate", "kind": "vs_baseline", "margin": 0.02},
-    {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.01},
-    {"metric": "parse_strict", "kind": "absolute", "min": 0.99},
-    {"metric": "tool_valid", "kind": "vs_baseline", "margin": 0.01},
-    {"metric": "tool_valid", "kind": "absolute", "min": 0.99},
-    {"metric": "over_refusal", "kind": "vs_baseline", "margin": 0.02},
-    {"metric": "known_bad_refusal", "kind": "vs_baseline", "margin": 0.01},
-    {"metric": "completion_tokens_ratio", "kind": "ratio", "max_increase": 0.15},
-    {"metric": "cost_ratio", "kind": "ratio", "max_increase": 0.10},
-    {"metric": "latency_p50_ratio", "kind": "ratio", "max_increase": 0.2},
-    {"metric": "latency_p95_ratio", "kind": "ratio", "max_increase": 0.3},
-]
+STAGE1_TRIGGERS: list[dict[str, Any]] = default_triggers()
+"""What `evalrun plan` writes from a run gated by Stage 1's default rules, from the code path
+itself (``triggers_from_rules`` over ``catalogue.default_rules()``), so it cannot drift."""
 
 
 def plan_with(triggers: list[dict[str, Any]], **stage: Any) -> Plan:
@@ -58,6 +47,17 @@ def plan_with(triggers: list[dict[str, Any]], **stage: Any) -> Plan:
         "labels": {"baseline": LABELS, "candidate": {"prompt_version": "p2"}},
         "triggers": triggers,
         "stages": [{"name": "canary", "owner": "o", "traffic_share": 0.05, "min_samples": 1000, **stage}],
+    }
+    return validate_plan(data, Path("rollout.yaml"))
+
+
+def stage1_plan(triggers: list[dict[str, Any]] | None = None) -> Plan:
+    """The plan `evalrun plan` writes from a default-gated run: its triggers and its stages."""
+    data = {
+        "source": {"kind": "evalrun", "path": "x.jsonl"},
+        "labels": {"baseline": LABELS, "candidate": {"prompt_version": "p2"}},
+        "triggers": STAGE1_TRIGGERS if triggers is None else triggers,
+        "stages": default_stages("o"),
     }
     return validate_plan(data, Path("rollout.yaml"))
 
@@ -137,31 +137,88 @@ def test_rate_ratio_sequence_covers_the_true_ratio() -> None:
     assert looks[-1].low > 1.0  # a doubling is visible after 6,000 candidate units
 
 
-@pytest.mark.slow
-def test_aa_with_a_look_every_100_requests_never_rolls_back() -> None:
-    """Target: A/A, a look every 100 candidate requests up to 100 looks, false rollback <= 5 %.
+def test_the_stage1_triggers_carry_both_boundaries_of_every_default_rate_rule() -> None:
+    by_key = {(t["metric"], t["kind"]): t for t in STAGE1_TRIGGERS}
+    for rule in ("pass_rate", "parse_strict", "schema_valid", "tool_valid", "over_refusal"):
+        assert by_key[(rule, "vs_baseline")] == {"metric": rule, "kind": "vs_baseline", "margin": 0.03, "fail_margin": 0.0}
+    assert by_key[("known_bad_refusal", "vs_baseline")]["fail_margin"] == 0.0
+    assert by_key[("error_rate", "ratio")] == {"metric": "error_rate", "kind": "ratio", "max_increase": 1.0,
+                                               "fail_margin": 0.0}
+    assert by_key[("error_rate", "absolute")]["severity"] == "hold"
+    assert by_key[("cost_ratio", "ratio")] == {"metric": "cost_ratio", "kind": "ratio", "max_increase": 0.1}
 
-    Stage 1's default triggers, including floors at 99 % that sit exactly on the 1 % failure
-    rates of this traffic (the hardest case for a false alarm)."""
-    plan = plan_with(STAGE1_TRIGGERS)
-    on_the_floors = ArmModel(parse_ok=0.99, tool_ok=0.99)
-    base = Scenario(looks=100, per_look=100, baseline=on_the_floors, candidate=on_the_floors)
-    rollbacks = sum(simulated_verdict(plan, "canary", base, seed)[0].status == "rollback" for seed in range(60))
-    assert rollbacks / 60 <= 0.05
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cohorts", [("canary",), ("north", "south", "east", "west")], ids=["pooled", "4-cohorts"])
+def test_aa_with_a_look_every_100_requests_rarely_rolls_back(cohorts: tuple[str, ...]) -> None:
+    """Target: A/A, a look every 100 candidate requests up to 100 looks, false rollback <= 5 %,
+    under the plan from the default rules, whose rate triggers roll back on *any* evident
+    regression (fail_margin 0: the truth sits exactly on the harm boundary)."""
+    plan = stage1_plan()
+    sc = Scenario(looks=100, per_look=100, cohorts=cohorts)
+    reps = 60 if len(cohorts) == 1 else 30  # per-cohort sequences cost 4x the time
+    rollbacks = sum(simulated_verdict(plan, "canary", sc, seed)[0].status == "rollback" for seed in range(reps))
+    assert rollbacks / reps <= 0.05
+
+
+@pytest.mark.slow
+def test_an_equal_candidate_can_continue_within_the_default_canary() -> None:
+    """A plan that always holds is useless: within the default canary's 24 h (96 looks of 100
+    candidate requests), an A/A candidate reaches continue in a good share of runs, and with
+    300 requests a look in nearly all (the known-bad refusal trigger, 1 % of traffic, is the
+    slowest to show safe)."""
+    plan = stage1_plan()
+    quiet = [simulated_verdict(plan, "canary", Scenario(looks=96, per_look=100), seed) for seed in range(30)]
+    busy = [simulated_verdict(plan, "canary", Scenario(looks=96, per_look=300), seed) for seed in range(20)]
+    assert sum(v.status == "continue" for v, _ in quiet) / 30 >= 0.3
+    assert sum(v.status == "continue" for v, _ in busy) / 20 >= 0.9
+    firsts = [first_continue(v, d) for v, d in busy]
+    assert all(f is not None and f >= 500 for f in firsts)  # never before min_samples
+    assert all((first_continue(v, d) is not None) == (v.status == "continue") for v, d in quiet)
 
 
 @pytest.mark.slow
 def test_parse_failures_1_to_3_percent_roll_back_before_5000_candidate_requests() -> None:
-    """Target: >= 80 % of runs roll back before 5,000 candidate requests (every request expects JSON)."""
-    plan = plan_with(STAGE1_TRIGGERS)
+    """Target: >= 80 % of runs roll back before 5,000 candidate requests (every request expects
+    JSON), by the parse_strict trigger itself, under the plan from the default rules."""
+    plan = stage1_plan()
     sc = with_candidate(Scenario(looks=50, per_look=100), parse_ok=0.97, json_share=1.0)
-    firsts = [first_rollback(*simulated_verdict(plan, "canary", sc, seed)) for seed in range(40)]
+    firsts = [first_rollback(*simulated_verdict(plan, "canary", sc, seed), metric="parse_strict") for seed in range(40)]
     within = sum(1 for f in firsts if f is not None and f < 5000)
     assert within / 40 >= 0.8
 
 
+def test_the_pass_margin_alone_never_rolls_back_what_stage1_fails() -> None:
+    """The defect this replaced: with the 3-point PASS margin as its only boundary, a 2-point
+    rise in parse failures is inside the margin and never rolls back; with Stage 1's FAIL
+    boundary as well it does, and the stage holds (not continues) meanwhile."""
+    parse = {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.03}
+    sc = with_candidate(Scenario(looks=40, per_look=100), parse_ok=0.97, json_share=1.0)
+    one = [simulated_verdict(plan_with([parse]), "canary", sc, seed)[0] for seed in range(10)]
+    two = [simulated_verdict(plan_with([{**parse, "fail_margin": 0.0}]), "canary", sc, seed)[0] for seed in range(10)]
+    assert not any(v.status == "rollback" for v in one)
+    assert all(v.status == "rollback" for v in two)
+    assert "(harm: < +0.00 pts; safe: ≥ -3.00 pts;" in two[0].reasons[0]
+    assert "drops measurably vs baseline (safe: within 3 pts)" in two[0].reasons[0]
+
+
+def test_three_way_status_between_the_two_boundaries() -> None:
+    """Harm needs the sequence wholly beyond the FAIL boundary; safe, wholly within the PASS
+    margin (it may still straddle zero: Stage 1 passes without proof of no change); a
+    sequence across the PASS margin and not beyond the FAIL boundary holds."""
+    parse = {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.03, "fail_margin": 0.0}
+    early = simulated_verdict(plan_with([parse], min_samples=50), "canary", Scenario(looks=1, per_look=100), 0)[0]
+    assert early.triggers[0].status == "inconclusive" and early.status == "hold"
+    assert early.triggers[0].bounds.low < -0.03 and early.triggers[0].bounds.high > 0
+    later = simulated_verdict(plan_with([parse], min_samples=100), "canary", Scenario(looks=60, per_look=200), 0)[0]
+    r = later.triggers[0]
+    assert r.status == "safe" and later.status == "continue"
+    assert r.boundary == 0.0 and r.safe_boundary == pytest.approx(-0.03)
+    assert r.bounds.low >= -0.03 and r.bounds.low < 0 < r.bounds.high  # safe, though not shown harmless
+
+
 def test_cost_up_30_percent_rolls_back_before_2000_candidate_requests() -> None:
-    plan = plan_with(STAGE1_TRIGGERS)
+    plan = stage1_plan()
     sc = with_candidate(Scenario(looks=20, per_look=100), cost_scale=1.3)
     firsts = [first_rollback(*simulated_verdict(plan, "canary", sc, seed)) for seed in range(40)]
     assert sum(1 for f in firsts if f is not None and f < 2000) / 40 >= 0.8

@@ -420,8 +420,10 @@ def _group_of(rule: dict[str, Any]) -> tuple[int, str, str]:
     if ceiling is not None:
         bound = f" (or above {_pct(ceiling)})"
     if name == "error_rate":
-        limit = _pct(margin) if margin is not None else "the tolerance"
-        return 0, f"error rate exceeds {limit} (timeouts, 5xx, malformed responses)", ""
+        # What `evalrun plan` writes: a comparative rollback trigger (an outage both arms share
+        # is not the candidate's fault) and Stage 1's max_error_rate as a hold.
+        limit = f"; hold above {_pct(margin)}" if margin is not None else ""
+        return 0, f"error rate rises measurably above the control's (timeouts, 5xx, malformed responses{limit})", ""
     if name == "known_bad_refusal" and "any-flip" in str(rule.get("trigger") or ""):
         return 3, "answers any harmful request the control refuses", f"known-bad refusal{scope}{bound}"
     if metric is not None and rd is not None and rd.kind == "delta":
@@ -471,6 +473,9 @@ def _section_triggers(
                 labels[-1] += f" [offline: FAIL: {_md(r.get('reason') or '')}]"
             continue
         groups.setdefault((order, head), []).append(f"{item} [{status}]" if item else f"[{status}]")
+    if not any(str(r.get("rule")) == "error_rate" for r in rules):
+        groups.setdefault((0, "error rate rises measurably above the control's (timeouts, 5xx, malformed "
+                              "responses)"), []).append("[live only]")
     for (_, head), items in sorted(groups.items()):
         lines.append(f"- {head}{'' if items[0].startswith('[') else ':'} {', '.join(items)}")
     if not rules:

@@ -58,8 +58,10 @@ def _f(x: float) -> str:
 
 
 def sequence_svg(looks: list[Look], boundary: float, harm_above: bool, *, width: int = 520,
-                 height: int = 170, log_scale: bool = False, small: bool = False) -> Markup:
-    """The CS band, the estimate and the boundary over time, as inline SVG."""
+                 height: int = 170, log_scale: bool = False, small: bool = False,
+                 safe: float | None = None) -> Markup:
+    """The CS band, the estimate and the harm boundary over time, as inline SVG; ``safe``,
+    where it differs, is the safe boundary (the PASS margin), drawn dashed in green."""
     from markupsafe import Markup
 
     pad_l, pad_r, pad_t, pad_b = (8, 8, 6, 6) if small else (52, 10, 10, 22)
@@ -73,13 +75,15 @@ def sequence_svg(looks: list[Look], boundary: float, harm_above: bool, *, width:
     finite = [tr(v) for lk in looks for v in (lk.low, lk.high, lk.estimate)
               if math.isfinite(v) and (v > 0 or not log_scale)]
     b = tr(boundary) if (boundary > 0 or not log_scale) else 0.0
-    lo_v = min([*finite, b]) if finite else b - 1
-    hi_v = max([*finite, b]) if finite else b + 1
+    s_b = None if safe is None or safe == boundary else (tr(safe) if (safe > 0 or not log_scale) else 0.0)
+    marks = [b] if s_b is None else [b, s_b]
+    lo_v = min([*finite, *marks]) if finite else min(marks) - 1
+    hi_v = max([*finite, *marks]) if finite else max(marks) + 1
     est = [tr(lk.estimate) for lk in pts if lk.estimate > 0 or not log_scale]
     if est:  # keep the view near the estimate: a 20-wide early interval must not flatten the rest
-        span_e = max(max(est) - min(est), abs(b - min(est)), abs(b - max(est)), 1e-9)
-        lo_v = max(lo_v, min(*est, b) - 3 * span_e)
-        hi_v = min(hi_v, max(*est, b) + 3 * span_e)
+        span_e = max(max(est) - min(est), *(abs(m - e) for m in marks for e in (min(est), max(est))), 1e-9)
+        lo_v = max(lo_v, min(*est, *marks) - 3 * span_e)
+        hi_v = min(hi_v, max(*est, *marks) + 3 * span_e)
     if hi_v - lo_v < 1e-12:
         hi_v, lo_v = hi_v + 1, lo_v - 1
     t0, t1 = looks[0].t, looks[-1].t
@@ -110,6 +114,9 @@ def sequence_svg(looks: list[Look], boundary: float, harm_above: bool, *, width:
         f'<polyline points="{line}" fill="none" stroke="#1849a9" stroke-width="1.5"/>' if line else "",
         f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{_f(y(b))}" y2="{_f(y(b))}" stroke="#b42318" stroke-dasharray="5,3"/>',
     ]
+    if s_b is not None:
+        parts.append(f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{_f(y(s_b))}" y2="{_f(y(s_b))}" '
+                     'stroke="#067647" stroke-dasharray="2,3"/>')
     if not small:
         def label(v: float) -> str:
             real = math.exp(v) if log_scale else v
@@ -118,6 +125,9 @@ def sequence_svg(looks: list[Look], boundary: float, harm_above: bool, *, width:
             f'<text x="2" y="{_f(pad_t + 9)}">{label(hi_v)}</text>',
             f'<text x="2" y="{_f(pad_t + h)}">{label(lo_v)}</text>',
             f'<text x="2" y="{_f(y(b) - 2)}">{label(b)}</text>',
+            # The safe boundary's label, unless it would overprint the harm boundary's.
+            *([f'<text x="2" y="{_f(y(s_b) - 2)}">{label(s_b)}</text>']
+              if s_b is not None and abs(y(s_b) - y(b)) >= 10 else []),
             f'<text x="{pad_l}" y="{height - 4}">{_utc(t0)}</text>',
             f'<text x="{pad_l + w}" y="{height - 4}" text-anchor="end">{_utc(t1)}</text>',
         ]
@@ -136,7 +146,8 @@ def _tile(r: TriggerResult) -> dict[str, Any]:
     above = r.harm_side == "above"
     cohorts = [
         {"name": name, "status": r.cohort_status.get(name, "no_data"),
-         "svg": sequence_svg(looks, r.boundary, above, width=170, height=70, log_scale=log_scale, small=True)}
+         "svg": sequence_svg(looks, r.boundary, above, width=170, height=70, log_scale=log_scale, small=True,
+                             safe=r.safe_boundary)}
         for name, looks in sorted(r.by_cohort.items())
     ]
     return {
@@ -144,7 +155,8 @@ def _tile(r: TriggerResult) -> dict[str, Any]:
         "status": r.status,
         "parameter": r.parameter,
         "side": "above" if above else "below",
-        "svg": sequence_svg(r.looks, r.boundary, above, log_scale=log_scale),
+        "svg": sequence_svg(r.looks, r.boundary, above, log_scale=log_scale, safe=r.safe_boundary),
+        "two_boundaries": r.safe_boundary is not None and r.safe_boundary != r.boundary,
         "cohorts": cohorts,
     }
 

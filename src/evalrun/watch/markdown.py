@@ -34,23 +34,30 @@ def _interval(t: dict[str, Any]) -> str:
     return f"[{lo}, {hi}]"
 
 
+def _bound(t: dict[str, Any], v: float) -> str:
+    return _fmt(t, v) if not math.isinf(v) else str(v)
+
+
 def trigger_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Table rows: trigger, severity, status, estimate [CS], boundary, n."""
+    """Table rows: trigger, severity, status, estimate [CS], harm boundary, safe boundary, n."""
     rows = []
     for t in summary["triggers"]:
-        side = ">" if t["harm_side"] == "above" else "<"
+        above = t["harm_side"] == "above"
+        # verdict.json before safe_boundary existed: one boundary did both jobs.
+        safe = t.get("safe_boundary", t["boundary"])
         rows.append([
             f"{t['metric']} ({t['kind']})",
             t["severity"],
             t["status"],
             f"{_fmt(t, t['estimate'])} {_interval(t)}",
-            f"{side} {_fmt(t, t['boundary']) if not math.isinf(t['boundary']) else t['boundary']}",
+            f"{'>' if above else '<'} {_bound(t, t['boundary'])}",
+            f"{'≤' if above else '≥'} {_bound(t, safe)}",
             f"{t['n_candidate']}/{t['n_baseline']}",
         ])
     return rows
 
 
-HEADER = ["trigger", "severity", "status", "estimate [sequence]", "harm", "n cand/base"]
+HEADER = ["trigger", "severity", "status", "estimate [sequence]", "harm", "safe", "n cand/base"]
 
 
 def render_terminal(outcome: WatchOutcome) -> str:

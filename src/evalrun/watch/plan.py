@@ -87,6 +87,16 @@ class Trigger(_Strict):
     * ``ratio``: candidate / baseline above ``1 + max_increase`` (or below
       ``1 - max_decrease``). For rates this compares the rate of the *bad* event (errors,
       parse failures …) with a count-based test suited to rare events.
+
+    Comparative triggers carry Stage 1's two boundaries. ``margin`` / ``max_increase`` /
+    ``max_decrease`` is the PASS margin: the trigger is *safe* once its sequence shows the
+    change within it. ``fail_margin`` is the FAIL boundary, in the same units as the
+    margin (rate points for vs_baseline, a fraction of the baseline for ratio): the
+    trigger is in *harm* once its sequence shows the change beyond it (0: any evident
+    harmful change). In between it is inconclusive (the stage holds). Without
+    ``fail_margin`` one boundary does both jobs, as in plans written before it existed.
+    When the sequence is both beyond ``fail_margin`` and within the margin (an evident but
+    small regression), harm wins, as FAIL wins in Stage 1.
     """
 
     metric: str
@@ -105,6 +115,9 @@ class Trigger(_Strict):
     """ratio: harm when candidate/baseline exceeds 1 + this."""
     max_decrease: float | None = Field(default=None, gt=0, lt=1)
     """ratio: harm when candidate/baseline falls below 1 - this."""
+    fail_margin: float | None = Field(default=None, ge=0)
+    """vs_baseline, ratio: the FAIL boundary (harm when the change is shown beyond it);
+    the margin above is then only the PASS margin (safe when shown within it)."""
     severity: Literal["rollback", "hold"] = "rollback"
     """What a trigger in its harm region does to the stage: roll back, or hold for a human."""
     enabled: bool = True
@@ -120,12 +133,12 @@ class Trigger(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Trigger:
         m = METRICS[self.metric]
-        given = {k for k in ("max", "min", "margin", "direction", "max_increase", "max_decrease")
+        given = {k for k in ("max", "min", "margin", "direction", "max_increase", "max_decrease", "fail_margin")
                  if getattr(self, k) is not None}
         allowed = {
             "absolute": {"max", "min"},
-            "vs_baseline": {"margin", "direction"},
-            "ratio": {"max_increase", "max_decrease"},
+            "vs_baseline": {"margin", "direction", "fail_margin"},
+            "ratio": {"max_increase", "max_decrease", "fail_margin"},
         }[self.kind]
         extra = sorted(given - allowed)
         if extra:
@@ -148,6 +161,17 @@ class Trigger(_Strict):
                 raise ValueError(f"{self.metric} compares quantiles: use kind ratio")
         elif (self.max_increase is None) == (self.max_decrease is None):
             raise ValueError("a ratio trigger needs exactly one of max_increase or max_decrease")
+        if self.fail_margin is not None:
+            if m.kind == "binary" and self.kind == "vs_baseline" and self.fail_margin >= 1:
+                raise ValueError(f"{self.metric} is a rate: fail_margin is a change in rate units below 1 "
+                                 "(0.01 is one point)")
+            if self.kind == "ratio" and self.max_decrease is not None and self.fail_margin >= 1:
+                raise ValueError("with max_decrease, fail_margin is a fraction of the baseline below 1")
+            if m.kind == "quantile":
+                # A quantile trigger tests the share of units slower than (1 + max_increase) x the
+                # baseline's quantile: one threshold, so one boundary.
+                raise ValueError(f"{self.metric} compares quantiles through one threshold: "
+                                 "fail_margin does not apply (set max_increase)")
         return self
 
     @property
@@ -168,9 +192,10 @@ class Trigger(_Strict):
 
     @property
     def limit(self) -> float:
-        """The boundary between safe and harm on the trigger's own scale.
+        """The safe boundary (the PASS margin) on the trigger's own scale.
 
         absolute: the limit; vs_baseline: ±margin on the difference; ratio: 1 ± change.
+        Without ``fail_margin`` it is also the harm boundary.
         """
         if self.kind == "absolute":
             value = self.max if self.max is not None else self.min
@@ -184,6 +209,16 @@ class Trigger(_Strict):
         return float(value)
 
     @property
+    def harm_limit(self) -> float:
+        """The harm boundary (the FAIL boundary): ``fail_margin`` on the trigger's scale, else ``limit``."""
+        if self.fail_margin is None or self.kind == "absolute":
+            return self.limit
+        sign = 1.0 if self.harm_direction == "increase" else -1.0
+        if self.kind == "vs_baseline":
+            return sign * self.fail_margin + 0.0  # + 0.0: a zero margin is 0, never -0
+        return 1.0 + sign * self.fail_margin
+
+    @property
     def title(self) -> str:
         """One short line: what crosses what."""
         m = METRICS[self.metric]
@@ -194,11 +229,18 @@ class Trigger(_Strict):
         if self.kind == "vs_baseline":
             verb = "rises" if self.harm_direction == "increase" else "drops"
             amount = _fmt_limit(m.kind, abs(self.limit), points=True)
-            return f"{m.label} {verb} more than {amount} vs baseline"
+            if self.fail_margin is None:
+                return f"{m.label} {verb} more than {amount} vs baseline"
+            harm = (f"{verb} measurably" if self.fail_margin == 0 else
+                    f"{verb} more than {_fmt_limit(m.kind, self.fail_margin, points=True)}")
+            return f"{m.label} {harm} vs baseline (safe: within {amount})"
         change = abs(self.limit - 1.0) * 100
         subject = f"{m.event_word} rate" if m.kind == "binary" else m.label
         verb = "up" if self.harm_direction == "increase" else "down"
-        return f"{subject} {verb} more than {change:g}% vs baseline"
+        if self.fail_margin is None:
+            return f"{subject} {verb} more than {change:g}% vs baseline"
+        harm = f"{verb} measurably" if self.fail_margin == 0 else f"{verb} more than {self.fail_margin * 100:g}%"
+        return f"{subject} {harm} vs baseline (safe: {verb} at most {change:g}%)"
 
 
 def _fmt_limit(kind: str, value: float, *, points: bool = False) -> str:

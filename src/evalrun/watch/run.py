@@ -50,6 +50,7 @@ def _trigger_dict(r: TriggerResult) -> dict[str, Any]:
         "test": r.test,
         "parameter": r.parameter,
         "boundary": r.boundary,
+        "safe_boundary": r.safe_limit,
         "harm_side": r.harm_side,
         "alpha": r.alpha,
         "estimate": finite_or_none(r.bounds.estimate),

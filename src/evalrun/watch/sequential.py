@@ -189,6 +189,20 @@ def _log_mixture_ratio(p: float, k: float, n: float, a: float, b: float) -> floa
     )
 
 
+def beta_binomial_acceptance(p: float, n: int, *, alpha: float, a: float, b: float) -> tuple[int, int] | None:
+    """The event counts ``k`` in ``n`` trials the Beta(a, b)-mixture test of rate ``p`` accepts
+    (``M_n(p) < 1/α``): an interval ``(k_lo, k_hi)``, as ``M_n`` is log-convex in k; None if empty.
+
+    Under rate p the count stays inside it at every n at once with probability 1 − α.
+    """
+    k = np.arange(n + 1, dtype=float)
+    log_m = betaln(a + k, b + n - k) - betaln(a, b) - k * math.log(p) - (n - k) * math.log1p(-p)
+    inside = np.flatnonzero(log_m < math.log(1.0 / alpha))
+    if inside.size == 0:
+        return None
+    return int(inside[0]), int(inside[-1])
+
+
 def beta_binomial_cs(k: float, n: float, *, alpha: float, a: float, b: float) -> Bounds:
     """Exact anytime-valid CS for a Bernoulli rate after ``k`` events in ``n`` trials.
 

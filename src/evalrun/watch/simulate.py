@@ -8,6 +8,7 @@ code path that decides real rollouts, minus the database.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from evalrun.watch.data import StageData
 from evalrun.watch.plan import Plan
-from evalrun.watch.verdict import StageVerdict, decide_stage, measure_of
+from evalrun.watch.verdict import StageVerdict, TriggerResult, decide_stage, measure_of
 
 T0 = 1_790_000_000
 """Simulated time origin (epoch seconds)."""
@@ -30,6 +31,8 @@ class ArmModel:
     """Strict parse rate over units that expect JSON."""
     json_share: float = 0.5
     """Share of units that expect JSON (have a parse outcome)."""
+    schema_ok: float = 0.99
+    """Schema-valid share of the JSON units that parsed (a parse failure is a schema failure)."""
     error: float = 0.005
     tool_share: float = 0.2
     tool_ok: float = 0.98
@@ -70,10 +73,11 @@ def _draw(model: ArmModel, n: int, rng: np.random.Generator) -> dict[str, np.nda
     tokens = rng.gamma(k, model.tokens_mean / k, n)
     latency = model.latency_median_ms * np.exp(model.latency_sigma * rng.standard_normal(n))
     ok = ~err
+    parsed = rng.random(n) < model.parse_ok
     return {
         "task_success": np.where(ok, (rng.random(n) < model.task_success).astype(float), nan),
-        "parse_ok": np.where(json & ok, (rng.random(n) < model.parse_ok).astype(float), nan),
-        "schema_ok": np.full(n, nan),
+        "parse_ok": np.where(json & ok, parsed.astype(float), nan),
+        "schema_ok": np.where(json & ok, (parsed & (rng.random(n) < model.schema_ok)).astype(float), nan),
         "tool_ok": np.where(tool & ok, (rng.random(n) < model.tool_ok).astype(float), nan),
         "over_refused": np.where(~bad & ok, refused.astype(float), nan),
         "bad_refused": np.where(bad & ok, refused.astype(float), nan),
@@ -158,13 +162,14 @@ def simulated_verdict(
     return decide_stage(plan, stage, data, at), data
 
 
-def first_rollback(verdict: StageVerdict, data: StageData) -> float | None:
-    """Candidate units seen when a rollback trigger's sequence first entered its harm region."""
+def first_rollback(verdict: StageVerdict, data: StageData, metric: str | None = None) -> float | None:
+    """Candidate units seen when a rollback trigger's sequence first entered its harm region
+    (only ``metric``'s triggers when given)."""
     ends = data.buckets + data.bucket_s
     cum_units = np.cumsum(data.units[1].sum(axis=0))
     firsts: list[float] = []
     for r in verdict.triggers:
-        if r.trigger.severity != "rollback":
+        if r.trigger.severity != "rollback" or (metric is not None and r.trigger.metric != metric):
             continue
         for look in r.looks:
             inside = look.low > r.boundary if r.harm_side == "above" else look.high < r.boundary
@@ -173,6 +178,39 @@ def first_rollback(verdict: StageVerdict, data: StageData) -> float | None:
                 firsts.append(float(cum_units[min(j, len(cum_units) - 1)]))
                 break
     return min(firsts) if firsts else None
+
+
+def first_continue(verdict: StageVerdict, data: StageData) -> float | None:
+    """Candidate units seen at the first look where the stage could continue: every trigger's
+    sequence on its safe side (and none in harm), min_samples and min_duration met.
+
+    Read off the sequences the verdict kept (one per look up to ``MAX_LOOKS_SHOWN`` looks),
+    so it ignores ``min_events`` and the traffic-split check, which ``decide_stage`` applies
+    at the final look only: use it with ``min_events: 0`` and a correct split.
+    """
+    stage = verdict.stage
+    ends = data.buckets + data.bucket_s
+    cum_units = np.cumsum(data.units[1].sum(axis=0))
+    start = verdict.start.timestamp() if verdict.start is not None else float(data.buckets[0])
+    for j, t in enumerate(ends):
+        if cum_units[j] < stage.min_samples or t - start < stage.min_duration.total_seconds():
+            continue
+        if all(_safe_at(r, float(t)) for r in verdict.triggers):
+            return float(cum_units[j])
+    return None
+
+
+def _safe_at(r: TriggerResult, t: float) -> bool:
+    """Was the trigger's sequence safe (and not harmful) at the look ending at ``t``?"""
+    looks = [lk for lk in r.looks if lk.t <= t]
+    if not looks:
+        return False
+    lk = looks[-1]
+    if not (math.isfinite(lk.low) and math.isfinite(lk.high)) or lk.low > lk.high:
+        return False
+    if r.harm_side == "above":
+        return not lk.low > r.boundary and lk.high <= r.safe_limit
+    return not lk.high < r.boundary and lk.low >= r.safe_limit
 
 
 def with_candidate(scenario: Scenario, **changes: float) -> Scenario:

@@ -4,14 +4,24 @@ Cases run in a seeded random order (known-bad cases first: under the strict ``an
 policy a single one that stops refusing fails the gate, so they are all needed anyway), a
 batch at a time. After each
 batch every gate rule gets an anytime-valid confidence sequence on its *paired* contrast
-(one value per case: candidate − baseline, or candidate − k·baseline for ratio rules,
-samples averaged within the case), and the run stops as soon as
+(one value per case: candidate − baseline, or candidate − k·baseline for the cost and
+token ratio rules, samples averaged within the case), and the run stops as soon as
 
 * a rule's sequence lies wholly beyond its FAIL threshold → FAIL, or
 * every applicable rule's sequence lies wholly on its PASS side (after ``MIN_CASES``) → PASS.
 
 Otherwise the whole suite runs and the ordinary fixed-sample gate decides. Optional
 stopping is safe because the sequences are valid at every look at once.
+
+Latency rules read the same parameter as the main gate: the ratio of the per-call p50 /
+p95 latencies (not of means, which a tail can move while the median stays). Each side's
+quantile gets a distribution-free confidence sequence (``quantile_cs``: the count of calls
+below the true quantile is binomial, so a beta-binomial sequence on that count brackets the
+quantile between two order statistics at every look), the ratio's bounds are the ratio of
+those bounds (alpha split between the sides), and a latency rule decides only once each
+side has its ``min_n`` calls, as in the main gate. With K > 1 samples, one call per case and
+side (the first sample) enters, because calls of one case are not independent; it has the
+same distribution as any call, so the quantile is the same one.
 """
 
 from __future__ import annotations
@@ -26,17 +36,19 @@ from typing import Any, Literal
 import numpy as np
 
 from evalrun import catalogue
-from evalrun.catalogue import by_name
 from evalrun.records import CallResult, Score
-from evalrun.watch.sequential import normal_mixture_radius
+from evalrun.watch.sequential import beta_binomial_acceptance, beta_prior, normal_mixture_radius
 
 MIN_CASES = 20
 """Paired cases needed before an early PASS (an early FAIL needs only its evidence)."""
 
 HIGHER_IS_BETTER = tuple(n for n, m in catalogue.RULES.items() if m.higher_is_better)
 """Rate rules where a drop is harm."""
-RATIO_RULES = tuple(n for n, m in catalogue.RULES.items() if m.rule is not None and m.rule.kind == "ratio")
-"""Rules on a ratio of means (latency: the mean, while sequential)."""
+QUANTILE_RULES = tuple(n for n, m in catalogue.RULES.items() if m.kind == "quantile")
+"""Latency rules: a ratio of per-call quantiles (``quantile_cs`` on each side)."""
+RATIO_RULES = tuple(n for n, m in catalogue.RULES.items()
+                    if m.rule is not None and m.rule.kind == "ratio" and n not in QUANTILE_RULES)
+"""Rules on a ratio of means (cost and tokens per call)."""
 
 
 def sequential_order(case_ids: list[str], kinds: Mapping[str, str], seed: int) -> list[str]:
@@ -72,11 +84,17 @@ class RuleLook:
 def per_case_values(results: Sequence[CallResult], scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
     """rule → case → side → mean over the case's samples of the rule's metric (errors excluded).
 
-    Each rule's value is its catalogue metric's extractor; a latency quantile rule reads the
-    call's latency (its mean, while sequential).
+    Each rule's value is its catalogue metric's extractor. A latency quantile rule gets one
+    call per case and side instead: the latency of its lowest sample (every call with a
+    latency counts, as in the main gate's quantiles).
     """
     acc: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
-    extractors = {name: (m.extract or by_name("latency_mean").extract) for name, m in catalogue.RULES.items()}
+    extractors = {name: m.extract for name, m in catalogue.RULES.items() if name not in QUANTILE_RULES}
+    first: dict[tuple[str, str], tuple[int, float]] = {}
+    for r in results:
+        key = (r.case_id, r.side)
+        if r.latency_s is not None and math.isfinite(r.latency_s) and (key not in first or r.sample < first[key][0]):
+            first[key] = (r.sample, float(r.latency_s))
     for r, sc in zip(results, scores, strict=True):
         if not r.ok:
             continue
@@ -92,7 +110,68 @@ def per_case_values(results: Sequence[CallResult], scores: Sequence[Score]) -> d
         for (case_id, side), values in by_key.items():
             cases[case_id][side] = sum(values) / len(values)
         out[name] = dict(cases)
+    latency: dict[str, dict[str, float]] = defaultdict(dict)
+    for (case_id, side), (_, value) in first.items():
+        latency[case_id][side] = value
+    for name in QUANTILE_RULES:
+        if latency:
+            out[name] = dict(latency)
     return out
+
+
+def quantile_cs(values: np.ndarray, q: float, *, alpha: float, n_opt: float) -> tuple[float, float, float]:
+    """Empirical q-quantile and a distribution-free anytime-valid sequence for the true one.
+
+    The number of values at or below the true quantile ξ is Binomial(n, q) at every n (for a
+    continuous distribution), so the beta-binomial mixture's acceptance region for that count,
+    ``[k_lo, k_hi]``, holds it at every look at once with probability 1 − alpha; then
+    ``x_(k_lo) <= ξ < x_(k_hi + 1)`` (order statistics; 0 and ∞ beyond the ends).
+    """
+    x = np.sort(values[np.isfinite(values)])
+    n = x.size
+    if n == 0:
+        return math.nan, 0.0, math.inf
+    a, b = beta_prior(q, n_opt, alpha)
+    est = float(np.quantile(x, q))
+    accepted = beta_binomial_acceptance(q, n, alpha=alpha, a=a, b=b)
+    if accepted is None:  # cannot happen for 0 < q < 1 (the mixture is smallest near k = nq)
+        return est, 0.0, math.inf
+    k_lo, k_hi = accepted
+    low = float(x[k_lo - 1]) if k_lo >= 1 else 0.0
+    high = float(x[k_hi]) if k_hi + 1 <= n else math.inf
+    return est, low, high
+
+
+def _quantile_look(name: str, spec: Any, vals: dict[str, dict[str, float]], alpha: float,
+                   n_opt: float) -> RuleLook:
+    """A latency rule: candidate/baseline per-call quantile, bounded by the two sides' sequences."""
+    margin = getattr(spec, "margin", None)
+    fail_margin = getattr(spec, "fail_margin", None)
+    fail_at = fail_margin if fail_margin is not None else margin
+    metric = catalogue.RULES[name]
+    q = float(metric.quantile or 0.5)
+    rule_def = metric.rule
+    min_n = getattr(spec, "min_n", None) or (rule_def.min_n if rule_def is not None else None) or 2
+    sides = {s: np.array([v[s] for v in vals.values() if s in v], dtype=float) for s in ("baseline", "candidate")}
+    n = min(sides["baseline"].size, sides["candidate"].size)
+    if margin is None or n == 0:
+        return RuleLook(name, "not_applicable", n, None, None, None, margin, fail_at)
+    est_b, lo_b, hi_b = quantile_cs(sides["baseline"], q, alpha=alpha / 2, n_opt=n_opt)
+    est_c, lo_c, hi_c = quantile_cs(sides["candidate"], q, alpha=alpha / 2, n_opt=n_opt)
+    est = est_c / est_b if est_b > 0 else None
+    low = lo_c / hi_b if hi_b > 0 and math.isfinite(hi_b) else 0.0
+    high = hi_c / lo_b if lo_b > 0 and math.isfinite(hi_c) else math.inf
+    note = f"candidate/baseline per-call p{round(q * 100)}, one call per case and side"
+    if n < min_n:
+        status: Literal["pass", "fail", "undecided", "not_applicable"] = "undecided"
+        note += f"; {n} of min_n {min_n} calls per side"
+    elif fail_at is not None and low > float(fail_at):
+        status = "fail"
+    elif high <= float(margin):
+        status = "pass"
+    else:
+        status = "undecided"
+    return RuleLook(name, status, n, est, low, high if math.isfinite(high) else None, margin, fail_at, note)
 
 
 def _paired(values: dict[str, dict[str, float]], k: float = 1.0) -> np.ndarray:
@@ -130,6 +209,9 @@ def look(rules: dict[str, Any], values: dict[str, dict[str, dict[str, float]]], 
         fail_margin = getattr(spec, "fail_margin", None)
         fail_at = fail_margin if fail_margin is not None else margin
         vals = values.get(name) or {}
+        if name in QUANTILE_RULES:
+            out.append(_quantile_look(name, spec, vals, a, n_opt))
+            continue
         if name == "known_bad_refusal" and (margin is None or getattr(spec, "any_flip", False)):
             flips = sum(1 for v in vals.values() if v.get("baseline", 0) >= 0.5 > v.get("candidate", 1))
             status: Literal["pass", "fail", "undecided", "not_applicable"]

@@ -233,11 +233,13 @@ def demo_plan(log_name: str, spec: TrafficSpec) -> dict[str, Any]:
         "bucket": "15m",
         "triggers": [
             {"metric": "parse_strict", "kind": "absolute", "min": 0.98},
-            {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.01},
+            # Stage 1's two boundaries: roll back on any evident regression (fail_margin 0),
+            # continue once the change is shown within the margin, hold in between.
+            {"metric": "parse_strict", "kind": "vs_baseline", "margin": 0.02, "fail_margin": 0.0},
             {"metric": "pass_rate", "kind": "vs_baseline", "margin": 0.03},
-            {"metric": "tool_valid", "kind": "vs_baseline", "margin": 0.02},
-            {"metric": "over_refusal", "kind": "vs_baseline", "margin": 0.02},
-            {"metric": "error_rate", "kind": "ratio", "max_increase": 1.0},
+            {"metric": "tool_valid", "kind": "vs_baseline", "margin": 0.02, "fail_margin": 0.0},
+            {"metric": "over_refusal", "kind": "vs_baseline", "margin": 0.02, "fail_margin": 0.0},
+            {"metric": "error_rate", "kind": "ratio", "max_increase": 1.0, "fail_margin": 0.0},
             {"metric": "cost_ratio", "kind": "ratio", "max_increase": 0.10, "severity": "hold"},
             {"metric": "latency_p95_ratio", "kind": "ratio", "max_increase": 0.3, "severity": "hold"},
         ],

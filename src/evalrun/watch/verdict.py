@@ -1,8 +1,10 @@
 """The stage verdict: a pure function of (plan, stage data, ``at``).
 
-* **rollback** — a rollback trigger's confidence sequence lies wholly in its harm region;
-* **continue** — every trigger's sequence lies wholly on the safe side, and the stage's
-  minimum samples, events and duration are met, with no sample-ratio mismatch;
+* **rollback** — a rollback trigger's confidence sequence lies wholly in its harm region
+  (beyond its FAIL boundary, ``fail_margin``);
+* **continue** — every trigger's sequence lies wholly on the safe side (within its PASS
+  margin), and the stage's minimum samples, events and duration are met, with no
+  sample-ratio mismatch;
 * **hold** — anything else, with the reason (inconclusive, a hold-severity trigger in
   harm, split mismatch, stale data, maximum duration reached);
 * **no_data** — nothing to measure in the stage's window (exit 4).
@@ -73,6 +75,7 @@ class TriggerResult:
     parameter: str
     """What the interval is about, in words."""
     boundary: float
+    """The harm boundary: harm when the sequence lies wholly beyond it (the FAIL boundary)."""
     harm_side: Literal["above", "below"]
     alpha: float
     status: TriggerStatus
@@ -87,6 +90,14 @@ class TriggerResult:
     by_cohort: dict[str, list[Look]] = field(default_factory=dict)
     cohort_status: dict[str, TriggerStatus] = field(default_factory=dict)
     note: str = ""
+    safe_boundary: float | None = None
+    """The safe boundary (PASS margin) when it differs from ``boundary``: safe when the
+    sequence lies wholly on the safe side of it; None: ``boundary`` does both jobs."""
+
+    @property
+    def safe_limit(self) -> float:
+        """The boundary the sequence must lie within to be safe."""
+        return self.boundary if self.safe_boundary is None else self.safe_boundary
 
     @property
     def reason(self) -> str:
@@ -96,8 +107,12 @@ class TriggerResult:
         where = {"harm": "wholly in the harm region", "safe": "wholly on the safe side",
                  "inconclusive": "straddles the boundary", "no_data": "has no data yet"}[self.status]
         side = ">" if self.harm_side == "above" else "<"
+        safe = ""
+        if self.safe_boundary is not None:
+            safe_side = "≤" if self.harm_side == "above" else "≥"
+            safe = f"; safe: {safe_side} {_fmt_value(self.safe_boundary, self.metric, self.test, self.trigger.kind)}"
         text = (f"{self.trigger.metric} ({self.trigger.title}): {self.parameter} {ci} {where} "
-                f"(harm: {side} {bound}; n={self.n_candidate} candidate, {self.n_baseline} baseline)")
+                f"(harm: {side} {bound}{safe}; n={self.n_candidate} candidate, {self.n_baseline} baseline)")
         return text + (f"; {self.note}" if self.note else "")
 
 
@@ -173,7 +188,7 @@ def _sequence(
     n_opt = float(stage.min_samples)
     events: int | None = None
     harm_side: Literal["above", "below"] = "above" if trigger.harm_direction == "increase" else "below"
-    boundary = trigger.limit
+    boundary = trigger.harm_limit
     per_look: list[Bounds]
 
     if metric.kind == "quantile":
@@ -234,7 +249,10 @@ def _sequence(
     return looks, running, test, parameter, boundary, harm_side, events
 
 
-def _status(b: Bounds, boundary: float, side: Literal["above", "below"]) -> TriggerStatus:
+def _status(b: Bounds, boundary: float, side: Literal["above", "below"], safe_at: float | None = None) -> TriggerStatus:
+    """harm beyond ``boundary`` (checked first, as FAIL is in Stage 1), safe within ``safe_at``
+    (default: ``boundary``), else inconclusive."""
+    safe_at = boundary if safe_at is None else safe_at
     if math.isnan(b.low) or math.isnan(b.high) or (b.low == -math.inf and b.high == math.inf):
         return "no_data" if math.isnan(b.estimate) else "inconclusive"
     if b.low > b.high:
@@ -242,12 +260,12 @@ def _status(b: Bounds, boundary: float, side: Literal["above", "below"]) -> Trig
     if side == "above":
         if b.low > boundary:
             return "harm"
-        if b.high <= boundary:
+        if b.high <= safe_at:
             return "safe"
     else:
         if b.high < boundary:
             return "harm"
-        if b.low >= boundary:
+        if b.low >= safe_at:
             return "safe"
     return "inconclusive"
 
@@ -264,7 +282,10 @@ def evaluate_trigger(trigger: Trigger, data: StageData, stage: Stage, alpha: flo
     looks, bounds, test, parameter, boundary, side, events = _sequence(
         trigger, metric, data, None, stage, alpha
     )
-    status = _status(bounds, boundary, side)
+    # The PASS margin, where the trigger has one apart from its FAIL boundary (quantile
+    # triggers test one threshold: their boundary is the quantile's share, both ways).
+    safe_at = trigger.limit if trigger.fail_margin is not None and metric.kind != "quantile" else None
+    status = _status(bounds, boundary, side, safe_at)
     note = ""
     if bounds.low > bounds.high:
         note = "the sequence's running intersection is empty (the data drifted); look at the data"
@@ -284,7 +305,7 @@ def evaluate_trigger(trigger: Trigger, data: StageData, stage: Stage, alpha: flo
             c_looks, c_bounds, *_ = _sequence(trigger, metric, data, ci, stage, alpha)
             if c_looks:
                 by_cohort[name] = _thin(c_looks)
-                cohort_status[name] = _status(c_bounds, boundary, side)
+                cohort_status[name] = _status(c_bounds, boundary, side, safe_at)
     return TriggerResult(
         trigger=trigger,
         metric=metric,
@@ -304,6 +325,7 @@ def evaluate_trigger(trigger: Trigger, data: StageData, stage: Stage, alpha: flo
         by_cohort=by_cohort,
         cohort_status=cohort_status,
         note=note,
+        safe_boundary=safe_at,
     )
 
 
