@@ -56,6 +56,9 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
     others_cpu_s: float = float("nan")
     server_cpu_s: float = 0.0
+    # Peak of the summed RSS of the child and all its descendants, sampled every 50 ms
+    # (only with ``run_measured(..., tree_rss=True)``; NaN otherwise).
+    tree_rss_mb: float = float("nan")
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -82,6 +85,37 @@ def process_cpu_s(pid: int | None) -> float:
     return (int(parts[11]) + int(parts[12])) / _TICK
 
 
+def _tree_usage(root: int) -> tuple[float, float]:
+    """Summed RSS (MB) and CPU seconds of ``root`` and its live descendants, from /proc.
+
+    CPU counts each process's own time and that of the children it reaped (``cutime``,
+    ``cstime``): worker processes are children of the forkserver, which the measured
+    process never reaps, so ``os.wait4`` alone would miss their CPU.
+    """
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(stat[1]), []).append(pid)
+        rss[pid] = int(stat[21]) * page
+        cpu[pid] = sum(int(x) for x in stat[11:15])  # utime stime cutime cstime
+    total_rss, total_cpu, stack = 0, 0, [root]
+    while stack:
+        pid = stack.pop()
+        total_rss += rss.get(pid, 0)
+        total_cpu += cpu.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total_rss / (1024 * 1024), total_cpu / _TICK
+
+
 def run_measured(
     cmd: Sequence[str],
     *,
@@ -89,11 +123,14 @@ def run_measured(
     cwd: Path | None = None,
     timeout_s: float = 900.0,
     server_pid: int | None = None,
+    tree_rss: bool = False,
 ) -> Measured:
     """Run ``cmd`` to completion; its wall time, CPU (with reaped descendants) and peak RSS.
 
     ``ru_maxrss`` of the reaped child is the largest resident set of any single process of
-    its tree (Linux keeps the maximum, not a sum).
+    its tree (Linux keeps the maximum, not a sum). ``tree_rss``: also sample the summed
+    RSS and CPU of the whole tree every 50 ms (worker processes included; the CPU then is
+    the larger of the two readings, missing at most the tree's last 50 ms).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         busy0, server0 = machine_busy_s(), process_cpu_s(server_pid)
@@ -103,10 +140,16 @@ def run_measured(
         deadline = start + timeout_s
         status = 0
         usage: resource.struct_rusage | None = None
+        tree_peak, tree_cpu, next_sample = float("nan"), 0.0, start
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
+            if tree_rss and time.perf_counter() >= next_sample:
+                rss_mb, cpu_s = _tree_usage(proc.pid)
+                tree_peak = max(rss_mb, 0.0 if tree_peak != tree_peak else tree_peak)
+                tree_cpu = max(tree_cpu, cpu_s)
+                next_sample = time.perf_counter() + 0.05
             if time.perf_counter() > deadline:
                 proc.send_signal(signal.SIGKILL)
                 pid, status, usage = os.wait4(proc.pid, 0)
@@ -119,7 +162,9 @@ def run_measured(
         out.seek(0)
         err.seek(0)
         assert usage is not None
-        cpu = usage.ru_utime + usage.ru_stime
+        # The larger of the reaped tree's CPU and the last /proc sample of the whole tree
+        # (which includes worker processes the child never reaps).
+        cpu = max(usage.ru_utime + usage.ru_stime, tree_cpu)
         return Measured(
             returncode=proc.returncode,
             wall_s=wall,
@@ -129,6 +174,7 @@ def run_measured(
             stderr=err.read().decode("utf-8", "replace"),
             others_cpu_s=max(0.0, busy - cpu - server_cpu),
             server_cpu_s=server_cpu,
+            tree_rss_mb=tree_peak,
         )
 
 

@@ -2,7 +2,7 @@
 
 Run by ``bench_compare.py`` as a measured child::
 
-    python benchmarks/bare_litellm_loop.py REQUESTS.json --concurrency 50
+    python benchmarks/bare_litellm_loop.py REQUESTS.json --concurrency 50 [--model-prefix aiohttp_openai/]
 
 REQUESTS.json is a list of ``{model, messages, params, api_base, timeout_s}`` (what
 evalrun's planner produces for the suite). One event loop, a semaphore, ``max_retries=0``,
@@ -25,9 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("requests")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--model-prefix", help="replace the model's provider prefix (e.g. aiohttp_openai/: "
+                        "litellm's own aiohttp transport for OpenAI-compatible endpoints)")
     args = parser.parse_args(argv)
     with open(args.requests, encoding="utf-8") as fh:
         requests: list[dict[str, Any]] = json.load(fh)
+    if args.model_prefix:
+        for req in requests:
+            req["model"] = args.model_prefix + req["model"].split("/", 1)[1]
     key = os.environ.get("EVALRUN_BENCH_KEY", "sk-bench")
 
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"

@@ -16,8 +16,9 @@ the CPU the rest of the machine used meanwhile divided by the wall time (other p
 work on the same 2 cores; near 1 it halves what 2 worker processes can gain). Both sides pay
 their interpreter start and ``import litellm`` (the bare loop also prints its loop-only time).
 
-``--workers K`` > 1 writes ``workers: K`` into the suite (needs the ``workers`` suite setting
-wired into evalrun's config and api); ``--src DIR`` measures another checkout's ``src``.
+``--workers K`` writes ``workers: K`` into the suite (explicitly, also for 1: unset, evalrun
+chooses); ``--src DIR`` measures another checkout's ``src``. ``bench_peers.py`` adds
+promptfoo, raw aiohttp and evalrun's default settings to the same comparison.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                     m.extra = json.loads(m.stdout.strip().splitlines()[-1])
                     runs.setdefault("bare litellm", []).append(m)
                 for w in worker_counts:
-                    suite_text = suite + (f"workers: {w}\n" if w != 1 else "")
+                    suite_text = suite + f"workers: {w}\n"  # explicit: unset means "chosen by evalrun"
                     (b.parent / "suite.yaml").write_text(suite_text, encoding="utf-8")
                     out = root / f"run-{w}-{rep}"
                     m = run_measured([sys.executable, "-m", "evalrun", "compare", str(b), str(c), "--no-cache",

@@ -7,6 +7,7 @@ caught by ``validate`` without a call, the error digest when errors exceed
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -404,4 +405,8 @@ def test_an_endpoint_failing_call_after_call_opens_its_circuit_and_the_terminal_
     head = lines.index("failed calls by kind (after retries):")
     digest = "\n".join(lines[head:])
     assert "circuit_open" in digest and "server_error" in digest
-    assert "not attempted: the last 10 calls to openai/fh-cand" in digest and "database is on fire" in digest
+    # The breaker opens after 10 failures in a row; calls already in flight may add to the
+    # count before a case is turned away (more of them with a faster client), so >= 10.
+    found = re.search(r"not attempted: the last (\d+) calls to openai/fh-cand", digest)
+    assert found is not None and int(found.group(1)) >= 10, digest
+    assert "database is on fire" in digest

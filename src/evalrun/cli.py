@@ -146,7 +146,8 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
               help="stdout format: a table, GitHub annotations plus the table, or summary.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or log lines on stderr.")
 @click.option("--workers", type=click.IntRange(1, 64),
-              help="Processes making the calls (default: the suite's `workers`; 1 = this process).")
+              help="Processes making the calls (default: the suite's `workers`, else chosen from the "
+                   "calls and the cores; 1 = this process).")
 @click.option("--sequential", is_flag=True,
               help="Random case order; stop calling once every rule is decided (anytime-valid sequences).")
 @click.option("--look-every", type=click.IntRange(1), help="--sequential: cases per look (default: 5 %% of the suite, at least 5).")
@@ -167,10 +168,6 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
     if sequential and (resume_dir or max_cost is not None or shard_spec):
         raise click.UsageError("--sequential excludes --resume, --max-cost and --shard")
     mode: api.CacheMode = "off" if no_cache else "refresh" if refresh else "replay" if replay else "use"
-    if workers is not None and workers > 1 and mode != "replay":
-        from evalrun.execution.pool import prestart
-
-        prestart()  # the worker processes' litellm import starts now, while the project loads
     run_dir: Path | None = None
     try:
         if report_url:

@@ -19,7 +19,7 @@ Conventions used throughout:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ __all__ = [
     "PairedBinary",
     "QuantileEstimate",
     "benjamini_hochberg",
+    "binom_test_two_sided",
     "confidence_for_alpha",
     "decide",
     "finite_or_none",
@@ -119,9 +120,76 @@ def _z_two_sided(confidence: float) -> float:
 
 def _t_two_sided(confidence: float, df: int) -> float:
     """Student-t quantile for a two-sided interval: t_{df}^-1(1/2 + confidence/2)."""
-    from scipy.stats import t as t_dist
+    from scipy.special import stdtrit
 
-    return float(t_dist.ppf(0.5 + 0.5 * confidence, df))
+    # What scipy.stats.t.ppf computes (its _ppf), without importing scipy.stats (~45 MB, 0.4 s).
+    return float(stdtrit(df, 0.5 + 0.5 * confidence))
+
+
+# The binomial distribution as scipy.stats.binom evaluates it (the same special functions,
+# the same support rules and clipping; tests/test_stats_binom.py checks them bit for bit),
+# so a run never imports scipy.stats: ~45 MB of memory and ~0.4 s of start-up.
+
+
+def _binom_pmf(k: float, n: int, p: float) -> float:
+    from scipy.special import _ufuncs
+
+    if k < 0 or k > n or k != math.floor(k):
+        return 0.0
+    return float(np.clip(_ufuncs._binom_pmf(k, n, p), 0, 1))
+
+
+def _binom_cdf(k: float, n: int, p: float) -> float:
+    from scipy.special import _ufuncs
+
+    if k >= n:
+        return 1.0
+    if k < 0:
+        return 0.0
+    return float(np.clip(_ufuncs._binom_cdf(math.floor(k), n, p), 0, 1))
+
+
+def _binom_sf(k: float, n: int, p: float) -> float:
+    from scipy.special import _ufuncs
+
+    if k < 0:
+        return 1.0
+    if k >= n:
+        return 0.0
+    return float(np.clip(_ufuncs._binom_sf(math.floor(k), n, p), 0, 1))
+
+
+def _binom_search(a: Callable[[float], float], d: float, lo: float, hi: float) -> float:
+    """scipy's ``_binary_search_for_binom_tst``: i in [lo, hi] with a(i) <= d < a(i+1)."""
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        midval = a(mid)
+        if midval < d:
+            lo = mid + 1
+        elif midval > d:
+            hi = mid - 1
+        else:
+            return mid
+    return lo if a(lo) <= d else lo - 1
+
+
+def binom_test_two_sided(k: int, n: int, p: float = 0.5) -> float:
+    """Exact two-sided binomial test p-value, as ``scipy.stats.binomtest(k, n, p).pvalue``."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    d = _binom_pmf(k, n, p)
+    rerr = 1 + 1e-7
+    if k == p * n:
+        return 1.0
+    if k < p * n:
+        ix = _binom_search(lambda x: -_binom_pmf(x, n, p), -d * rerr, math.ceil(p * n), n)
+        y = n - ix + int(d * rerr == _binom_pmf(ix, n, p))
+        pval = _binom_cdf(k, n, p) + _binom_sf(n - y, n, p)
+    else:
+        ix = _binom_search(lambda x: _binom_pmf(x, n, p), d * rerr, 0, math.floor(p * n))
+        y = ix + 1
+        pval = _binom_cdf(y - 1, n, p) + _binom_sf(k - 1, n, p)
+    return min(1.0, pval)
 
 
 def confidence_for_alpha(alpha: float) -> float:
@@ -214,9 +282,7 @@ def paired_binary(base: Sequence[bool], cand: Sequence[bool], confidence: float)
     if discordant == 0:
         p_value = 1.0
     else:
-        from scipy.stats import binomtest
-
-        p_value = min(1.0, float(binomtest(n10, discordant, 0.5).pvalue))
+        p_value = min(1.0, binom_test_two_sided(n10, discordant, 0.5))
 
     z = _z_two_sided(confidence)
     m = n + 2
@@ -279,12 +345,12 @@ def order_statistic_ranks(n: int, q: float, confidence: float) -> tuple[int, int
     _check_q(q)
     if n < 2 or q <= 0.0 or q >= 1.0:
         return None
-    from scipy.stats import binom
+    from scipy.special import _ufuncs
 
     alpha = 1.0 - confidence
-    j = np.arange(n)
-    cdf = np.asarray(binom.cdf(j, n, q), dtype=np.float64)  # P(B <= j): lower tail of rank j+1
-    sf = np.asarray(binom.sf(j, n, q), dtype=np.float64)  # P(B > j): upper tail of rank j+1
+    j = np.arange(n).astype(np.float64)  # 0..n-1: inside binom's support, as binom.cdf/sf evaluate it
+    cdf = np.clip(np.asarray(_ufuncs._binom_cdf(j, n, q), dtype=np.float64), 0, 1)  # P(B <= j): lower tail of rank j+1
+    sf = np.clip(np.asarray(_ufuncs._binom_sf(j, n, q), dtype=np.float64), 0, 1)  # P(B > j): upper tail of rank j+1
     min_lower = float(cdf[0])  # l = 1
     min_upper = float(sf[n - 1])  # u = n
     if min_lower + min_upper > alpha:

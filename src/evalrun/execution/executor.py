@@ -81,7 +81,10 @@ class InProcessExecutor:
 
         prepare = getattr(self.provider, "prepare", None)
         if callable(prepare):  # a ModelRouter: build its providers before the loop starts (imports take seconds)
-            prepare(sorted({p.request.model for p in plan}))
+            # One request per distinct setting tells a provider which imports its calls need.
+            kinds = {(p.request.model, p.request.api_base, tuple(sorted(p.request.params)), bool(p.request.api_key),
+                      p.request.router is None): p.request for p in plan}
+            prepare(sorted({p.request.model for p in plan}), list(kinds.values()))
         journal = Journal(journal_dir / JOURNAL)
 
         async def go() -> list[CallResult]:

@@ -12,7 +12,7 @@ from evalrun.providers.base import Pricing, ProviderRequest
 from evalrun.records import SIDES, Side
 from evalrun.secrets import register_secret
 
-__all__ = ["plan_calls"]
+__all__ = ["plan_calls", "side_request"]
 
 AA_SALT = 1_000_000
 """Added to the candidate's sample index in an A/A run: both sides make the same request,
@@ -35,6 +35,15 @@ def _side_settings(project: Project, side: Side, with_keys: bool) -> dict[str, A
         # What identifies the deployments (never the keys) goes into the request key.
         "router_key": v.router_model_list(with_keys=False) if v.config.router else None,
     }
+
+
+def side_request(project: Project, side: Side) -> ProviderRequest:
+    """The request settings of ``side`` (model, endpoint, params, key, router), no messages:
+    what decides how its calls are made, before any prompt is rendered."""
+    v, s = project.variant(side), _side_settings(project, side, with_keys=True)
+    return ProviderRequest(model=v.config.model, messages=[], params=dict(s["params"]), api_base=v.config.api_base,
+                           api_key=s["api_key"], timeout_s=v.config.timeout_s, pricing=s["pricing"],
+                           router=s["router"])
 
 
 def plan_calls(project: Project, case_ids: Sequence[str] | None = None, *, with_keys: bool = True) -> list[PlannedCall]:

@@ -78,6 +78,7 @@ from evalrun.records import CallResult
 
 __all__ = [
     "DEFAULT_PRELOAD",
+    "DIRECT_PRELOAD",
     "BatchHook",
     "WorkerCrashedError",
     "WorkerPool",
@@ -90,6 +91,8 @@ __all__ = [
 DEFAULT_PRELOAD: tuple[str, ...] = ("evalrun.providers.litellm.importer:import_litellm",)
 """Run by the forkserver before it forks a worker: ``module`` is imported, ``module:function``
 called (litellm's import: offline switches, quiet settings, seconds of CPU paid once)."""
+DIRECT_PRELOAD: tuple[str, ...] = ("evalrun.providers.litellm.provider", "evalrun.execution.runner")
+"""The forkserver's preload when every call takes the direct path (no litellm import)."""
 # Names the modules the forkserver imports (set only while the forkserver is started).
 _PRELOAD_ENV = "EVALRUN_FORKSERVER_PRELOAD"
 # Seconds to wait for a worker to stop after being asked to, before it is terminated.
@@ -441,7 +444,8 @@ def _describe_exit(code: int | None) -> str:
 
 class WorkerPool:
     """Worker processes started ahead of the work: ``WorkerPool(2, factory)`` returns at once
-    (processes come up in a background thread while the forkserver imports litellm), then
+    (processes come up in a background thread while the forkserver imports ``preload``:
+    litellm, unless every call takes the direct path), then
     ``pool.run(plan, ...)`` hands out the slices. Use as a context manager, or call
     ``close()``: idle workers are stopped, nothing is left running.
     """

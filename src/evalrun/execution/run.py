@@ -33,9 +33,10 @@ from evalrun.records import SIDES, CallResult
 
 __all__ = ["RunOutcome", "check_environment", "make_executor", "retry_policy", "run"]
 
-WARM_IMPORTS = ("evalrun.analysis.compare", "scipy.stats", "evalrun.analysis.gate", "evalrun.checks.scoring",
+WARM_IMPORTS = ("evalrun.analysis.compare", "scipy.special", "evalrun.analysis.gate", "evalrun.checks.scoring",
                 "evalrun.report.html", "jinja2")
-"""What this process loads while its workers make the calls (the comparison and the report)."""
+"""What this process loads while the calls are made (the comparison and the report)."""
+_WARM_ENV = "EVALRUN_WARM_IMPORTS"  # "0": load them when first needed (for measuring the overlap)
 
 
 @dataclass
@@ -80,20 +81,41 @@ def _needs_one_process(project: Project, options: RunOptions) -> bool:
 
 
 def make_executor(project: Project, options: RunOptions) -> Executor:
-    """The executor of this run: worker processes (already starting) or this process."""
-    cfg = project.suite.config
-    n = options.workers if options.workers is not None else cfg.workers
-    policy = retry_policy(cfg)
-    if n > 1 and not _needs_one_process(project, options):
-        from evalrun.execution.pool import WorkerPool, warm_imports
+    """The executor of this run: worker processes (already starting) or this process.
 
-        # The class is the factory: pickled by reference; each worker builds its providers.
-        pool = WorkerPool(n, ModelRouter)
-        warm_imports(WARM_IMPORTS)
-        return PoolExecutor(pool, concurrency=cfg.concurrency, policy=policy, seed=cfg.seed)
+    Workers: ``options.workers``, else the suite's ``workers``, else chosen from the calls
+    to make and the cores (``execution.workers.auto_workers``).
+    """
+    cfg = project.suite.config
+    policy = retry_policy(cfg)
+    if not _needs_one_process(project, options):
+        from evalrun.execution.workers import auto_workers, litellm_sides
+
+        slow_sides = litellm_sides(project)
+        n = options.workers if options.workers is not None else cfg.workers
+        if n is None:
+            n = auto_workers(len(project.cases) * cfg.samples * len(SIDES), slow_sides / len(SIDES))
+        if n > 1:
+            from evalrun.execution.pool import (
+                DEFAULT_PRELOAD,
+                DIRECT_PRELOAD,
+                WorkerPool,
+                warm_imports,
+            )
+
+            # The class is the factory: pickled by reference; each worker builds its providers.
+            # Workers whose calls all take the direct path never import litellm.
+            pool = WorkerPool(n, ModelRouter, preload=DEFAULT_PRELOAD if slow_sides else DIRECT_PRELOAD)
+            warm_imports(WARM_IMPORTS)
+            return PoolExecutor(pool, concurrency=cfg.concurrency, policy=policy, seed=cfg.seed)
     # A router builds each model's provider when the executor first runs (never for a run the
     # journal and the cache answer: replay imports no litellm).
     provider = options.provider if options.provider is not None else ModelRouter()
+    if os.environ.get(_WARM_ENV) != "0":
+        from evalrun.execution.pool import warm_imports
+
+        # The calls mostly wait on the network: load the comparison's libraries meanwhile.
+        warm_imports(WARM_IMPORTS)
     return InProcessExecutor(provider, concurrency=cfg.concurrency, policy=policy, seed=cfg.seed)
 
 

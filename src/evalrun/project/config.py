@@ -371,8 +371,9 @@ class SuiteConfig(_Strict):
     cases: list[str] = Field(min_length=1)
     samples: int = Field(default=1, ge=1, le=100)
     concurrency: int = Field(default=8, ge=1, le=1000)
-    # Processes making the calls (each: one event loop, its own litellm); 1 = this process.
-    workers: int = Field(default=1, ge=1, le=64)
+    # Processes making the calls (each: one event loop and journal); 1 = this process;
+    # None (the default): chosen per run from the calls to make and the cores.
+    workers: int | None = Field(default=None, ge=1, le=64)
     max_attempts: int = Field(default=4, ge=1, le=20)
     backoff: BackoffSpec = Field(default_factory=BackoffSpec)
     report_dir: str = "reports"

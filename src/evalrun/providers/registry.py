@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -167,15 +167,17 @@ class ModelRouter:
             built = self._built[spec.name] = spec.build()
         return built
 
-    def prepare(self, models: list[str]) -> None:
+    def prepare(self, models: list[str], requests: Sequence[ProviderRequest] = ()) -> None:
         """Build the providers of ``models`` now and let each finish its imports (``warm()``),
         outside the event loop: a multi-second import inside the first call blocked the loop
         past that call's deadline, so the call timed out before a byte was sent (and under
-        load a side's preflight spent its first attempt that way)."""
+        load a side's preflight spent its first attempt that way). ``requests``: samples of
+        the calls to come (each provider sees its own), so a provider imports only what
+        they need."""
         for model in models:
             warm = getattr(self.provider_for(model), "warm", None)
             if callable(warm):
-                warm()
+                warm([r for r in requests if r.model == model])
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         """One attempt, made by the provider of ``request.model``."""

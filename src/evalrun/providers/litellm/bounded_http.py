@@ -34,9 +34,11 @@ import httpx
 from evalrun.providers.base import DEFAULT_MAX_BYTES
 
 __all__ = [
+    "ACCEPTED_ENCODINGS",
     "DEFAULT_MAX_BYTES",
     "BodyCapture",
     "BoundedTransport",
+    "CappedBody",
     "ResponseBodyError",
     "capture",
     "install_in_litellm",
@@ -47,7 +49,9 @@ __all__ = [
 PIECE = 64 * 1024
 """Largest piece of decoded body produced at once."""
 
-_ACCEPTED = "gzip, deflate"
+ACCEPTED_ENCODINGS = "gzip, deflate"
+"""The only encodings evalrun asks for (and decodes itself, bounded)."""
+_ACCEPTED = ACCEPTED_ENCODINGS
 _MAX_LAYERS = 2
 
 
@@ -150,11 +154,17 @@ def _decoders(header: str | None) -> list[_Identity | _Zlib]:
     return [_Zlib("gzip" if c == "x-gzip" else c) for c in reversed(codings)] or [_Identity()]
 
 
-class _BoundedStream(httpx.AsyncByteStream):
-    def __init__(self, inner: Any, decoders: list[_Identity | _Zlib], seen: BodyCapture) -> None:
-        self._inner = inner
-        self._decoders = decoders
-        self._seen = seen
+class CappedBody:
+    """Decodes (gzip / deflate, bounded) and caps one body fed chunk by chunk into ``seen``.
+
+    The one reading rule of every HTTP path: litellm's (through ``BoundedTransport``) and
+    the direct OpenAI-compatible path (``direct``), which feeds aiohttp's raw chunks here.
+    Raises ``ResponseBodyError`` for an unsupported or corrupt content-encoding.
+    """
+
+    def __init__(self, seen: BodyCapture, content_encoding: str | None) -> None:
+        self._decoders = _decoders(content_encoding)
+        self.seen = seen
 
     def _through(self, data: bytes, layer: int = 0) -> Iterator[bytes]:
         if layer == len(self._decoders):
@@ -171,7 +181,7 @@ class _BoundedStream(httpx.AsyncByteStream):
         yield from self._flushed(layer + 1)
 
     def _take(self, piece: bytes) -> bytes:
-        seen = self._seen
+        seen = self.seen
         room = seen.max_bytes - seen.size
         if len(piece) > room:
             seen.truncated = True
@@ -181,30 +191,50 @@ class _BoundedStream(httpx.AsyncByteStream):
             seen.chunks.append(piece)
         return piece
 
+    def feed(self, raw: bytes) -> Iterator[bytes]:
+        """The decoded pieces kept from ``raw``; stops once the cap is reached (``seen.truncated``)."""
+        for piece in self._through(raw):
+            kept = self._take(piece)
+            if kept:
+                yield kept
+            if self.seen.truncated:
+                return
+
+    def finish(self) -> Iterator[bytes]:
+        """The decoders' tails; marks the body whole (``seen.finished``) unless it hit the cap."""
+        for piece in self._flushed():
+            kept = self._take(piece)
+            if kept:
+                yield kept
+            if self.seen.truncated:
+                return
+        self.seen.finished = True
+
+
+class _BoundedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, body: CappedBody) -> None:
+        self._inner = inner
+        self._body = body
+        self._seen = body.seen
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         raw_chunks = self._inner.__aiter__()
         try:
             async for raw in raw_chunks:
-                for piece in self._through(raw):
-                    kept = self._take(piece)
-                    if kept:
-                        yield kept
-                    if self._seen.truncated:
-                        self._stop()
-                        return
+                for kept in self._body.feed(raw):
+                    yield kept
+                if self._seen.truncated:
+                    self._stop()
+                    return
         finally:
             # Stopping early must release the connection now, not when the generator is collected.
             close = getattr(raw_chunks, "aclose", None)
             if close is not None:
                 await close()
-        for piece in self._flushed():
-            kept = self._take(piece)
-            if kept:
-                yield kept
-            if self._seen.truncated:
-                self._stop()
-                return
-        self._seen.finished = True
+        for kept in self._body.finish():
+            yield kept
+        if self._seen.truncated:
+            self._stop()
 
     def _stop(self) -> None:
         # An answer over the cap must not reach litellm's parser as if it were whole; an
@@ -232,7 +262,7 @@ class BoundedTransport(httpx.AsyncBaseTransport):
             seen.size, seen.finished, seen.truncated = 0, False, False
         seen.status = response.status_code
         try:
-            decoders = _decoders(response.headers.get("content-encoding"))
+            body = CappedBody(seen, response.headers.get("content-encoding"))
         except ResponseBodyError:
             await response.aclose()
             raise
@@ -242,7 +272,7 @@ class BoundedTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=response.status_code,
             headers=headers,
-            stream=_BoundedStream(response.stream, decoders, seen),
+            stream=_BoundedStream(response.stream, body),
             request=request,
             extensions=response.extensions,
         )
