@@ -198,6 +198,57 @@ def test_progress_line_shows_an_eta_from_fresh_calls() -> None:
     assert [format_eta(s) for s in (42, 185, 3720)] == ["42s", "3m05s", "1h02m"]
 
 
+def test_the_error_alarm_fires_once_when_failures_pass_max_error_rate_mid_run() -> None:
+    import io
+
+    fired: list[tuple[int, float]] = []
+    progress = Progress(100, stream=io.StringIO(), max_error_rate=0.05,
+                        error_alarm=lambda failed, rate: fired.append((len(failed), rate)))
+
+    def call(i: int, ok: bool) -> CallResult:
+        return CallResult(case_id=f"c{i:03d}", side="candidate", sample=0, model="m",
+                          error_kind=None if ok else "server_error", error_message=None if ok else "503 upstream")
+
+    progress(call(0, False))  # one early failure is not a rate
+    for i in range(1, 19):
+        progress(call(i, True))
+    assert fired == []  # 19 calls: too few to judge
+    progress(call(19, True))
+    assert fired == []  # 1 of 20 = 5.0 %: not above the limit
+    progress(call(20, False))
+    assert fired == [(2, 2 / 21)]  # 2 of 21 = 9.5 % > 5 %: the failures so far
+    for i in range(21, 40):
+        progress(call(i, False))
+    assert len(fired) == 1  # once per run
+
+
+@pytest.mark.network
+def test_the_error_alarm_reaches_the_terminal_before_the_run_ends(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    seen: set[str] = set()
+
+    def behaviour(req: dict[str, Any], n: int) -> Reply:
+        first = req["model"] not in seen  # the preflight (each side's first call) passes
+        seen.add(req["model"])
+        if req["model"] == "fh-cand" and not first:
+            return Reply(status=400, error_message="bad candidate param")
+        return Reply(content="fine")
+
+    openai_server.behaviour = behaviour
+    b, c = _project(tmp_path, openai_server, n=30, suite={"concurrency": 2})
+    result = _compare(b, c, tmp_path)
+    assert result.exit_code == 4, result.output
+    lines = result.stderr.splitlines()
+    alarm = next(i for i, line in enumerate(lines) if "calls failed so far" in line)
+    assert "above max_error_rate 1.0%: unless that falls, the verdict will be COULD NOT MEASURE" in lines[alarm]
+    assert lines[alarm + 1] == "failed calls by kind (after retries):"
+    assert lines[alarm + 2].split()[0] == "bad_request" and "bad candidate param" in lines[alarm + 3]
+    # The run went on: every call was made, and the final digest counts all of the failures.
+    final = max(i for i, line in enumerate(lines) if line == "failed calls by kind (after retries):")
+    assert final > alarm + 1
+    assert lines[final + 1].split() == ["bad_request", "29", "(baseline", "0,", "candidate", "29)"]
+    assert openai_server.count == 60
+
+
 def _template_project(tmp_path: Path, *, user: str = "{{ question }}", system: str = "Be brief.",
                       policy: dict[str, Any] | None = None, second_case_vars: dict[str, Any] | None = None) -> tuple[Path, Path]:
     cand = variant("candidate", prompt={"system": system, "user": user}, policy=policy or {"refuse_harmful": True})

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from evalrun import __version__
 from evalrun.errors import EvalrunError, ExitCode
+
+if TYPE_CHECKING:
+    from evalrun.execution.progress import Progress
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -174,7 +178,9 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
             api.check_report_url(report_url)  # a bad link stops here, before any call
         project = api.load_project(baseline, candidate, suite, aa_mode=aa, shard=_parse_shard(shard_spec),
                                    select=_selection(**subset))
-        progress = Progress(len(project.cases) * project.suite.config.samples * 2, quiet=quiet)
+        progress = Progress(len(project.cases) * project.suite.config.samples * 2, quiet=quiet,
+                            max_error_rate=project.suite.config.gate.max_error_rate)
+        progress.error_alarm = _error_alarm(progress)
         if mode != "replay":
             api.check_model_strings(project)
             api.check_environment(project)
@@ -215,6 +221,22 @@ def compare(baseline: str, candidate: str, suite: str | None, out: str | None, r
     if outcome.exit_code == ExitCode.COULD_NOT_MEASURE:
         _print_error_digest(outcome.run_dir)
     sys.exit(outcome.exit_code)
+
+
+def _error_alarm(progress: Progress) -> Callable[[list[Any], float], None]:
+    """Mid-run: failed calls passed max_error_rate; their kinds and a message each, once (stderr)."""
+    from evalrun.analysis.error_digest import error_digest, render_digest
+    from evalrun.report.sanitize import terminal_safe
+    from evalrun.secrets import scrub_known
+
+    def alarm(failed: list[Any], rate: float) -> None:
+        limit = progress.max_error_rate or 0.0
+        progress.message(f"evalrun: {len(failed)} calls failed so far ({rate:.1%}), above max_error_rate "
+                         f"{limit:.1%}: unless that falls, the verdict will be COULD NOT MEASURE (exit 4)")
+        for line in render_digest(error_digest(failed)):
+            progress.message(terminal_safe(scrub_known(line)))
+
+    return alarm
 
 
 def _print_error_digest(run_dir: Path) -> None:

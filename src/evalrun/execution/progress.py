@@ -3,6 +3,10 @@
 The ETA is the remaining calls at the rate fresh calls have finished so far (cache and
 journal answers arrive at once and would make it lie), shown once a few calls and a second
 of calls are behind it.
+
+When the share of failed calls passes the suite's ``max_error_rate`` mid-run, the error
+alarm fires once with the failed calls so far (the CLI prints their kinds and a message
+each), so a broken endpoint is read while the run is still going, not at its end.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from evalrun.records import CallResult
 
 ETA_MIN_CALLS = 3
 """Fresh calls finished before an ETA is shown (the first ones include warm-up costs)."""
+
+ALARM_MIN_CALLS = 20
+"""Calls finished before the error alarm may fire (one early failure is not a rate)."""
 
 
 def format_eta(seconds: float) -> str:
@@ -32,8 +39,13 @@ class Progress:
     """Counts finished calls per side, errors and spend; prints at a bounded rate."""
 
     def __init__(self, total: int, *, stream: TextIO | None = None, quiet: bool = False, interval_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_error_rate: float | None = None,
+                 error_alarm: Callable[[list[CallResult], float], None] | None = None) -> None:
         self.total = total
+        self.max_error_rate = max_error_rate
+        self.error_alarm = error_alarm
+        self.failed: list[CallResult] = []
+        self.alarmed = False
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -53,6 +65,7 @@ class Progress:
         self.done[result.side] += 1
         if not result.ok:
             self.errors += 1
+            self.failed.append(result)
         if not result.cached:
             self.fresh += 1
             if self._first_fresh is None:
@@ -63,11 +76,25 @@ class Progress:
             self.spend += result.cost_usd
         elif result.ok and result.cost_status == "unpriced":
             self.unpriced = True
+        self._check_error_rate()
         now = self.clock()
         finished = sum(self.done.values()) == self.total
         if not self.quiet and (finished or now - self._last >= self.interval_s):
             self._last = now
             self._emit(finished)
+
+    def _check_error_rate(self) -> None:
+        if self.alarmed or self.error_alarm is None or self.max_error_rate is None or not self.errors:
+            return
+        n = sum(self.done.values())
+        if n < min(ALARM_MIN_CALLS, self.total):
+            return
+        rate = self.errors / n
+        if rate > self.max_error_rate:
+            self.alarmed = True
+            if self.tty and not self.quiet:
+                self.stream.write("\n")  # keep the progress line; the alarm goes below it
+            self.error_alarm(list(self.failed), rate)
 
     def line(self) -> str:
         n = sum(self.done.values())
