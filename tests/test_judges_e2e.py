@@ -476,3 +476,16 @@ def test_judge_samples_and_a_scaled_rubric(tmp_path: Path, openai_server: OpenAI
     entry = by[("c00", "candidate")]["judges"][0]
     assert (entry["verdict"], entry["score"], entry["judgments"], entry["passed"]) == ("fail", 3, 3, 0)
     assert by[("c02", "baseline")]["judges"][0]["score"] == 5  # a pass marker on a scale: the top score
+
+
+def test_validate_says_judge_calls_come_on_top_of_the_variant_calls(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    from click.testing import CliRunner
+
+    from evalrun.cli import main
+
+    b, c = _project(tmp_path, openai_server, n=3, expect=[{"rubric": {"criteria": "answers the question"}},
+                                                           {"pairwise": {"criteria": "more helpful"}}])
+    result = CliRunner().invoke(main, ["validate", str(b), str(c)])
+    assert result.exit_code == 0, result.output
+    assert "6 calls planned (+ judge calls for 6 judge checks: `evalrun estimate` counts them)" in result.stdout
+    assert openai_server.count == 0

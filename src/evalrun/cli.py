@@ -93,9 +93,12 @@ def validate(baseline: str, candidate: str, suite: str | None) -> None:
     n = len(project.cases)
     kinds = sorted({c.kind for c in project.cases})
     cohorts = sorted({c.cohort for c in project.cases})
+    judged = sum(len(c.judges) for c in project.cases)
+    judges = (f" (+ judge calls for {judged} judge check{'' if judged == 1 else 's'}: `evalrun estimate` counts "
+              "them)") if judged else ""
     click.echo(
         f"ok: {n} cases ({', '.join(kinds)}), {len(cohorts)} cohorts, "
-        f"{n * project.suite.config.samples * 2} calls planned; suite {project.suite.path}"
+        f"{n * project.suite.config.samples * 2} calls planned{judges}; suite {project.suite.path}"
     )
 
 
