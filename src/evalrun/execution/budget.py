@@ -15,7 +15,60 @@ from evalrun.records import SIDES, CallResult
 __all__ = ["Budget", "JudgeBudget"]
 
 
-class Budget:
+class _Reservations:
+    """The cap's bookkeeping both budgets share: a call starts only when the spend so far,
+    the reservations of the calls in flight and its own worst case fit under the cap;
+    otherwise it waits for a reservation to come back, or is skipped (and counted) when
+    nothing is in flight. One event loop admits every call, so no two admissions race."""
+
+    def __init__(self, cap: float, already: float) -> None:
+        self.cap = cap
+        self.spent = already
+        self.reserved = 0.0
+        self.in_flight = 0
+        self.skipped = 0
+        self._held: dict[str, float] = {}
+        self._changed: asyncio.Event | None = None
+
+    def worst(self, planned: PlannedCall) -> float:
+        """The most ``planned`` can cost, as far as this run knows now."""
+        raise NotImplementedError
+
+    async def admit(self, planned: PlannedCall) -> bool:
+        """Reserve ``planned``'s worst case and let it start, wait, or skip it."""
+        while True:
+            worst = self.worst(planned)
+            if self.spent + self.reserved + worst <= self.cap:
+                self.reserved += worst
+                self.in_flight += 1
+                self._held[planned.identity] = worst
+                return True
+            if self.in_flight == 0:
+                self.skipped += 1
+                return False
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+    def _release(self, result: CallResult) -> float | None:
+        """Give back ``result``'s reservation and add what it cost; its reservation, or None
+        when the call was not admitted here (a circuit-open rejection, a cache hit)."""
+        worst = self._held.pop(result.identity, None)
+        if worst is None:
+            return None
+        self.reserved -= worst
+        self.in_flight -= 1
+        if not result.cached and result.cost_usd is not None:
+            self.spent += result.cost_usd
+        return worst
+
+    def _wake(self) -> None:
+        if self._changed is not None:  # wake every waiting call: each re-checks its own fit
+            self._changed.set()
+            self._changed = None
+
+
+class Budget(_Reservations):
     """--max-cost: spend so far plus the reserved worst case of every call in flight never
     passes the cap.
 
@@ -55,18 +108,12 @@ class Budget:
                 f"--max-cost ${cap:.4f} refused before any call: the prompts alone cost ${low:.4f} "
                 f"({est.line()})"
             )
-        self.cap = cap
+        super().__init__(cap, already)
         self.prices = {side: est.costs.prices.get(side, (0.0, 0.0)) for side in SIDES}
         self.counted = est.costs.counted
         self.bound = est.costs.bound
         self.ratio: dict[str, float | None] = dict.fromkeys(SIDES)
         self.factor: dict[str, float] = dict.fromkeys(SIDES, 1.0)
-        self.spent = already
-        self.reserved = 0.0
-        self.in_flight = 0
-        self.skipped = 0
-        self._held: dict[str, float] = {}
-        self._changed: asyncio.Event | None = None
 
     def worst(self, planned: PlannedCall) -> float:
         """The most ``planned`` can cost, as far as this run knows now."""
@@ -76,44 +123,22 @@ class Budget:
         prompt = bound if ratio is None else min(bound, math.ceil(self.counted.get(planned.key, 0) * ratio * self.MARGIN))
         return (prompt * p_in + self.max_tokens[planned.side] * p_out) * self.factor[planned.side]
 
-    async def admit(self, planned: PlannedCall) -> bool:
-        """Reserve ``planned``'s worst case and let it start, wait, or skip it (see the class)."""
-        while True:
-            worst = self.worst(planned)
-            if self.spent + self.reserved + worst <= self.cap:
-                self.reserved += worst
-                self.in_flight += 1
-                self._held[planned.identity] = worst
-                return True
-            if self.in_flight == 0:
-                self.skipped += 1
-                return False
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            await self._changed.wait()
-
     def finished(self, result: CallResult) -> None:
         """Turn a finished call's reservation into what it really cost; learn from it."""
-        worst = self._held.pop(result.identity, None)
+        worst = self._release(result)
         if worst is None:
-            return  # not admitted here (a circuit-open rejection, a cache hit)
-        self.reserved -= worst
-        self.in_flight -= 1
+            return
         if not result.cached and result.cost_usd is not None:
-            self.spent += result.cost_usd
             counted = self.counted.get(result.request_key)
             if result.ok and not result.tokens_estimated and result.prompt_tokens and counted:
                 seen = result.prompt_tokens / counted
                 self.ratio[result.side] = max(self.ratio[result.side] or 0.0, seen)
             if worst > 0 and result.cost_usd > worst:
                 self.factor[result.side] *= result.cost_usd / worst
-        if self._changed is not None:  # wake every waiting call: each re-checks its own fit
-            self._changed.set()
-            self._changed = None
+        self._wake()
 
 
-
-class JudgeBudget:
+class JudgeBudget(_Reservations):
     """--max-cost for the judge calls, after the variants': what the run already spent plus
     the reserved worst case of every judge call in flight never passes the cap.
 
@@ -128,11 +153,7 @@ class JudgeBudget:
         from evalrun.execution.costs import judge_prices
         from evalrun.providers.litellm.tokens import prompt_token_bound
 
-        self.cap = cap
-        self.spent = already
-        self.reserved = 0.0
-        self.in_flight = 0
-        self.skipped = 0
+        super().__init__(cap, already)
         self.worst_of: dict[str, float] = {}
         prices: dict[str, tuple[float, float]] = {}
         for p in todo:
@@ -149,34 +170,12 @@ class JudgeBudget:
                 raise CouldNotMeasureError("--max-cost needs judge.params.max_tokens to bound each judge call's cost")
             messages = req.messages or [{"role": "user", "content": req.embed_input or ""}]
             self.worst_of[p.identity] = prompt_token_bound(messages, {}) * p_in + int(max_tokens) * p_out
-        self._held: dict[str, float] = {}
-        self._changed: asyncio.Event | None = None
 
-    async def admit(self, planned: PlannedCall) -> bool:
-        """Reserve ``planned``'s worst case and let it start, wait, or skip it."""
-        worst = self.worst_of.get(planned.identity, 0.0)
-        while True:
-            if self.spent + self.reserved + worst <= self.cap:
-                self.reserved += worst
-                self.in_flight += 1
-                self._held[planned.identity] = worst
-                return True
-            if self.in_flight == 0:
-                self.skipped += 1
-                return False
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            await self._changed.wait()
+    def worst(self, planned: PlannedCall) -> float:
+        """A judge call's worst case, fixed before the first one."""
+        return self.worst_of.get(planned.identity, 0.0)
 
     def finished(self, result: CallResult) -> None:
         """Turn a finished judge call's reservation into what it cost."""
-        worst = self._held.pop(result.identity, None)
-        if worst is None:
-            return
-        self.reserved -= worst
-        self.in_flight -= 1
-        if not result.cached and result.cost_usd is not None:
-            self.spent += result.cost_usd
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        if self._release(result) is not None:
+            self._wake()
