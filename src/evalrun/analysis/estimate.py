@@ -82,12 +82,7 @@ def _duration(seconds: float) -> str:
 
 
 def _cost(s: SideEstimate) -> str:
-    if s.cost_status == "unpriced":
-        return "unpriced"
-    if s.cost_status == "local":
-        return "free (local)"
-    hi = "unbounded" if s.cost_max_usd is None else f"${s.cost_max_usd:.4f}"
-    return f"${s.cost_min_usd or 0:.4f}..{hi}"
+    return "free (local)" if s.cost_status == "local" else s.cost_text()  # the table's wording for local
 
 
 def _side_time(t: SideTiming | None) -> str:

@@ -13,16 +13,8 @@ def judge_lines(j: SideEstimate | None) -> list[str]:
     """The judge calls' bounds as estimate lines (none without judge checks)."""
     if j is None:
         return []
-    comp = "unbounded" if j.max_completion_tokens is None else f"<= {j.max_completion_tokens}"
-    if j.cost_status == "unpriced":
-        cost = "unpriced"
-    elif j.cost_status == "local":
-        cost = "local (free)"
-    else:
-        hi = "unbounded" if j.cost_max_usd is None else f"${j.cost_max_usd:.4f}"
-        cost = f"${j.cost_min_usd or 0:.4f}..{hi}"
     return [(f"judges: {j.calls} calls (up to 3x each when answers are unusable), about {j.prompt_tokens} prompt "
-            f"tokens at most (outputs taken at max_tokens), completion {comp}, cost {cost}")]
+            f"tokens at most (outputs taken at max_tokens), completion {j.completion_text()}, cost {j.cost_text()}")]
 
 
 def judge_estimate(project: Project) -> SideEstimate | None:

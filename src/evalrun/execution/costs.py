@@ -87,6 +87,19 @@ class SideEstimate:
         """JSON-ready."""
         return {k: getattr(self, k) for k in self.__slots__}
 
+    def completion_text(self) -> str:
+        """The completion bound as the estimate lines say it (``<= N`` or ``unbounded``)."""
+        return "unbounded" if self.max_completion_tokens is None else f"<= {self.max_completion_tokens}"
+
+    def cost_text(self) -> str:
+        """The cost bounds as the estimate lines say them (``$min..$max``, unpriced, local)."""
+        if self.cost_status == "unpriced":
+            return "unpriced"
+        if self.cost_status == "local":
+            return "local (free)"
+        hi = "unbounded" if self.cost_max_usd is None else f"${self.cost_max_usd:.4f}"
+        return f"${self.cost_min_usd or 0:.4f}..{hi}"
+
 
 @dataclass(slots=True)
 class CostEstimate:
@@ -110,15 +123,8 @@ class CostEstimate:
         """The one pre-run line: tokens and cost bounds per side."""
         parts = []
         for side, s in self.sides.items():
-            comp = "unbounded" if s.max_completion_tokens is None else f"<= {s.max_completion_tokens}"
-            if s.cost_status == "unpriced":
-                cost = "unpriced"
-            elif s.cost_status == "local":
-                cost = "local (free)"
-            else:
-                hi = "unbounded" if s.cost_max_usd is None else f"${s.cost_max_usd:.4f}"
-                cost = f"${s.cost_min_usd or 0:.4f}..{hi}"
-            parts.append(f"{side}: {s.calls} calls, {s.prompt_tokens} prompt tokens, completion {comp}, cost {cost}")
+            parts.append(f"{side}: {s.calls} calls, {s.prompt_tokens} prompt tokens, completion {s.completion_text()}, "
+                         f"cost {s.cost_text()}")
         return "estimate: " + "; ".join(parts)
 
 
