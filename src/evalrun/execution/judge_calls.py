@@ -442,30 +442,21 @@ def _make_judge_calls(project: Project, jdir: Path, todo: list[PlannedCall], hit
     """Journal the cache hits, then make the rest in this process (budgeted under ``--max-cost``)."""
     from evalrun.execution.budget import JudgeBudget
     from evalrun.execution.executor import InProcessExecutor
-    from evalrun.execution.run import _CacheWriter, retry_policy
-    from evalrun.execution.store import JOURNAL, Journal
+    from evalrun.execution.run import journal_hits, retry_policy, run_caching
     from evalrun.providers.registry import ModelRouter
 
-    journal = Journal(jdir / JOURNAL)
-    try:
-        journal.append_many(hits)
-    finally:
-        journal.close()
+    journal_hits(jdir, hits)
     if not todo:
         return []
     budget = JudgeBudget(budget_cap, todo, already) if budget_cap is not None else None
     cfg = project.suite.config
     provider = opts.provider if opts.provider is not None else ModelRouter()
     executor = InProcessExecutor(provider, concurrency=cfg.concurrency, policy=retry_policy(cfg), seed=cfg.seed)
-    writer = _CacheWriter(store) if store is not None and opts.cache in ("use", "refresh") else None
     try:
-        fresh = executor.run(todo, jdir, on_result=budget.finished if budget is not None else None,
-                             on_batch=writer.add if writer is not None else None,
-                             admit=budget.admit if budget is not None else None)
+        fresh = run_caching(executor, todo, jdir, store, opts, on_result=budget.finished if budget is not None else None,
+                            admit=budget.admit if budget is not None else None)
     finally:
         executor.close()
-        if writer is not None:
-            writer.flush()
     if budget is not None and budget.skipped:
         raise CouldNotMeasureError(
             f"budget reached during the judge calls: spent ${budget.spent:.4f} of --max-cost ${budget_cap:.4f}; "

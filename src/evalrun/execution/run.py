@@ -23,7 +23,7 @@ from evalrun.execution.folder import RunFolder, open_run_folder
 from evalrun.execution.manifest import created_of, write_manifest
 from evalrun.execution.options import LogHook, RunOptions
 from evalrun.execution.plan import plan_calls
-from evalrun.execution.runner import PlannedCall, ProgressHook, RetryPolicy
+from evalrun.execution.runner import AdmitHook, PlannedCall, ProgressHook, RetryPolicy
 from evalrun.execution.store import JOURNAL, Journal, clear_run, inspect_folder, read_journals
 from evalrun.project.config import SuiteConfig, project_root
 from evalrun.project.loader import Project
@@ -177,11 +177,7 @@ def _run(project: Project, folder: RunFolder, opts: RunOptions) -> RunOutcome:
 def _make_calls(project: Project, executor: Executor, rd: Path, todo: list[PlannedCall], hits: list[CallResult],
                 done: dict[str, CallResult], opts: RunOptions, store: ResponseCache | None) -> list[CallResult]:
     """Journal the cache hits, then make the remaining calls (budgeted, cached as they finish)."""
-    journal = Journal(rd / JOURNAL)
-    try:
-        journal.append_many(hits)
-    finally:
-        journal.close()
+    journal_hits(rd, hits)
     progress = opts.progress
     if progress is not None:
         for hit in hits:
@@ -193,19 +189,36 @@ def _make_calls(project: Project, executor: Executor, rd: Path, todo: list[Plann
         already = sum(r.cost_usd or 0.0 for r in done.values() if not r.cached)
         budget = Budget(opts.max_cost, todo, project, already=already)
         progress = _both(budget.finished, progress)
-    writer = _CacheWriter(store) if store is not None and opts.cache in ("use", "refresh") else None
-    try:
-        fresh = executor.run(todo, rd, on_result=progress, on_batch=writer.add if writer is not None else None,
-                             admit=budget.admit if budget is not None else None)
-    finally:
-        if writer is not None:
-            writer.flush()
+    fresh = run_caching(executor, todo, rd, store, opts, on_result=progress,
+                        admit=budget.admit if budget is not None else None)
     if budget is not None and budget.skipped:
         raise CouldNotMeasureError(
             f"budget reached: spent ${budget.spent:.4f} of --max-cost ${opts.max_cost:.4f}; {budget.skipped} calls "
             f"not made. Finished calls are saved in {rd}; continue with --resume {rd} and a larger --max-cost"
         )
     return fresh
+
+
+def journal_hits(directory: Path, hits: Sequence[CallResult]) -> None:
+    """Write the cache's answers into ``directory``'s journal before any call is made."""
+    journal = Journal(directory / JOURNAL)
+    try:
+        journal.append_many(hits)
+    finally:
+        journal.close()
+
+
+def run_caching(executor: Executor, todo: Sequence[PlannedCall], directory: Path, store: ResponseCache | None,
+                opts: RunOptions, *, on_result: ProgressHook | None, admit: AdmitHook | None) -> list[CallResult]:
+    """``executor.run`` with fresh answers stored in the response cache as they finish (when
+    the cache mode writes), the last batch flushed even when the run stops."""
+    writer = _CacheWriter(store) if store is not None and opts.cache in ("use", "refresh") else None
+    try:
+        return executor.run(todo, directory, on_result=on_result, on_batch=writer.add if writer is not None else None,
+                            admit=admit)
+    finally:
+        if writer is not None:
+            writer.flush()
 
 
 def _both(first: ProgressHook, then: ProgressHook | None) -> ProgressHook:
