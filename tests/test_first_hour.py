@@ -43,6 +43,21 @@ def _project(tmp_path: Path, server: OpenAIServer | None, *, n: int = 8, base_mo
     return write_project(tmp_path, cases=cases, baseline=base, candidate=cand, suite=suite)
 
 
+def _candidate_fails_after_its_preflight(failure: Reply) -> Any:
+    """A server behaviour: each model's first call (its side's preflight) answers, then every
+    later candidate call gets ``failure``."""
+    seen: set[str] = set()
+
+    def behaviour(req: dict[str, Any], n: int) -> Reply:
+        first = req["model"] not in seen
+        seen.add(req["model"])
+        if req["model"] == "fh-cand" and not first:
+            return failure
+        return Reply(content="fine")
+
+    return behaviour
+
+
 def _compare(b: Path, c: Path, tmp_path: Path) -> Any:
     return CliRunner().invoke(main, ["compare", str(b), str(c), "--out", str(tmp_path / "run"), "--no-cache"])
 
@@ -162,16 +177,7 @@ def test_validate_says_ok_to_a_clean_project(tmp_path: Path) -> None:
 
 @pytest.mark.network
 def test_errors_above_tolerance_show_their_kinds_and_a_message(tmp_path: Path, openai_server: OpenAIServer) -> None:
-    seen: set[str] = set()
-
-    def behaviour(req: dict[str, Any], n: int) -> Reply:
-        first = req["model"] not in seen
-        seen.add(req["model"])
-        if req["model"] == "fh-cand" and not first:
-            return Reply(status=503, error_message="upstream overloaded, try later")
-        return Reply(content="fine")
-
-    openai_server.behaviour = behaviour
+    openai_server.behaviour = _candidate_fails_after_its_preflight(Reply(status=503, error_message="upstream overloaded, try later"))
     b, c = _project(tmp_path, openai_server)
     result = _compare(b, c, tmp_path)
     assert result.exit_code == 4, result.output
@@ -224,16 +230,7 @@ def test_the_error_alarm_fires_once_when_failures_pass_max_error_rate_mid_run() 
 
 @pytest.mark.network
 def test_the_error_alarm_reaches_the_terminal_before_the_run_ends(tmp_path: Path, openai_server: OpenAIServer) -> None:
-    seen: set[str] = set()
-
-    def behaviour(req: dict[str, Any], n: int) -> Reply:
-        first = req["model"] not in seen  # the preflight (each side's first call) passes
-        seen.add(req["model"])
-        if req["model"] == "fh-cand" and not first:
-            return Reply(status=400, error_message="bad candidate param")
-        return Reply(content="fine")
-
-    openai_server.behaviour = behaviour
+    openai_server.behaviour = _candidate_fails_after_its_preflight(Reply(status=400, error_message="bad candidate param"))
     b, c = _project(tmp_path, openai_server, n=30, suite={"concurrency": 2})
     result = _compare(b, c, tmp_path)
     assert result.exit_code == 4, result.output
@@ -437,16 +434,7 @@ def test_estimate_after_a_run_knows_the_time_and_the_cache(tmp_path: Path, opena
 def test_an_endpoint_failing_call_after_call_opens_its_circuit_and_the_terminal_says_so(
     tmp_path: Path, openai_server: OpenAIServer
 ) -> None:
-    seen: set[str] = set()
-
-    def behaviour(req: dict[str, Any], n: int) -> Reply:
-        first = req["model"] not in seen
-        seen.add(req["model"])
-        if req["model"] == "fh-cand" and not first:
-            return Reply(status=500, error_message="database is on fire")
-        return Reply(content="fine")
-
-    openai_server.behaviour = behaviour
+    openai_server.behaviour = _candidate_fails_after_its_preflight(Reply(status=500, error_message="database is on fire"))
     b, c = _project(tmp_path, openai_server, n=40)
     result = _compare(b, c, tmp_path)
     assert result.exit_code == 4, result.output
